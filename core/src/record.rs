@@ -1,0 +1,81 @@
+//! Persist records: what a driver must store durably, and what rebuilds a node.
+//!
+//! The durability contract: the driver drains every record the engine emits
+//! (`Node::poll_persist`) and makes it durable *before* it sends any message
+//! drained after it. The engine emits a record for every transaction it
+//! accepts before it emits anything that reveals the acceptance (a push to
+//! other members, an answer to a sync), so a crash never un-accepts what
+//! another member may have seen. A node restored from the records, in order,
+//! reaches the same state root it had.
+//!
+//! Records are keyed by context, so a driver may store them per context and
+//! drop a context's records once it sees `Deleted` for it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ContextId, MemberId};
+use crate::tx::SignedTx;
+use crate::wire::{WireError, decode_versioned};
+
+/// The format version of stored records.
+pub const RECORD_VERSION: u8 = 1;
+
+/// The largest record: the app blob plus room for the genesis.
+pub const RECORD_BYTES_MAX: usize = crate::limits::APP_BYTES_MAX + 64 * 1024;
+
+/// One durable fact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// This node started catching up into `context` through `via`.
+    Joining { context: ContextId, via: MemberId },
+    /// This node holds `context`: its genesis and application blob.
+    Opened {
+        context: ContextId,
+        genesis: SignedTx,
+        app: Vec<u8>,
+    },
+    /// A transaction this node accepted into the context's DAG.
+    Tx { context: ContextId, tx: SignedTx },
+    /// This node left the context and deleted its copy: every earlier record
+    /// of the context may be dropped.
+    Deleted { context: ContextId },
+}
+
+impl Record {
+    pub fn context(&self) -> ContextId {
+        match self {
+            Record::Joining { context, .. }
+            | Record::Opened { context, .. }
+            | Record::Tx { context, .. }
+            | Record::Deleted { context } => *context,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(&(RECORD_VERSION, self)).expect("encoding into a Vec cannot fail")
+    }
+
+    /// Decodes a stored record, refusing other versions and damaged bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Record, WireError> {
+        let (_, record): (u8, Record) = decode_versioned(bytes, RECORD_BYTES_MAX, RECORD_VERSION)?;
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusal() {
+        let record = Record::Deleted {
+            context: ContextId([5; 32]),
+        };
+        let bytes = record.encode();
+        assert_eq!(Record::decode(&bytes), Ok(record));
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert_eq!(Record::decode(&other), Err(WireError::Version(9)));
+        assert!(Record::decode(&bytes[..3]).is_err());
+    }
+}

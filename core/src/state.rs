@@ -1,0 +1,255 @@
+//! A context's key-value state and its root.
+//!
+//! Owns: the map from 32-byte keys to byte values, and the state root that
+//! two members compare to know they hold the same state.
+//!
+//! The root is a homomorphic multiset hash: each entry contributes
+//! `blake3(key || value)` read as four 64-bit lanes, and the accumulator is
+//! the lane-wise wrapping sum over all entries. Adding, changing or removing
+//! one entry costs one hash, never a pass over the state, and the order in
+//! which entries were written does not matter. The published root is
+//! `blake3(accumulator)`. It is a convergence fingerprint between cooperating
+//! members, not a commitment one could prove inclusion against.
+//!
+//! Invariants:
+//! - the accumulator equals the sum of the stored entry hashes (checked by
+//!   [`State::check_root`], which tests and debug builds call);
+//! - every write returns the undo that restores the previous value exactly,
+//!   so applying a write and then its undo leaves map and root unchanged.
+
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
+
+use crate::ids::{Hash, Key};
+
+/// A fixed-seed hasher: the state map must behave the same in every process.
+/// Iteration order is still never observable: [`State::entries_sorted`] sorts.
+pub(crate) type FixedHasher = FixedState;
+
+pub(crate) fn fixed_hasher() -> FixedHasher {
+    FixedState::with_seed(0x6374_785f_7374_6174)
+}
+
+/// Four 64-bit lanes: one entry's contribution to the root, or the sum of all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Lanes([u64; 4]);
+
+impl Lanes {
+    fn of_entry(key: &Key, value: &[u8]) -> Lanes {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&key.0);
+        hasher.update(value);
+        let bytes = hasher.finalize();
+        let mut lanes = [0u64; 4];
+        for (lane, chunk) in lanes.iter_mut().zip(bytes.as_bytes().chunks_exact(8)) {
+            *lane = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        }
+        Lanes(lanes)
+    }
+
+    fn add(&mut self, other: Lanes) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a = a.wrapping_add(b);
+        }
+    }
+
+    fn sub(&mut self, other: Lanes) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a = a.wrapping_sub(b);
+        }
+    }
+
+    fn to_bytes(self) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        for (chunk, lane) in bytes.chunks_exact_mut(8).zip(self.0) {
+            chunk.copy_from_slice(&lane.to_le_bytes());
+        }
+        bytes
+    }
+}
+
+/// A stored value with its contribution to the root, so removing or
+/// overwriting it needs no second hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredValue {
+    bytes: Vec<u8>,
+    lanes: Lanes,
+}
+
+impl StoredValue {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// What undoes one write: the key and the value it held before.
+pub type UndoEntry = (Key, Option<StoredValue>);
+
+/// The key-value state of one context.
+#[derive(Clone, Debug)]
+pub struct State {
+    entries: HashMap<Key, StoredValue, FixedHasher>,
+    accumulator: Lanes,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::with_hasher(fixed_hasher()),
+            accumulator: Lanes::default(),
+        }
+    }
+}
+
+impl State {
+    pub fn get(&self, key: &Key) -> Option<&[u8]> {
+        self.entries.get(key).map(StoredValue::bytes)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The state root: equal on two members exactly when (up to the strength
+    /// of the hash) they hold the same entries.
+    pub fn root(&self) -> Hash {
+        Hash(*blake3::hash(&self.accumulator.to_bytes()).as_bytes())
+    }
+
+    /// Sets (`Some`) or removes (`None`) a key; returns what undoes it.
+    pub fn write(&mut self, key: Key, value: Option<Vec<u8>>) -> UndoEntry {
+        let new = value.map(|bytes| StoredValue {
+            lanes: Lanes::of_entry(&key, &bytes),
+            bytes,
+        });
+        let previous = self.put(key, new);
+        (key, previous)
+    }
+
+    /// Applies writes in order; returns their undo log, to be passed to
+    /// [`State::undo`] to restore the state as it was.
+    pub fn apply(&mut self, writes: Vec<(Key, Option<Vec<u8>>)>) -> Vec<UndoEntry> {
+        writes
+            .into_iter()
+            .map(|(key, value)| self.write(key, value))
+            .collect()
+    }
+
+    /// Reverts an undo log produced by [`State::apply`].
+    pub fn undo(&mut self, log: Vec<UndoEntry>) {
+        for (key, previous) in log.into_iter().rev() {
+            self.put(key, previous);
+        }
+    }
+
+    fn put(&mut self, key: Key, value: Option<StoredValue>) -> Option<StoredValue> {
+        let previous = match value {
+            Some(value) => {
+                self.accumulator.add(value.lanes);
+                self.entries.insert(key, value)
+            }
+            None => self.entries.remove(&key),
+        };
+        if let Some(old) = &previous {
+            self.accumulator.sub(old.lanes);
+        }
+        previous
+    }
+
+    /// Every entry, sorted by key.
+    pub fn entries_sorted(&self) -> Vec<(Key, &[u8])> {
+        let mut entries: Vec<(Key, &[u8])> =
+            self.entries.iter().map(|(k, v)| (*k, v.bytes())).collect();
+        entries.sort_unstable_by_key(|(k, _)| *k);
+        entries
+    }
+
+    /// Recomputes the root from scratch and asserts it matches the
+    /// incrementally kept one. Costs a pass over the state: for tests and
+    /// debug assertions only.
+    pub fn check_root(&self) {
+        let mut sum = Lanes::default();
+        for (key, value) in &self.entries {
+            let lanes = Lanes::of_entry(key, &value.bytes);
+            assert_eq!(lanes, value.lanes, "cached entry hash of {key:?} is stale");
+            sum.add(lanes);
+        }
+        assert_eq!(sum, self.accumulator, "state root accumulator drifted");
+    }
+
+    /// A hash of the hasher's fixed state, to show in tests that it is fixed.
+    #[cfg(test)]
+    fn hasher_probe(&self) -> u64 {
+        use std::hash::BuildHasher;
+        self.entries.hasher().hash_one(Key([1; 32]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(b: u8) -> Key {
+        Key([b; 32])
+    }
+
+    #[test]
+    fn root_depends_on_contents_not_write_order() {
+        let mut a = State::default();
+        a.write(k(1), Some(b"one".to_vec()));
+        a.write(k(2), Some(b"two".to_vec()));
+        let mut b = State::default();
+        b.write(k(2), Some(b"two".to_vec()));
+        b.write(k(3), Some(b"three".to_vec()));
+        b.write(k(1), Some(b"uno".to_vec()));
+        b.write(k(1), Some(b"one".to_vec()));
+        b.write(k(3), None);
+        assert_eq!(a.root(), b.root());
+        a.check_root();
+        b.check_root();
+        b.write(k(2), Some(b"TWO".to_vec()));
+        assert_ne!(a.root(), b.root());
+        assert_eq!(State::default().root(), State::default().root());
+    }
+
+    #[test]
+    fn undo_restores_map_and_root_exactly() {
+        let mut state = State::default();
+        state.write(k(1), Some(b"one".to_vec()));
+        state.write(k(2), Some(b"two".to_vec()));
+        let before_root = state.root();
+        let before = state
+            .entries_sorted()
+            .iter()
+            .map(|(k, v)| (*k, v.to_vec()))
+            .collect::<Vec<_>>();
+        let undo = state.apply(vec![
+            (k(1), None),
+            (k(2), Some(b"deux".to_vec())),
+            (k(3), Some(b"trois".to_vec())),
+            (k(3), Some(b"tres".to_vec())),
+        ]);
+        assert_ne!(state.root(), before_root);
+        state.undo(undo);
+        state.check_root();
+        assert_eq!(state.root(), before_root);
+        let after = state
+            .entries_sorted()
+            .iter()
+            .map(|(k, v)| (*k, v.to_vec()))
+            .collect::<Vec<_>>();
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn hasher_is_fixed_across_instances() {
+        assert_eq!(
+            State::default().hasher_probe(),
+            State::default().hasher_probe()
+        );
+    }
+}

@@ -1,0 +1,389 @@
+//! End-to-end behaviour of the engine on a small in-memory network: the
+//! lifecycle of a context (create, invite, join, call, leave, rejoin),
+//! ordering, sync, catchup, crash and restart, and refusal of bad input.
+
+mod support;
+
+use ctx_core::tx::{Signature, SignedTx, TX_FORMAT_VERSION, TxBody, TxKind};
+use ctx_core::wire::{Body, Envelope};
+use ctx_core::{CallError, Event, Key, MessageError, Outcome, Phase, Rejection};
+use ed25519_dalek::{Signer, SigningKey};
+use support::{BANK, KV, Net, args};
+
+fn key(name: &str) -> Key {
+    Key::padded(name.as_bytes()).unwrap()
+}
+
+#[test]
+fn three_members_share_writes() {
+    let mut net = Net::new(3);
+    let c = net.context_with(0, KV, &[0, 1, 2]);
+    for (i, (k, v)) in [("colour", "blue"), ("shape", "round"), ("size", "big")]
+        .iter()
+        .enumerate()
+    {
+        net.nodes[i]
+            .call(net.now, c, "set", args(&[k.as_bytes(), v.as_bytes()]))
+            .unwrap();
+    }
+    net.run();
+    net.assert_converged(&c, &[0, 1, 2]);
+    for i in 0..3 {
+        assert_eq!(net.nodes[i].get(&c, &key("colour")), Some(&b"blue"[..]));
+        assert_eq!(net.nodes[i].status(&c).unwrap().members.len(), 3);
+        let got = net.nodes[i].view(&c, "get", &args(&[b"shape"])).unwrap();
+        assert_eq!(got, b"round");
+    }
+    assert!(net.events[1].contains(&Event::Joined { context: c }));
+}
+
+#[test]
+fn concurrent_writes_converge_through_reordering() {
+    let mut net = Net::new(3);
+    let c = net.context_with(0, KV, &[0, 1, 2]);
+    // Everyone writes the same key before hearing from the others.
+    for i in 0..3 {
+        for n in 0..5 {
+            let value = format!("{i}-{n}");
+            net.nodes[i]
+                .call(net.now, c, "set", args(&[b"k", value.as_bytes()]))
+                .unwrap();
+        }
+    }
+    // Deliver newest first, to force late arrivals.
+    net.collect();
+    while !net.inflight.is_empty() {
+        let last = net.inflight.len() - 1;
+        net.deliver(last);
+    }
+    net.advance(5_000);
+    net.assert_converged(&c, &[0, 1, 2]);
+    let reordered = net
+        .events
+        .iter()
+        .flatten()
+        .any(|e| matches!(e, Event::Reordered { .. }));
+    assert!(reordered, "some transaction must have arrived in the past");
+    let winner = net.nodes[0].get(&c, &key("k")).unwrap().to_vec();
+    for i in 1..3 {
+        assert_eq!(net.nodes[i].get(&c, &key("k")).unwrap(), &winner[..]);
+    }
+}
+
+#[test]
+fn lost_messages_are_repaired_by_sync() {
+    let mut net = Net::new(3);
+    let c = net.context_with(0, KV, &[0, 1, 2]);
+    for n in 0..50u32 {
+        let i = (n % 3) as usize;
+        net.nodes[i]
+            .call(net.now, c, "set", args(&[&n.to_le_bytes(), b"v"]))
+            .unwrap();
+        net.collect();
+        // Lose every message.
+        net.inflight.clear();
+    }
+    assert_ne!(net.root(0, &c), net.root(1, &c));
+    net.advance(10_000);
+    net.assert_converged(&c, &[0, 1, 2]);
+    assert_eq!(net.nodes[2].replica(&c).unwrap().state().len(), 50);
+}
+
+#[test]
+fn join_before_invite_is_refused_then_succeeds() {
+    let mut net = Net::new(2);
+    let c = net.nodes[0].create_context(net.now, KV.as_bytes()).unwrap();
+    let via = net.ids[0];
+    net.nodes[1].join(net.now, c, via).unwrap();
+    net.run();
+    assert!(
+        net.events[1]
+            .iter()
+            .any(|e| matches!(e, Event::CatchupRefused { .. }))
+    );
+    assert_eq!(net.nodes[1].phase(&c), Some(Phase::Joining));
+    let bob = net.ids[1];
+    net.nodes[0].invite(net.now, c, bob).unwrap();
+    net.advance(5_000);
+    assert_eq!(net.nodes[1].phase(&c), Some(Phase::Member));
+    net.assert_converged(&c, &[0, 1]);
+}
+
+#[test]
+fn catchup_of_a_long_history_in_batches() {
+    let mut net = Net::new(2);
+    let c = net.nodes[0].create_context(net.now, KV.as_bytes()).unwrap();
+    for n in 0..3_000u32 {
+        net.nodes[0]
+            .call(net.now, c, "set", args(&[&n.to_le_bytes(), b"value"]))
+            .unwrap();
+    }
+    let bob = net.ids[1];
+    net.nodes[0].invite(net.now, c, bob).unwrap();
+    net.run();
+    let via = net.ids[0];
+    net.nodes[1].join(net.now, c, via).unwrap();
+    net.run();
+    net.assert_converged(&c, &[0, 1]);
+    assert_eq!(net.nodes[1].status(&c).unwrap().applied, 3_000 + 3);
+}
+
+#[test]
+fn catchup_is_redirected_when_the_responder_goes_silent() {
+    let mut net = Net::new(3);
+    let c = net.context_with(0, KV, &[0, 1]);
+    for n in 0..2_000u32 {
+        net.nodes[0]
+            .call(net.now, c, "set", args(&[&n.to_le_bytes(), b"x"]))
+            .unwrap();
+    }
+    let carol = net.ids[2];
+    net.nodes[0].invite(net.now, c, carol).unwrap();
+    net.run();
+    // Carol joins via bob; bob answers the request, then crashes.
+    let via = net.ids[1];
+    net.nodes[2].join(net.now, c, via).unwrap();
+    net.collect();
+    net.deliver(0); // the catchup request reaches bob
+    net.deliver(0); // bob's acceptance reaches carol
+    net.crash(1);
+    net.advance(20_000);
+    assert_eq!(net.nodes[2].phase(&c), Some(Phase::Member));
+    net.assert_converged(&c, &[0, 2]);
+}
+
+#[test]
+fn a_leaving_member_deletes_its_copy_once_acknowledged() {
+    let mut net = Net::new(3);
+    let c = net.context_with(0, KV, &[0, 1, 2]);
+    net.nodes[1]
+        .call(net.now, c, "set", args(&[b"from-bob", b"1"]))
+        .unwrap();
+    net.collect();
+    net.inflight.clear(); // bob's call is lost on the way
+    net.nodes[1].leave(net.now, c).unwrap();
+    assert_eq!(net.nodes[1].phase(&c), Some(Phase::Leaving));
+    net.advance(5_000);
+    assert_eq!(net.nodes[1].phase(&c), None, "bob deleted its copy");
+    assert!(matches!(
+        net.disks[1].last(),
+        Some(ctx_core::Record::Deleted { .. })
+    ));
+    net.assert_converged(&c, &[0, 2]);
+    // Nothing bob accepted was lost with its copy.
+    assert_eq!(net.nodes[2].get(&c, &key("from-bob")), Some(&b"1"[..]));
+    let members = net.nodes[0].status(&c).unwrap().members;
+    assert_eq!(members, {
+        let mut m = vec![net.ids[0], net.ids[2]];
+        m.sort();
+        m
+    });
+    // Bob is invited again and rejoins with a fresh copy.
+    let bob = net.ids[1];
+    net.nodes[2].invite(net.now, c, bob).unwrap();
+    net.run();
+    let via = net.ids[2];
+    net.nodes[1].join(net.now, c, via).unwrap();
+    net.advance(5_000);
+    net.assert_converged(&c, &[0, 1, 2]);
+    assert_eq!(net.nodes[0].status(&c).unwrap().members.len(), 3);
+}
+
+#[test]
+fn the_creator_may_leave_and_the_context_lives_on() {
+    let mut net = Net::new(3);
+    let c = net.context_with(0, KV, &[0, 1, 2]);
+    net.nodes[0].leave(net.now, c).unwrap();
+    net.advance(5_000);
+    assert_eq!(net.nodes[0].phase(&c), None);
+    net.nodes[1]
+        .call(net.now, c, "set", args(&[b"after", b"creator"]))
+        .unwrap();
+    net.advance(5_000);
+    net.assert_converged(&c, &[1, 2]);
+    assert_eq!(net.nodes[2].get(&c, &key("after")), Some(&b"creator"[..]));
+}
+
+#[test]
+fn a_restarted_node_rebuilds_its_state_and_catches_up() {
+    let mut net = Net::new(3);
+    let c = net.context_with(0, KV, &[0, 1, 2]);
+    for n in 0..20u32 {
+        net.nodes[(n % 3) as usize]
+            .call(net.now, c, "set", args(&[&n.to_le_bytes(), b"v"]))
+            .unwrap();
+    }
+    net.run();
+    let before = net.root(2, &c);
+    net.crash(2);
+    net.restart(2);
+    assert_eq!(net.root(2, &c), before, "rebuilt from its records alone");
+    net.crash(2);
+    for n in 20..40u32 {
+        net.nodes[(n % 2) as usize]
+            .call(net.now, c, "set", args(&[&n.to_le_bytes(), b"v"]))
+            .unwrap();
+    }
+    net.run();
+    net.restart(2);
+    net.advance(10_000);
+    net.assert_converged(&c, &[0, 1, 2]);
+    assert_eq!(net.nodes[2].replica(&c).unwrap().state().len(), 40);
+}
+
+#[test]
+fn a_node_that_crashed_while_catching_up_resumes() {
+    let mut net = Net::new(2);
+    let c = net.nodes[0].create_context(net.now, KV.as_bytes()).unwrap();
+    for n in 0..1_500u32 {
+        net.nodes[0]
+            .call(net.now, c, "set", args(&[&n.to_le_bytes(), b"v"]))
+            .unwrap();
+    }
+    let bob = net.ids[1];
+    net.nodes[0].invite(net.now, c, bob).unwrap();
+    net.run();
+    let via = net.ids[0];
+    net.nodes[1].join(net.now, c, via).unwrap();
+    // Deliver until bob holds part of the history, then crash it.
+    net.collect();
+    while net.nodes[1].status(&c).unwrap().applied < 600 {
+        net.deliver(0);
+    }
+    net.crash(1);
+    net.inflight.clear();
+    net.restart(1);
+    assert_eq!(net.nodes[1].phase(&c), Some(Phase::Joining));
+    net.advance(10_000);
+    assert_eq!(net.nodes[1].phase(&c), Some(Phase::Member));
+    net.assert_converged(&c, &[0, 1]);
+}
+
+#[test]
+fn failed_calls_are_recorded_as_failed_everywhere() {
+    let mut net = Net::new(2);
+    let c = net.context_with(0, KV, &[0, 1]);
+    let spin = net.nodes[0].call(net.now, c, "spin", Vec::new()).unwrap();
+    assert_eq!(spin.outcome, Outcome::Failed(CallError::OutOfFuel));
+    let unknown = net.nodes[1].call(net.now, c, "nope", Vec::new()).unwrap();
+    assert!(matches!(
+        unknown.outcome,
+        Outcome::Failed(CallError::UnknownMethod(_))
+    ));
+    net.run();
+    net.assert_converged(&c, &[0, 1]);
+    for i in 0..2 {
+        let replica = net.nodes[i].replica(&c).unwrap();
+        assert_eq!(
+            replica.outcome(&spin.tx),
+            Some(&Outcome::Failed(CallError::OutOfFuel))
+        );
+        assert!(matches!(
+            replica.outcome(&unknown.tx),
+            Some(Outcome::Failed(_))
+        ));
+    }
+    assert!(
+        net.events[0]
+            .iter()
+            .any(|e| matches!(e, Event::CallFailed { .. }))
+    );
+}
+
+/// A transaction signed by an outsider reaches the DAG (relayed by a member)
+/// but is applied as rejected, with no effect, by everyone.
+#[test]
+fn a_transaction_by_a_non_member_is_rejected_by_everyone() {
+    let mut net = Net::new(2);
+    let c = net.context_with(0, KV, &[0, 1]);
+    let outsider = SigningKey::from_bytes(&[99; 32]);
+    let (parents, height) = net.nodes[0].replica(&c).unwrap().next_parents();
+    let body = TxBody {
+        version: TX_FORMAT_VERSION,
+        context: c,
+        author: ctx_core::MemberId(outsider.verifying_key().to_bytes()),
+        height,
+        parents,
+        kind: TxKind::Call {
+            method: "set".into(),
+            input: args(&[b"evil", b"1"]),
+        },
+    };
+    let id = body.id();
+    let signature = Signature(outsider.sign(id.as_bytes()).to_bytes());
+    let bytes = Envelope::new(c, Body::Tx(SignedTx { body, signature })).encode();
+    let relay = net.ids[1];
+    net.nodes[0].handle_message(net.now, relay, &bytes).unwrap();
+    net.advance(5_000);
+    net.assert_converged(&c, &[0, 1]);
+    for i in 0..2 {
+        let replica = net.nodes[i].replica(&c).unwrap();
+        assert_eq!(
+            replica.outcome(&id),
+            Some(&Outcome::Rejected(Rejection::AuthorNotMember))
+        );
+        assert_eq!(replica.state().get(&key("evil")), None);
+    }
+}
+
+#[test]
+fn forged_and_garbled_messages_change_nothing() {
+    let mut net = Net::new(2);
+    let c = net.context_with(0, KV, &[0, 1]);
+    net.nodes[1]
+        .call(net.now, c, "set", args(&[b"k", b"v"]))
+        .unwrap();
+    net.collect();
+    let genuine = net.inflight.pop_front().unwrap().bytes;
+    let Body::Tx(mut signed) = Envelope::decode(&genuine).unwrap().body else {
+        panic!("a push")
+    };
+    let root = net.root(0, &c);
+    signed.body.kind = TxKind::Call {
+        method: "set".into(),
+        input: args(&[b"k", b"forged"]),
+    };
+    let forged = Envelope::new(c, Body::Tx(signed)).encode();
+    let bob = net.ids[1];
+    let error = net.nodes[0]
+        .handle_message(net.now, bob, &forged)
+        .unwrap_err();
+    assert!(matches!(error, MessageError::Tx(_)));
+    assert!(
+        net.nodes[0]
+            .handle_message(net.now, bob, &genuine[..genuine.len() / 2])
+            .is_err()
+    );
+    assert!(
+        net.nodes[0]
+            .handle_message(net.now, bob, b"\x07garbage")
+            .is_err()
+    );
+    assert_eq!(net.root(0, &c), root);
+    net.nodes[0].handle_message(net.now, bob, &genuine).unwrap();
+    assert_eq!(net.nodes[0].get(&c, &key("k")), Some(&b"v"[..]));
+}
+
+#[test]
+fn bad_commands_are_refused_with_typed_errors() {
+    let mut net = Net::new(2);
+    let err = net.nodes[0]
+        .create_context(net.now, b"not wasm")
+        .unwrap_err();
+    assert!(matches!(err, ctx_core::CommandError::App(_)), "{err}");
+    let c = net.context_with(0, BANK, &[0]);
+    let err = net.nodes[1]
+        .call(net.now, c, "open", Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, ctx_core::CommandError::UnknownContext(_)));
+    let long = "m".repeat(ctx_core::limits::METHOD_NAME_BYTES_MAX + 1);
+    let err = net.nodes[0]
+        .call(net.now, c, &long, Vec::new())
+        .unwrap_err();
+    assert!(matches!(err, ctx_core::CommandError::Tx(_)), "{err}");
+    let me = net.ids[0];
+    assert!(matches!(
+        net.nodes[0].join(net.now, c, me),
+        Err(ctx_core::CommandError::AlreadyHeld(_))
+    ));
+}

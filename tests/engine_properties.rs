@@ -1,0 +1,289 @@
+//! Properties of the engine that must hold for every schedule, checked over
+//! generated ones (proptest shrinks a failure to a small schedule and keeps it
+//! in `tests/engine_properties.proptest-regressions`).
+//!
+//! - any permutation, duplication, loss and delay of the same transactions
+//!   gives the same heads and state root on every member;
+//! - inserting a DAG's transactions into a replica in any order gives the
+//!   state root of applying it in the canonical order;
+//! - a member that catches up from any other ends with the same root;
+//! - bank's total money is conserved under any order;
+//! - arbitrary bytes never panic the decoders or a node.
+//!
+//! `PROPTEST_CASES` raises the number of cases for a longer run.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ctx_core::record::Record;
+use ctx_core::replica::Replica;
+use ctx_core::tx::Tx;
+use ctx_core::wire::Envelope;
+use ctx_core::{Key, Time};
+use proptest::prelude::*;
+use support::{BANK, KV, Net, args};
+
+/// One step of a generated schedule.
+#[derive(Clone, Debug)]
+enum Step {
+    /// Node `node % n` writes `value` at key `key`.
+    Call { node: usize, key: u8, value: u8 },
+    /// The in-flight message at `index % len` is delivered.
+    Deliver { index: usize },
+    /// ... delivered and kept in flight, to arrive again later.
+    Duplicate { index: usize },
+    /// ... lost.
+    Drop { index: usize },
+    /// Time passes: timers fire (sync, retries).
+    Tick { ms: u16 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (any::<usize>(), 0u8..6, any::<u8>()).prop_map(|(node, key, value)| Step::Call { node, key, value }),
+        6 => any::<usize>().prop_map(|index| Step::Deliver { index }),
+        1 => any::<usize>().prop_map(|index| Step::Duplicate { index }),
+        1 => any::<usize>().prop_map(|index| Step::Drop { index }),
+        1 => (1u16..3000).prop_map(|ms| Step::Tick { ms }),
+    ]
+}
+
+/// Runs a schedule on `nodes` members of one kv context, then lets the
+/// network heal and settle.
+fn run_schedule(nodes: usize, steps: &[Step]) -> (Net, ctx_core::ContextId) {
+    let mut net = Net::new(nodes);
+    let members: Vec<usize> = (0..nodes).collect();
+    let c = net.context_with(0, KV, &members);
+    for step in steps {
+        net.collect();
+        match *step {
+            Step::Call { node, key, value } => {
+                let node = node % nodes;
+                net.nodes[node]
+                    .call(net.now, c, "set", args(&[&[key], &[value]]))
+                    .unwrap();
+            }
+            Step::Deliver { index } | Step::Duplicate { index } | Step::Drop { index }
+                if !net.inflight.is_empty() =>
+            {
+                let index = index % net.inflight.len();
+                match step {
+                    Step::Deliver { .. } => net.deliver(index),
+                    Step::Duplicate { .. } => {
+                        let copy = net.inflight[index].clone();
+                        net.deliver(index);
+                        net.inflight.push_back(copy);
+                    }
+                    _ => {
+                        net.inflight.remove(index);
+                    }
+                }
+            }
+            Step::Tick { ms } => {
+                // Time passes for timers, but in-flight messages stay put.
+                let held: Vec<_> = net.inflight.drain(..).collect();
+                net.now = net.now + u64::from(ms);
+                for i in 0..nodes {
+                    if net.nodes[i].poll_timeout().is_some_and(|t| t <= net.now) {
+                        net.nodes[i].handle_timeout(net.now);
+                    }
+                }
+                net.collect();
+                net.inflight.extend(held);
+            }
+            _ => {}
+        }
+    }
+    net.advance(30_000);
+    (net, c)
+}
+
+/// Every transaction any node accepted, from the disks.
+fn all_txs(net: &Net) -> (Tx, Arc<Vec<u8>>, Vec<Tx>) {
+    let mut genesis = None;
+    let mut txs = BTreeMap::new();
+    for disk in &net.disks {
+        for record in disk {
+            match record {
+                Record::Opened {
+                    genesis: g, app, ..
+                } => {
+                    genesis = Some((
+                        Tx::from_signed_unverified(g.clone()).unwrap(),
+                        Arc::new(app.clone()),
+                    ));
+                }
+                Record::Tx { tx, .. } => {
+                    let tx = Tx::from_signed_unverified(tx.clone()).unwrap();
+                    txs.insert(tx.id(), tx);
+                }
+                _ => {}
+            }
+        }
+    }
+    let (genesis, app) = genesis.expect("a context was opened");
+    (genesis, app, txs.into_values().collect())
+}
+
+fn cases(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(24))]
+
+    #[test]
+    fn any_delivery_order_converges(nodes in 2usize..5, steps in prop::collection::vec(step(), 0..80)) {
+        let (net, c) = run_schedule(nodes, &steps);
+        let members: Vec<usize> = (0..nodes).collect();
+        let root = net.assert_converged(&c, &members);
+        // Same DAG, same root: the union of everything accepted, applied in
+        // the canonical order from scratch, gives the members' root.
+        let (genesis, app, txs) = all_txs(&net);
+        let expected = txs.len() + 1;
+        let rebuilt = Replica::rebuild(genesis, app, txs).unwrap();
+        prop_assert_eq!(rebuilt.applied(), expected);
+        prop_assert_eq!(rebuilt.applied(), net.nodes[0].status(&c).unwrap().applied);
+        prop_assert_eq!(rebuilt.state_root(), root);
+    }
+
+    #[test]
+    fn insertion_in_any_order_gives_the_canonical_root(
+        steps in prop::collection::vec(step(), 10..60),
+        order in prop::collection::vec(any::<usize>(), 0..400),
+    ) {
+        let (net, _) = run_schedule(3, &steps);
+        let (genesis, app, txs) = all_txs(&net);
+        let canonical = Replica::rebuild(genesis.clone(), Arc::clone(&app), txs.clone()).unwrap();
+        // Feed the transactions in a generated order, holding back any whose
+        // parents have not arrived, and re-offering duplicates.
+        let mut replica = Replica::new(genesis, app).unwrap();
+        let mut pool: Vec<Tx> = txs;
+        let mut choices = order.into_iter();
+        while !pool.is_empty() {
+            let pick = choices.next().unwrap_or(0) % pool.len();
+            let tx = pool[pick].clone();
+            if tx.parents().iter().all(|p| replica.contains(p)) {
+                replica.insert(tx.clone()).unwrap();
+                pool.swap_remove(pick);
+                prop_assert!(replica.insert(tx).is_err(), "a duplicate is refused");
+            } else {
+                // Not yet: try the next one in the pool instead.
+                pool.rotate_left(1);
+            }
+        }
+        prop_assert_eq!(replica.state_root(), canonical.state_root());
+        prop_assert_eq!(replica.heads(), canonical.heads());
+        prop_assert_eq!(replica.order().collect::<Vec<_>>(), canonical.order().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn catchup_from_any_member_gives_the_same_root(
+        steps in prop::collection::vec(step(), 0..60),
+        via in 0usize..3,
+    ) {
+        let (mut net, c) = {
+            let (net3, c) = run_schedule(3, &steps);
+            // Move the three nodes into a four-node network.
+            let mut net = Net::new(4);
+            for (i, node) in net3.nodes.into_iter().enumerate() {
+                net.nodes[i] = node;
+            }
+            net.now = net3.now;
+            (net, c)
+        };
+        let newcomer = net.ids[3];
+        net.nodes[via].invite(net.now, c, newcomer).unwrap();
+        net.run();
+        let via_id = net.ids[via];
+        net.nodes[3].join(net.now, c, via_id).unwrap();
+        net.advance(10_000);
+        net.assert_converged(&c, &[0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn bank_conserves_money_under_any_order(
+        transfers in prop::collection::vec((0usize..3, 0u8..4, 0u8..4, 0u64..150), 1..40),
+        schedule in prop::collection::vec(any::<usize>(), 0..200),
+    ) {
+        let mut net = Net::new(3);
+        let c = net.context_with(0, BANK, &[0, 1, 2]);
+        for account in 0u8..4 {
+            net.nodes[0].call(net.now, c, "open", args(&[&[b'a', account], &100u64.to_le_bytes()])).unwrap();
+        }
+        net.run();
+        let mut choices = schedule.into_iter();
+        for (node, from, to, amount) in transfers {
+            net.nodes[node].call(net.now, c, "transfer", args(&[&[b'a', from], &[b'a', to], &amount.to_le_bytes()])).unwrap();
+            net.collect();
+            // Deliver a random number of random messages in between.
+            for _ in 0..choices.next().unwrap_or(0) % 4 {
+                if net.inflight.is_empty() { break; }
+                let pick = choices.next().unwrap_or(0) % net.inflight.len();
+                net.deliver(pick);
+            }
+        }
+        net.advance(10_000);
+        net.assert_converged(&c, &[0, 1, 2]);
+        for i in 0..3 {
+            let total: u64 = (0u8..4)
+                .map(|a| {
+                    let balance = net.nodes[i].get(&c, &Key::padded(&[b'a', a]).unwrap()).unwrap();
+                    u64::from_le_bytes(balance.try_into().unwrap())
+                })
+                .sum();
+            prop_assert_eq!(total, 400);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Envelope::decode(&bytes);
+        let _ = Record::decode(&bytes);
+        let mut versioned = bytes.clone();
+        versioned.insert(0, ctx_core::wire::WIRE_VERSION);
+        let _ = Envelope::decode(&versioned);
+        let mut net = Net::new(2);
+        let c = net.context_with(0, KV, &[0, 1]);
+        let _ = c;
+        let from = net.ids[1];
+        let _ = net.nodes[0].handle_message(Time::ZERO, from, &bytes);
+        let _ = net.nodes[0].handle_message(Time::ZERO, from, &versioned);
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8), pick in any::<usize>()) {
+        let mut net = Net::new(3);
+        let c = net.context_with(0, KV, &[0, 1]);
+        net.nodes[1].call(net.now, c, "set", args(&[b"k", b"v"])).unwrap();
+        let carol = net.ids[2];
+        net.nodes[0].invite(net.now, c, carol).unwrap();
+        let via = net.ids[0];
+        net.nodes[2].join(net.now, c, via).unwrap();
+        net.collect();
+        let mut captured = Vec::new();
+        while !net.inflight.is_empty() {
+            captured.push(net.inflight[0].clone());
+            net.deliver(0);
+        }
+        prop_assume!(!captured.is_empty());
+        let mut message = captured[pick % captured.len()].clone();
+        for (at, byte) in flips {
+            let at = at % message.bytes.len();
+            message.bytes[at] ^= byte;
+        }
+        let from = net.ids[message.from];
+        let _ = net.nodes[message.to].handle_message(net.now, from, &message.bytes);
+        net.collect();
+        net.advance(5_000);
+    }
+}
