@@ -1,0 +1,3 @@
+//! `ctx-sim`: the deterministic simulator, scenario runner and fuzzer for ctx.
+
+pub mod scenario;
