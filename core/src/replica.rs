@@ -405,6 +405,7 @@ impl Replica {
         bytes_max: usize,
     ) -> (Vec<SignedTx>, Option<OrderKey>) {
         let start = after.map_or(0, |key| self.order.partition_point(|slot| slot.key <= key));
+        let txs_max = txs_max.max(1);
         let mut batch = Vec::new();
         let mut bytes = 0;
         for slot in &self.order[start..] {
@@ -463,6 +464,7 @@ impl Replica {
                 unmarked += 1;
             }
         }
+        let txs_max = txs_max.max(1);
         let mut found = Vec::new();
         let mut bytes = 0;
         while unmarked > 0 {
@@ -555,4 +557,1244 @@ fn execute(
         },
     };
     (outcome, undo)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests of one replica, on transactions built and signed by hand
+    //! against the bundled kv app.
+
+    use std::sync::OnceLock;
+
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::tx::{TX_FORMAT_VERSION, TxBody};
+
+    const CONTEXT: ContextId = ContextId([7; 32]);
+
+    // ----- fixtures --------------------------------------------------------
+
+    /// The kv app, compiled from its text once for all tests.
+    fn kv_app() -> Arc<Vec<u8>> {
+        static KV: OnceLock<Arc<Vec<u8>>> = OnceLock::new();
+        KV.get_or_init(|| {
+            let source = include_str!("../../scenarios/apps/kv.wat");
+            Arc::new(crate::runtime::wasm_from_source(source.as_bytes()).expect("kv compiles"))
+        })
+        .clone()
+    }
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn member(signer: &SigningKey) -> MemberId {
+        MemberId(signer.verifying_key().to_bytes())
+    }
+
+    /// Signs a transaction with exactly these fields (parents sorted here).
+    fn sign_raw(
+        signer: &SigningKey,
+        context: ContextId,
+        mut parents: Vec<TxId>,
+        height: u64,
+        kind: TxKind,
+    ) -> Tx {
+        parents.sort_unstable();
+        let body = TxBody {
+            version: TX_FORMAT_VERSION,
+            context,
+            author: member(signer),
+            height,
+            parents,
+            kind,
+        };
+        Tx::sign(body, signer)
+    }
+
+    fn genesis_of(signer: &SigningKey, app: &[u8]) -> Tx {
+        let kind = TxKind::Create {
+            app_hash: Hash(*blake3::hash(app).as_bytes()),
+            app_bytes: app.len() as u64,
+        };
+        sign_raw(signer, CONTEXT, vec![], 0, kind)
+    }
+
+    /// A well-formed child of `parents`: height one more than the highest.
+    fn child(signer: &SigningKey, parents: &[&Tx], kind: TxKind) -> Tx {
+        let height = parents.iter().map(|p| p.height()).max().expect("parents") + 1;
+        let ids = parents.iter().map(|p| p.id()).collect();
+        sign_raw(signer, CONTEXT, ids, height, kind)
+    }
+
+    /// kv input: each argument as a u32 LE length followed by its bytes.
+    fn args(parts: &[&[u8]]) -> Vec<u8> {
+        let mut input = Vec::new();
+        for part in parts {
+            input.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            input.extend_from_slice(part);
+        }
+        input
+    }
+
+    fn call_kind(method: &str, input: Vec<u8>) -> TxKind {
+        TxKind::Call {
+            method: method.to_owned(),
+            input,
+        }
+    }
+
+    /// A kv `set(k, v)` call.
+    fn set(signer: &SigningKey, parents: &[&Tx], k: &str, v: &str) -> Tx {
+        child(
+            signer,
+            parents,
+            call_kind("set", args(&[k.as_bytes(), v.as_bytes()])),
+        )
+    }
+
+    fn invite(signer: &SigningKey, parents: &[&Tx], who: &SigningKey) -> Tx {
+        child(
+            signer,
+            parents,
+            TxKind::Invite {
+                member: member(who),
+            },
+        )
+    }
+
+    /// The value stored under kv key `k`.
+    fn value(replica: &Replica, k: &str) -> Option<Vec<u8>> {
+        let key = Key::padded(k.as_bytes()).expect("short key");
+        replica.state().get(&key).map(<[u8]>::to_vec)
+    }
+
+    fn insert_ok(replica: &mut Replica, tx: &Tx) -> Inserted {
+        replica
+            .insert(tx.clone())
+            .unwrap_or_else(|e| panic!("inserting {:?}: {e}", tx.id()))
+    }
+
+    /// A fresh replica of a context created by `creator` with the kv app.
+    fn fresh(creator: &SigningKey) -> (Tx, Replica) {
+        let app = kv_app();
+        let genesis = genesis_of(creator, &app);
+        let replica = Replica::new(genesis.clone(), app).expect("replica");
+        (genesis, replica)
+    }
+
+    /// `inviter` invites `newcomer` after `after`, and the newcomer joins.
+    /// Returns (invite, join); the newcomer is then a member.
+    fn onboard(
+        replica: &mut Replica,
+        inviter: &SigningKey,
+        after: &Tx,
+        newcomer: &SigningKey,
+    ) -> (Tx, Tx) {
+        let inv = invite(inviter, &[after], newcomer);
+        assert_eq!(insert_ok(replica, &inv).outcome, Outcome::Ok);
+        let join = child(newcomer, &[&inv], TxKind::Join);
+        assert_eq!(insert_ok(replica, &join).outcome, Outcome::Ok);
+        assert_eq!(
+            replica.status(&member(newcomer)),
+            Some(MemberStatus::Member)
+        );
+        (inv, join)
+    }
+
+    fn ids(txs: &[&Tx]) -> Vec<TxId> {
+        txs.iter().map(|tx| tx.id()).collect()
+    }
+
+    /// The ids of `txs` sorted in canonical order, by (height, id).
+    fn canonical(txs: &[&Tx]) -> Vec<TxId> {
+        let mut keys: Vec<OrderKey> = txs.iter().map(|tx| tx.order_key()).collect();
+        keys.sort_unstable();
+        keys.into_iter().map(|key| key.id).collect()
+    }
+
+    fn set_of(ids: &[TxId]) -> BTreeSet<TxId> {
+        ids.iter().copied().collect()
+    }
+
+    /// Everything observable about a replica.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Snapshot {
+        root: Hash,
+        applied: usize,
+        heads: BTreeSet<TxId>,
+        order: Vec<TxId>,
+        outcomes: Vec<Outcome>,
+        members: Vec<(MemberId, MemberStatus)>,
+        entries: Vec<(Key, Vec<u8>)>,
+        last_key: Option<OrderKey>,
+    }
+
+    fn snapshot(replica: &Replica) -> Snapshot {
+        let order: Vec<TxId> = replica.order().collect();
+        Snapshot {
+            root: replica.state_root(),
+            applied: replica.applied(),
+            heads: replica.heads().clone(),
+            outcomes: order
+                .iter()
+                .map(|id| replica.outcome(id).expect("applied").clone())
+                .collect(),
+            order,
+            members: replica.membership().all().collect(),
+            entries: replica
+                .state()
+                .entries_sorted()
+                .into_iter()
+                .map(|(k, v)| (k, v.to_vec()))
+                .collect(),
+            last_key: replica.last_key(),
+        }
+    }
+
+    // ----- ordering ----------------------------------------------------------
+
+    #[test]
+    fn a_genesis_only_replica() {
+        let a = key(1);
+        let (genesis, replica) = fresh(&a);
+        assert_eq!(replica.context(), CONTEXT);
+        assert_eq!(replica.genesis(), &genesis);
+        assert_eq!(replica.applied(), 1);
+        assert_eq!(replica.order().collect::<Vec<_>>(), vec![genesis.id()]);
+        assert_eq!(replica.heads(), &set_of(&[genesis.id()]));
+        assert_eq!(replica.outcome(&genesis.id()), Some(&Outcome::Ok));
+        assert_eq!(replica.status(&member(&a)), Some(MemberStatus::Member));
+        assert_eq!(replica.membership().members().count(), 1);
+        assert!(replica.state().is_empty());
+        assert_eq!(replica.state_root(), State::default().root());
+        assert_eq!(replica.last_key(), Some(genesis.order_key()));
+        assert_eq!(replica.next_parents(), (vec![genesis.id()], 1));
+    }
+
+    #[test]
+    fn new_refuses_a_non_genesis_or_a_mismatched_app() {
+        let a = key(1);
+        let app = kv_app();
+        let genesis = genesis_of(&a, &app);
+        let not_genesis = set(&a, &[&genesis], "k", "v");
+        assert!(matches!(
+            Replica::new(not_genesis, app.clone()),
+            Err(ReplicaError::NotGenesis)
+        ));
+        let mut other = app.as_ref().clone();
+        other.push(0);
+        assert!(matches!(
+            Replica::new(genesis.clone(), Arc::new(other)),
+            Err(ReplicaError::AppMismatch)
+        ));
+        // Same size, different bytes: the hash catches it.
+        let mut flipped = app.as_ref().clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(matches!(
+            Replica::new(genesis, Arc::new(flipped)),
+            Err(ReplicaError::AppMismatch)
+        ));
+    }
+
+    #[test]
+    fn a_sibling_inserted_out_of_order_reexecutes_the_tail_and_converges() {
+        let a = key(1);
+        let (genesis, mut in_order) = fresh(&a);
+        // Two concurrent writes of the same key: the one later in the order
+        // (the higher id) wins.
+        let first = set(&a, &[&genesis], "k", "first");
+        let second = set(&a, &[&genesis], "k", "second");
+        let (low, high, high_value) = if first.id() < second.id() {
+            (first, second, b"second".to_vec())
+        } else {
+            (second, first, b"first".to_vec())
+        };
+        // A child of the higher one, at height 2.
+        let tail = set(&a, &[&high], "j", "tail");
+
+        for tx in [&low, &high, &tail] {
+            assert_eq!(
+                insert_ok(&mut in_order, tx),
+                Inserted {
+                    outcome: Outcome::Ok,
+                    reexecuted: 0
+                }
+            );
+        }
+
+        let (_, mut out_of_order) = fresh(&a);
+        assert_eq!(insert_ok(&mut out_of_order, &high).reexecuted, 0);
+        assert_eq!(insert_ok(&mut out_of_order, &tail).reexecuted, 0);
+        assert_eq!(value(&out_of_order, "k"), Some(high_value.clone()));
+        // `low` sorts before `high` and `tail`: both are rolled back and
+        // re-executed after it.
+        assert_eq!(
+            insert_ok(&mut out_of_order, &low),
+            Inserted {
+                outcome: Outcome::Ok,
+                reexecuted: 2
+            }
+        );
+
+        let expected_order = vec![genesis.id(), low.id(), high.id(), tail.id()];
+        assert_eq!(in_order.order().collect::<Vec<_>>(), expected_order);
+        assert_eq!(snapshot(&out_of_order), snapshot(&in_order));
+        assert_eq!(value(&out_of_order, "k"), Some(high_value));
+        assert_eq!(value(&out_of_order, "j"), Some(b"tail".to_vec()));
+        assert_eq!(out_of_order.heads(), &set_of(&[low.id(), tail.id()]));
+    }
+
+    #[test]
+    fn insert_errors_leave_the_replica_unchanged() {
+        let a = key(1);
+        let (genesis, mut replica) = fresh(&a);
+        let x = set(&a, &[&genesis], "x", "1");
+        let y = set(&a, &[&x], "y", "2");
+        insert_ok(&mut replica, &x);
+        insert_ok(&mut replica, &y);
+        let before = snapshot(&replica);
+        assert_eq!(before.applied, 3);
+
+        let unknown = TxId([0xEE; 32]);
+        let missing_parent = sign_raw(&a, CONTEXT, vec![unknown], 1, call_kind("set", vec![]));
+        // One known, one unknown parent: still refused.
+        let half_missing = sign_raw(
+            &a,
+            CONTEXT,
+            vec![x.id(), unknown],
+            2,
+            call_kind("set", vec![]),
+        );
+        // Highest parent is `y` at height 2: the height must be 3.
+        let too_low = sign_raw(&a, CONTEXT, vec![genesis.id(), y.id()], 2, TxKind::Leave);
+        let too_high = sign_raw(&a, CONTEXT, vec![x.id()], 5, TxKind::Leave);
+        let second_genesis = genesis_of(&key(2), &kv_app());
+        let foreign = sign_raw(&a, ContextId([8; 32]), vec![genesis.id()], 1, TxKind::Leave);
+        let cases = [
+            (missing_parent, InsertError::MissingParent(unknown)),
+            (half_missing, InsertError::MissingParent(unknown)),
+            (
+                too_low,
+                InsertError::BadHeight {
+                    expected: 3,
+                    found: 2,
+                },
+            ),
+            (
+                too_high,
+                InsertError::BadHeight {
+                    expected: 2,
+                    found: 5,
+                },
+            ),
+            (
+                second_genesis.clone(),
+                InsertError::SecondGenesis(second_genesis.id()),
+            ),
+            (foreign, InsertError::WrongContext(ContextId([8; 32]))),
+            (x.clone(), InsertError::Duplicate(x.id())),
+            (genesis.clone(), InsertError::Duplicate(genesis.id())),
+        ];
+        for (tx, expected) in cases {
+            assert_eq!(replica.insert(tx.clone()), Err(expected));
+            assert_eq!(snapshot(&replica), before, "after refusing {tx:?}");
+            if !replica.contains(&tx.id()) {
+                assert_eq!(replica.tx(&tx.id()), None);
+                assert_eq!(replica.outcome(&tx.id()), None);
+            }
+        }
+
+        // Still usable afterwards.
+        let z = set(&a, &[&y], "z", "3");
+        assert_eq!(insert_ok(&mut replica, &z).outcome, Outcome::Ok);
+        assert_eq!(replica.applied(), 4);
+        assert_eq!(value(&replica, "z"), Some(b"3".to_vec()));
+    }
+
+    #[test]
+    fn heads_follow_a_diamond() {
+        let a = key(1);
+        let (genesis, mut replica) = fresh(&a);
+        let left = set(&a, &[&genesis], "l", "1");
+        let right = set(&a, &[&genesis], "r", "1");
+        let merge = set(&a, &[&left, &right], "m", "1");
+        let after = set(&a, &[&merge], "n", "1");
+
+        assert_eq!(replica.heads(), &set_of(&[genesis.id()]));
+        insert_ok(&mut replica, &left);
+        assert_eq!(replica.heads(), &set_of(&[left.id()]));
+        insert_ok(&mut replica, &right);
+        assert_eq!(replica.heads(), &set_of(&[left.id(), right.id()]));
+        assert_eq!(replica.next_parents(), (canonical(&[&left, &right]), 2));
+        insert_ok(&mut replica, &merge);
+        assert_eq!(merge.height(), 2);
+        assert_eq!(replica.heads(), &set_of(&[merge.id()]));
+        assert_eq!(replica.next_parents(), (vec![merge.id()], 3));
+        insert_ok(&mut replica, &after);
+        assert_eq!(replica.heads(), &set_of(&[after.id()]));
+
+        // The same diamond, right branch first: the same heads at the end.
+        let (_, mut other) = fresh(&a);
+        insert_ok(&mut other, &right);
+        assert_eq!(other.heads(), &set_of(&[right.id()]));
+        insert_ok(&mut other, &left);
+        assert_eq!(other.heads(), &set_of(&[left.id(), right.id()]));
+        insert_ok(&mut other, &merge);
+        insert_ok(&mut other, &after);
+        assert_eq!(snapshot(&other), snapshot(&replica));
+    }
+
+    #[test]
+    fn heads_of_different_heights_give_the_highest_plus_one() {
+        let a = key(1);
+        let (genesis, mut replica) = fresh(&a);
+        let x1 = set(&a, &[&genesis], "x", "1");
+        let x2 = set(&a, &[&x1], "x", "2");
+        let y1 = set(&a, &[&genesis], "y", "1");
+        for tx in [&x1, &x2, &y1] {
+            insert_ok(&mut replica, tx);
+        }
+        assert_eq!(replica.heads(), &set_of(&[x2.id(), y1.id()]));
+        let (parents, height) = replica.next_parents();
+        let mut expected = vec![x2.id(), y1.id()];
+        expected.sort_unstable();
+        assert_eq!(parents, expected);
+        assert_eq!(height, 3);
+        // What it proposes is linkable.
+        let next = sign_raw(
+            &a,
+            CONTEXT,
+            parents,
+            height,
+            call_kind("set", args(&[b"z", b"1"])),
+        );
+        assert_eq!(insert_ok(&mut replica, &next).outcome, Outcome::Ok);
+        assert_eq!(replica.heads(), &set_of(&[next.id()]));
+    }
+
+    #[test]
+    fn next_parents_keeps_the_highest_heads_when_there_are_too_many() {
+        let (a, b, c) = (key(1), key(2), key(3));
+        let (genesis, mut replica) = fresh(&a);
+        let (_, join_b) = onboard(&mut replica, &a, &genesis, &b);
+        let (_, join_c) = onboard(&mut replica, &a, &join_b, &c);
+        assert_eq!(join_c.height(), 4);
+
+        // More concurrent heads than a transaction may name, by three authors.
+        let authors = [&a, &b, &c];
+        let wide: Vec<Tx> = (0..TX_PARENTS_MAX + 3)
+            .map(|i| set(authors[i % 3], &[&join_c], &format!("k{i}"), "v"))
+            .collect();
+        for tx in &wide {
+            assert_eq!(insert_ok(&mut replica, tx).outcome, Outcome::Ok);
+        }
+        assert_eq!(replica.heads().len(), TX_PARENTS_MAX + 3);
+        // One head one level higher: always chosen.
+        let higher = set(&a, &[&wide[0]], "higher", "v");
+        insert_ok(&mut replica, &higher);
+        assert_eq!(higher.height(), 6);
+        assert_eq!(replica.heads().len(), TX_PARENTS_MAX + 3);
+
+        // Candidates at height 5 (all of `wide` but the first), by id.
+        let mut at_five: Vec<TxId> = wide[1..].iter().map(Tx::id).collect();
+        at_five.sort_unstable();
+        let (dropped, kept) = at_five.split_at(at_five.len() - (TX_PARENTS_MAX - 1));
+        assert_eq!(dropped.len(), 3);
+        let mut expected: Vec<TxId> = kept.to_vec();
+        expected.push(higher.id());
+        expected.sort_unstable();
+
+        let (parents, height) = replica.next_parents();
+        assert_eq!(parents.len(), TX_PARENTS_MAX);
+        assert_eq!(parents, expected);
+        assert!(parents.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
+        assert_eq!(height, 7);
+
+        // A transaction made with them is linkable; the three left out stay
+        // heads for a later transaction to merge.
+        let merge = sign_raw(
+            &b,
+            CONTEXT,
+            parents,
+            height,
+            call_kind("set", args(&[b"m", b"v"])),
+        );
+        assert_eq!(insert_ok(&mut replica, &merge).outcome, Outcome::Ok);
+        let mut heads: Vec<TxId> = dropped.to_vec();
+        heads.push(merge.id());
+        assert_eq!(replica.heads(), &set_of(&heads));
+        assert_eq!(replica.next_parents().1, 8);
+    }
+
+    // ----- authorization ---------------------------------------------------
+
+    #[test]
+    fn transactions_by_a_stranger_are_rejected_without_effect() {
+        let (a, stranger, other) = (key(1), key(9), key(3));
+        let (genesis, mut replica) = fresh(&a);
+        let before = snapshot(&replica);
+
+        let call = set(&stranger, &[&genesis], "k", "v");
+        let inv = invite(&stranger, &[&genesis], &other);
+        let leave = child(&stranger, &[&genesis], TxKind::Leave);
+        for tx in [&call, &inv, &leave] {
+            assert_eq!(
+                insert_ok(&mut replica, tx).outcome,
+                Outcome::Rejected(Rejection::AuthorNotMember)
+            );
+            assert_eq!(
+                replica.outcome(&tx.id()),
+                Some(&Outcome::Rejected(Rejection::AuthorNotMember))
+            );
+        }
+        // Applied (in the DAG and the order), with no effect.
+        assert_eq!(replica.applied(), 4);
+        assert_eq!(replica.state_root(), before.root);
+        assert_eq!(value(&replica, "k"), None);
+        assert_eq!(replica.status(&member(&stranger)), None);
+        assert_eq!(replica.status(&member(&other)), None);
+        assert_eq!(
+            replica.membership().all().collect::<Vec<_>>(),
+            before.members
+        );
+    }
+
+    #[test]
+    fn join_needs_an_invite_and_invite_then_join_makes_a_member() {
+        let (a, b, c) = (key(1), key(2), key(3));
+        let (genesis, mut replica) = fresh(&a);
+
+        // A join nobody invited.
+        let uninvited = child(&b, &[&genesis], TxKind::Join);
+        assert_eq!(
+            insert_ok(&mut replica, &uninvited).outcome,
+            Outcome::Rejected(Rejection::AuthorNotInvited)
+        );
+        assert_eq!(replica.status(&member(&b)), None);
+
+        // Invite, then a call before joining is still rejected.
+        let inv = invite(&a, &[&uninvited], &b);
+        assert_eq!(insert_ok(&mut replica, &inv).outcome, Outcome::Ok);
+        assert_eq!(replica.status(&member(&b)), Some(MemberStatus::Invited));
+        assert!(!replica.membership().is_member(&member(&b)));
+        let early = set(&b, &[&inv], "early", "v");
+        assert_eq!(
+            insert_ok(&mut replica, &early).outcome,
+            Outcome::Rejected(Rejection::AuthorNotMember)
+        );
+        // A join by someone else than the invitee is rejected too.
+        let wrong_joiner = child(&c, &[&inv], TxKind::Join);
+        assert_eq!(
+            insert_ok(&mut replica, &wrong_joiner).outcome,
+            Outcome::Rejected(Rejection::AuthorNotInvited)
+        );
+
+        let join = child(&b, &[&early, &wrong_joiner], TxKind::Join);
+        assert_eq!(insert_ok(&mut replica, &join).outcome, Outcome::Ok);
+        assert_eq!(replica.status(&member(&b)), Some(MemberStatus::Member));
+        assert_eq!(
+            replica.membership().members().collect::<BTreeSet<_>>(),
+            [member(&a), member(&b)].into_iter().collect()
+        );
+        // A second join by a member is not an invited author's join.
+        let again = child(&b, &[&join], TxKind::Join);
+        assert_eq!(
+            insert_ok(&mut replica, &again).outcome,
+            Outcome::Rejected(Rejection::AuthorNotInvited)
+        );
+        assert_eq!(replica.status(&member(&b)), Some(MemberStatus::Member));
+        // Inviting a member changes nothing.
+        let reinvite = invite(&a, &[&again], &b);
+        assert_eq!(insert_ok(&mut replica, &reinvite).outcome, Outcome::Ok);
+        assert_eq!(replica.status(&member(&b)), Some(MemberStatus::Member));
+
+        // Now b's calls apply.
+        let call = set(&b, &[&reinvite], "k", "v");
+        assert_eq!(insert_ok(&mut replica, &call).outcome, Outcome::Ok);
+        assert_eq!(value(&replica, "k"), Some(b"v".to_vec()));
+        assert_eq!(value(&replica, "early"), None);
+    }
+
+    #[test]
+    fn after_leave_the_leaver_is_rejected_until_invited_again() {
+        let (a, b) = (key(1), key(2));
+        let (genesis, mut replica) = fresh(&a);
+        let (_, join) = onboard(&mut replica, &a, &genesis, &b);
+        let leave = child(&b, &[&join], TxKind::Leave);
+        assert_eq!(insert_ok(&mut replica, &leave).outcome, Outcome::Ok);
+        assert_eq!(replica.status(&member(&b)), Some(MemberStatus::Left));
+        assert!(!replica.membership().members().any(|m| m == member(&b)));
+
+        let root = replica.state_root();
+        let call = set(&b, &[&leave], "k", "v");
+        assert_eq!(
+            insert_ok(&mut replica, &call).outcome,
+            Outcome::Rejected(Rejection::AuthorNotMember)
+        );
+        let leave_again = child(&b, &[&call], TxKind::Leave);
+        assert_eq!(
+            insert_ok(&mut replica, &leave_again).outcome,
+            Outcome::Rejected(Rejection::AuthorNotMember)
+        );
+        let rejoin_uninvited = child(&b, &[&leave_again], TxKind::Join);
+        assert_eq!(
+            insert_ok(&mut replica, &rejoin_uninvited).outcome,
+            Outcome::Rejected(Rejection::AuthorNotInvited)
+        );
+        assert_eq!(replica.state_root(), root);
+        assert_eq!(replica.status(&member(&b)), Some(MemberStatus::Left));
+
+        // Invited again, it may join again.
+        let (_, rejoin) = onboard(&mut replica, &a, &rejoin_uninvited, &b);
+        let call = set(&b, &[&rejoin], "k", "back");
+        assert_eq!(insert_ok(&mut replica, &call).outcome, Outcome::Ok);
+        assert_eq!(value(&replica, "k"), Some(b"back".to_vec()));
+    }
+
+    #[test]
+    fn a_late_leave_that_sorts_first_turns_a_later_call_into_rejected() {
+        let (a, b) = (key(1), key(2));
+        let (genesis, mut replica) = fresh(&a);
+        let (inv, join) = onboard(&mut replica, &a, &genesis, &b);
+        assert_eq!(join.height(), 2);
+        // a's call at height 3, then b's call on top of it at height 4.
+        let by_a = set(&a, &[&join], "a", "1");
+        let by_b = set(&b, &[&by_a], "b", "1");
+        insert_ok(&mut replica, &by_a);
+        assert_eq!(insert_ok(&mut replica, &by_b).outcome, Outcome::Ok);
+        assert_eq!(value(&replica, "b"), Some(b"1".to_vec()));
+        let root_with_b = replica.state_root();
+
+        // b's leave, concurrent with both, at height 3: before b's call.
+        let leave = child(&b, &[&join], TxKind::Leave);
+        assert_eq!(leave.height(), 3);
+        let inserted = insert_ok(&mut replica, &leave);
+        assert_eq!(inserted.outcome, Outcome::Ok);
+        let order: Vec<TxId> = replica.order().collect();
+        let position = order.iter().position(|id| *id == leave.id()).unwrap();
+        assert_eq!(inserted.reexecuted, order.len() - 1 - position);
+        let by_a_first = by_a.id() < leave.id();
+        assert_eq!(inserted.reexecuted, if by_a_first { 1 } else { 2 });
+        assert_eq!(*order.last().unwrap(), by_b.id());
+
+        // b's call is now after its leave: rejected, its write gone.
+        assert_eq!(
+            replica.outcome(&by_b.id()),
+            Some(&Outcome::Rejected(Rejection::AuthorNotMember))
+        );
+        assert_eq!(replica.outcome(&by_a.id()), Some(&Outcome::Ok));
+        assert_eq!(value(&replica, "b"), None);
+        assert_eq!(value(&replica, "a"), Some(b"1".to_vec()));
+        assert_ne!(replica.state_root(), root_with_b);
+        assert_eq!(replica.status(&member(&b)), Some(MemberStatus::Left));
+
+        // And it is what applying that order from scratch gives.
+        let rebuilt = Replica::rebuild(genesis, kv_app(), vec![by_b, leave, by_a, join, inv])
+            .expect("rebuild");
+        assert_eq!(snapshot(&rebuilt), snapshot(&replica));
+    }
+
+    #[test]
+    fn failed_calls_have_no_effect() {
+        let a = key(1);
+        let (genesis, mut replica) = fresh(&a);
+        let base = set(&a, &[&genesis], "k", "v");
+        insert_ok(&mut replica, &base);
+        let before = snapshot(&replica);
+
+        let spin = child(&a, &[&base], call_kind("spin", vec![]));
+        let unknown = child(&a, &[&spin], call_kind("no_such_method", args(&[b"k"])));
+        // kv's own `fail`: a set with one argument.
+        let bad_input = child(&a, &[&unknown], call_kind("set", args(&[b"k"])));
+        let expected = [
+            (&spin, Outcome::Failed(CallError::OutOfFuel)),
+            (
+                &unknown,
+                Outcome::Failed(CallError::UnknownMethod("no_such_method".to_owned())),
+            ),
+            (
+                &bad_input,
+                Outcome::Failed(CallError::AppFailed("missing argument".to_owned())),
+            ),
+        ];
+        for (tx, outcome) in &expected {
+            assert_eq!(insert_ok(&mut replica, tx).outcome, *outcome);
+        }
+        for (tx, outcome) in &expected {
+            assert_eq!(replica.outcome(&tx.id()), Some(outcome));
+        }
+        assert_eq!(replica.applied(), before.applied + 3);
+        assert_eq!(replica.state_root(), before.root);
+        assert_eq!(value(&replica, "k"), Some(b"v".to_vec()));
+        assert_eq!(replica.heads(), &set_of(&[bad_input.id()]));
+    }
+
+    // ----- order_after -------------------------------------------------------
+
+    /// The order's ids in batches of `order_after`, following the cursor.
+    fn batches(replica: &Replica, txs_max: usize, bytes_max: usize) -> Vec<Vec<TxId>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        for _ in 0..=replica.applied() {
+            let (batch, more) = replica.order_after(after, txs_max, bytes_max);
+            let ids: Vec<TxId> = batch.iter().map(|signed| signed.body.id()).collect();
+            if let Some(key) = more {
+                let last = *ids
+                    .last()
+                    .expect("a continuation follows a non-empty batch");
+                assert_eq!(key, replica.tx(&last).unwrap().order_key());
+            }
+            out.push(ids);
+            match more {
+                Some(key) => after = Some(key),
+                None => return out,
+            }
+        }
+        panic!(
+            "order_after did not finish in {} batches",
+            replica.applied() + 1
+        );
+    }
+
+    #[test]
+    fn order_after_cursor_is_exclusive_and_none_starts_at_the_genesis() {
+        let net = Partition::build();
+        let replica = &net.replica;
+        let order: Vec<TxId> = replica.order().collect();
+        assert_eq!(order.len(), 11);
+        assert_eq!(order[0], net.genesis.id());
+
+        let (all, more) = replica.order_after(None, usize::MAX, usize::MAX);
+        assert_eq!(more, None);
+        assert_eq!(all.iter().map(|s| s.body.id()).collect::<Vec<_>>(), order);
+        for (signed, id) in all.iter().zip(&order) {
+            assert_eq!(signed, replica.tx(id).unwrap().signed());
+        }
+
+        for (index, id) in order.iter().enumerate() {
+            let key = replica.tx(id).unwrap().order_key();
+            let (rest, more) = replica.order_after(Some(key), usize::MAX, usize::MAX);
+            assert_eq!(more, None);
+            let rest: Vec<TxId> = rest.iter().map(|s| s.body.id()).collect();
+            assert_eq!(rest, order[index + 1..], "after position {index}");
+        }
+
+        // A key that is not in the order: everything greater than it.
+        let before_height_3 = OrderKey {
+            height: 3,
+            id: TxId([0; 32]),
+        };
+        let (rest, _) = replica.order_after(Some(before_height_3), usize::MAX, usize::MAX);
+        assert_eq!(rest.len(), order.len() - 3);
+        assert_eq!(rest[0].body.height, 3);
+        let beyond = OrderKey {
+            height: u64::MAX,
+            id: TxId([0xFF; 32]),
+        };
+        assert_eq!(
+            replica.order_after(Some(beyond), usize::MAX, usize::MAX),
+            (vec![], None)
+        );
+        let first = OrderKey {
+            height: 0,
+            id: TxId([0; 32]),
+        };
+        assert_eq!(
+            replica
+                .order_after(Some(first), usize::MAX, usize::MAX)
+                .0
+                .len(),
+            order.len()
+        );
+    }
+
+    #[test]
+    fn order_after_limits_by_count_and_returns_the_continuation() {
+        let net = Partition::build();
+        let replica = &net.replica;
+        let order: Vec<TxId> = replica.order().collect();
+        let key_of = |id: &TxId| replica.tx(id).unwrap().order_key();
+
+        let (first, more) = replica.order_after(None, 4, usize::MAX);
+        assert_eq!(
+            first.iter().map(|s| s.body.id()).collect::<Vec<_>>(),
+            order[..4]
+        );
+        assert_eq!(more, Some(key_of(&order[3])));
+        let (second, more) = replica.order_after(more, 4, usize::MAX);
+        assert_eq!(
+            second.iter().map(|s| s.body.id()).collect::<Vec<_>>(),
+            order[4..8]
+        );
+        assert_eq!(more, Some(key_of(&order[7])));
+        let (third, more) = replica.order_after(more, 4, usize::MAX);
+        assert_eq!(
+            third.iter().map(|s| s.body.id()).collect::<Vec<_>>(),
+            order[8..]
+        );
+        assert_eq!(more, None);
+
+        // A batch that exactly reaches the end says nothing follows.
+        let (exact, more) = replica.order_after(Some(key_of(&order[6])), 4, usize::MAX);
+        assert_eq!(exact.len(), 4);
+        assert_eq!(more, None);
+        assert_eq!(batches(replica, 11, usize::MAX), vec![order.clone()]);
+    }
+
+    #[test]
+    fn order_after_limits_by_bytes_but_returns_at_least_one() {
+        let net = Partition::build();
+        let replica = &net.replica;
+        let order: Vec<TxId> = replica.order().collect();
+        let size = |i: usize| encoded_size_estimate(replica.tx(&order[i]).unwrap());
+        let key_of = |i: usize| replica.tx(&order[i]).unwrap().order_key();
+        let ids = |batch: &[SignedTx]| batch.iter().map(|s| s.body.id()).collect::<Vec<_>>();
+
+        // Exactly two fit.
+        let two = size(0) + size(1);
+        let (batch, more) = replica.order_after(None, usize::MAX, two);
+        assert_eq!(ids(&batch), order[..2]);
+        assert_eq!(more, Some(key_of(1)));
+        // One byte less: only one.
+        let (batch, more) = replica.order_after(None, usize::MAX, two - 1);
+        assert_eq!(ids(&batch), order[..1]);
+        assert_eq!(more, Some(key_of(0)));
+        // Less than one transaction: still one, so the stream progresses.
+        let (batch, more) = replica.order_after(Some(key_of(4)), usize::MAX, 0);
+        assert_eq!(ids(&batch), order[5..6]);
+        assert_eq!(more, Some(key_of(5)));
+        // The count limit binds first when it is smaller.
+        let (batch, more) = replica.order_after(None, 1, two);
+        assert_eq!(ids(&batch), order[..1]);
+        assert_eq!(more, Some(key_of(0)));
+        // The last one alone: nothing follows.
+        let (batch, more) = replica.order_after(Some(key_of(9)), usize::MAX, 0);
+        assert_eq!(ids(&batch), order[10..]);
+        assert_eq!(more, None);
+
+        let singles = batches(replica, usize::MAX, 1);
+        assert_eq!(singles.len(), order.len());
+        assert!(singles.iter().all(|b| b.len() == 1));
+    }
+
+    #[test]
+    fn order_after_batches_concatenate_to_the_order() {
+        let net = Partition::build();
+        let replica = &net.replica;
+        let order: Vec<TxId> = replica.order().collect();
+        let total: usize = order
+            .iter()
+            .map(|id| encoded_size_estimate(replica.tx(id).unwrap()))
+            .sum();
+        for txs_max in [1, 2, 3, 5, 10, 11, 12, usize::MAX] {
+            for bytes_max in [0, 250, 400, 700, total - 1, total, usize::MAX] {
+                let parts = batches(replica, txs_max, bytes_max);
+                assert!(parts.iter().all(|b| !b.is_empty() && b.len() <= txs_max));
+                assert_eq!(
+                    parts.concat(),
+                    order,
+                    "txs_max {txs_max}, bytes_max {bytes_max}"
+                );
+            }
+        }
+    }
+
+    // ----- missing_for -------------------------------------------------------
+
+    /// A healed partition: a common base, then two branches.
+    ///
+    /// ```text
+    /// G(0) - invite b(1) - join b(2) -+- x1(3) - x2(4) - x3(5)              (by a)
+    ///                                 `- y1(3) -+- y2a(4) -+- y3(5) - y4(6)  (by b)
+    ///                                           `- y2b(4) -'
+    /// ```
+    struct Partition {
+        replica: Replica,
+        genesis: Tx,
+        base: Vec<Tx>,
+        x: Vec<Tx>,
+        y: Vec<Tx>,
+    }
+
+    impl Partition {
+        fn build() -> Partition {
+            let (a, b) = (key(1), key(2));
+            let (genesis, mut replica) = fresh(&a);
+            let (inv, join) = onboard(&mut replica, &a, &genesis, &b);
+            let x1 = set(&a, &[&join], "x", "1");
+            let x2 = set(&a, &[&x1], "x", "2");
+            let x3 = set(&a, &[&x2], "x", "3");
+            let y1 = set(&b, &[&join], "y", "1");
+            let y2a = set(&b, &[&y1], "ya", "2");
+            let y2b = set(&b, &[&y1], "yb", "2");
+            let y3 = set(&b, &[&y2a, &y2b], "y", "3");
+            let y4 = set(&b, &[&y3], "y", "4");
+            let x = vec![x1, x2, x3];
+            let y = vec![y1, y2a, y2b, y3, y4];
+            for tx in x.iter().chain(&y) {
+                assert_eq!(insert_ok(&mut replica, tx).outcome, Outcome::Ok);
+            }
+            assert_eq!(replica.heads(), &set_of(&[x[2].id(), y[4].id()]));
+            Partition {
+                replica,
+                base: vec![genesis.clone(), inv, join],
+                genesis,
+                x,
+                y,
+            }
+        }
+
+        fn x_tip(&self) -> TxId {
+            self.x[2].id()
+        }
+
+        fn y_tip(&self) -> TxId {
+            self.y[4].id()
+        }
+
+        fn all(&self) -> Vec<&Tx> {
+            self.base.iter().chain(&self.x).chain(&self.y).collect()
+        }
+    }
+
+    fn tx_ids(txs: &[Tx]) -> Vec<TxId> {
+        txs.iter().map(Tx::id).collect()
+    }
+
+    #[test]
+    fn missing_for_returns_the_other_branch_in_canonical_order() {
+        let net = Partition::build();
+        let replica = &net.replica;
+        let (found, complete) = replica.missing_for(&[net.y_tip()], &[net.x_tip()], 100, 1 << 20);
+        assert!(complete);
+        assert_eq!(tx_ids(&found), canonical(&net.y.iter().collect::<Vec<_>>()));
+        assert_eq!(found.len(), 5);
+
+        let (found, complete) = replica.missing_for(&[net.x_tip()], &[net.y_tip()], 100, 1 << 20);
+        assert!(complete);
+        assert_eq!(tx_ids(&found), ids(&[&net.x[0], &net.x[1], &net.x[2]]));
+
+        // `have` deeper in the other branch, or the common base: the same.
+        let (found, _) = replica.missing_for(&[net.y_tip()], &[net.x[0].id()], 100, 1 << 20);
+        assert_eq!(tx_ids(&found), canonical(&net.y.iter().collect::<Vec<_>>()));
+        let (found, complete) =
+            replica.missing_for(&[net.y_tip()], &[net.base[2].id()], 100, 1 << 20);
+        assert!(complete);
+        assert_eq!(tx_ids(&found), canonical(&net.y.iter().collect::<Vec<_>>()));
+        // `have` partway up the wanted branch: only what is above it.
+        let (found, complete) = replica.missing_for(&[net.y_tip()], &[net.y[1].id()], 100, 1 << 20);
+        assert!(complete);
+        assert_eq!(
+            tx_ids(&found),
+            canonical(&[&net.y[2], &net.y[3], &net.y[4]])
+        );
+        // Nothing known to the peer: the whole past of `want`, genesis first.
+        let (found, complete) = replica.missing_for(&[net.x_tip()], &[], 100, 1 << 20);
+        assert!(complete);
+        assert_eq!(
+            tx_ids(&found),
+            canonical(&[
+                &net.base[0],
+                &net.base[1],
+                &net.base[2],
+                &net.x[0],
+                &net.x[1],
+                &net.x[2]
+            ])
+        );
+    }
+
+    /// What a receiver that holds `known` and has received `received` asks
+    /// for next: the parents of what it received that it holds nowhere (its
+    /// pending set's missing parents).
+    fn frontier(known: &BTreeSet<TxId>, received: &[Tx]) -> Vec<TxId> {
+        let received_ids: BTreeSet<TxId> = received.iter().map(Tx::id).collect();
+        let parents: BTreeSet<TxId> = received
+            .iter()
+            .flat_map(|tx| tx.parents().iter().copied())
+            .filter(|p| !received_ids.contains(p) && !known.contains(p))
+            .collect();
+        parents.into_iter().collect()
+    }
+
+    #[test]
+    fn missing_for_with_a_limit_returns_the_highest_and_continues() {
+        let net = Partition::build();
+        let replica = &net.replica;
+        let have = [net.x_tip()];
+        let y_order = canonical(&net.y.iter().collect::<Vec<_>>());
+        let (y1, y3, y4) = (&net.y[0], &net.y[3], &net.y[4]);
+
+        // Two: the two highest (y3, y4), in canonical order.
+        let (found, complete) = replica.missing_for(&[net.y_tip()], &have, 2, 1 << 20);
+        assert!(!complete);
+        assert_eq!(tx_ids(&found), ids(&[y3, y4]));
+        // Again from the parents of the lowest returned (y3: y2a and y2b).
+        let want = y3.parents().to_vec();
+        assert_eq!(set_of(&want), set_of(&ids(&[&net.y[1], &net.y[2]])));
+        let (found, complete) = replica.missing_for(&want, &have, 2, 1 << 20);
+        assert!(!complete);
+        assert_eq!(tx_ids(&found), canonical(&[&net.y[1], &net.y[2]]));
+        // Both have y1 as their parent: the last one.
+        let (found, complete) = replica.missing_for(found[0].parents(), &have, 2, 1 << 20);
+        assert!(complete);
+        assert_eq!(tx_ids(&found), ids(&[y1]));
+
+        // Three cuts between the two concurrent y2s: the higher one comes.
+        let (found, complete) = replica.missing_for(&[net.y_tip()], &have, 3, 1 << 20);
+        assert!(!complete);
+        assert_eq!(tx_ids(&found), y_order[2..]);
+        let known: BTreeSet<TxId> = net.base.iter().chain(&net.x).map(Tx::id).collect();
+        let want = frontier(&known, &found);
+        assert_eq!(want.len(), 2, "the lower y2 and y1");
+        let (found, complete) = replica.missing_for(&want, &have, 3, 1 << 20);
+        assert!(complete);
+        assert_eq!(tx_ids(&found), y_order[..2]);
+
+        // A byte budget below one transaction: still the highest one.
+        let (found, complete) = replica.missing_for(&[net.y_tip()], &have, 100, 0);
+        assert!(!complete);
+        assert_eq!(tx_ids(&found), ids(&[y4]));
+        // A budget of exactly the two highest.
+        let two = encoded_size_estimate(y4) + encoded_size_estimate(y3);
+        let (found, complete) = replica.missing_for(&[net.y_tip()], &have, 100, two);
+        assert!(!complete);
+        assert_eq!(tx_ids(&found), ids(&[y3, y4]));
+        let (found, _) = replica.missing_for(&[net.y_tip()], &have, 100, two - 1);
+        assert_eq!(tx_ids(&found), ids(&[y4]));
+
+        // Every limit: each batch is the top of what is left, so the batches
+        // in reverse make the canonical order of the whole missing set.
+        for txs_max in 1..=6 {
+            let mut want = vec![net.y_tip()];
+            let mut received: Vec<Tx> = Vec::new();
+            let mut parts: Vec<Vec<TxId>> = Vec::new();
+            loop {
+                let (found, complete) = replica.missing_for(&want, &have, txs_max, 1 << 20);
+                assert!(!found.is_empty() && found.len() <= txs_max);
+                let got = tx_ids(&found);
+                assert_eq!(got, canonical(&found.iter().collect::<Vec<_>>()));
+                parts.push(got);
+                received.extend(found);
+                if complete {
+                    break;
+                }
+                assert!(parts.len() <= 5, "no progress with txs_max {txs_max}");
+                want = frontier(&known, &received);
+            }
+            parts.reverse();
+            assert_eq!(parts.concat(), y_order, "txs_max {txs_max}");
+        }
+    }
+
+    #[test]
+    fn missing_for_ignores_unknown_ids() {
+        let net = Partition::build();
+        let replica = &net.replica;
+        let unknown = TxId([0xAB; 32]);
+        let expected = replica.missing_for(&[net.y_tip()], &[net.x_tip()], 100, 1 << 20);
+        assert_eq!(expected.0.len(), 5);
+        assert_eq!(
+            replica.missing_for(&[net.y_tip()], &[unknown, net.x_tip()], 100, 1 << 20),
+            expected
+        );
+        assert_eq!(
+            replica.missing_for(&[net.y_tip()], &[net.x_tip(), unknown], 100, 1 << 20),
+            expected
+        );
+        // Only unknown `have`: as if the peer had nothing.
+        let (found, complete) = replica.missing_for(&[net.y_tip()], &[unknown], 100, 1 << 20);
+        assert!(complete);
+        assert_eq!(
+            tx_ids(&found),
+            canonical(&net.base.iter().chain(&net.y).collect::<Vec<_>>())
+        );
+        // Unknown `want` names nothing to send.
+        assert_eq!(
+            replica.missing_for(&[unknown], &[net.x_tip()], 100, 1 << 20),
+            (vec![], true)
+        );
+        assert_eq!(
+            replica.missing_for(&[unknown, net.y_tip()], &[net.x_tip()], 100, 1 << 20),
+            expected
+        );
+    }
+
+    #[test]
+    fn missing_for_with_empty_want_starts_from_all_heads() {
+        let net = Partition::build();
+        let replica = &net.replica;
+        let (found, complete) = replica.missing_for(&[], &[net.x_tip()], 100, 1 << 20);
+        assert!(complete);
+        assert_eq!(tx_ids(&found), canonical(&net.y.iter().collect::<Vec<_>>()));
+        let (found, complete) = replica.missing_for(&[], &[net.base[2].id()], 100, 1 << 20);
+        assert!(complete);
+        assert_eq!(
+            tx_ids(&found),
+            canonical(&net.x.iter().chain(&net.y).collect::<Vec<_>>())
+        );
+        // Nothing in common: everything, which is the order.
+        let (found, complete) = replica.missing_for(&[], &[], 100, 1 << 20);
+        assert!(complete);
+        assert_eq!(tx_ids(&found), replica.order().collect::<Vec<_>>());
+        assert_eq!(tx_ids(&found), canonical(&net.all()));
+        // Empty want with a limit: the highest of all heads' past.
+        let (found, complete) = replica.missing_for(&[], &[], 2, 1 << 20);
+        assert!(!complete);
+        let order: Vec<TxId> = replica.order().collect();
+        assert_eq!(tx_ids(&found), order[order.len() - 2..]);
+    }
+
+    #[test]
+    fn missing_for_with_have_equal_to_want_is_empty() {
+        let net = Partition::build();
+        let replica = &net.replica;
+        let heads: Vec<TxId> = replica.heads().iter().copied().collect();
+        assert_eq!(
+            replica.missing_for(&heads, &heads, 100, 1 << 20),
+            (vec![], true)
+        );
+        assert_eq!(
+            replica.missing_for(&[], &heads, 100, 1 << 20),
+            (vec![], true)
+        );
+        for tx in net.all() {
+            assert_eq!(
+                replica.missing_for(&[tx.id()], &[tx.id()], 100, 1 << 20),
+                (vec![], true)
+            );
+        }
+        // `want` in the past of `have`: nothing either.
+        assert_eq!(
+            replica.missing_for(
+                &[net.y[1].id(), net.base[1].id()],
+                &[net.y_tip()],
+                100,
+                1 << 20
+            ),
+            (vec![], true)
+        );
+        // Even with a zero budget.
+        assert_eq!(replica.missing_for(&heads, &heads, 0, 0), (vec![], true));
+    }
+
+    // ----- rebuild and view ----------------------------------------------------
+
+    #[test]
+    fn rebuild_from_any_order_equals_incremental_insertion() {
+        let (a, b, stranger) = (key(1), key(2), key(9));
+        let app = kv_app();
+        let genesis = genesis_of(&a, &app);
+        let inv = invite(&a, &[&genesis], &b);
+        let join = child(&b, &[&inv], TxKind::Join);
+        let a1 = set(&a, &[&join], "k", "a1");
+        let b1 = set(&b, &[&join], "k", "b1");
+        let rejected = set(&stranger, &[&join], "s", "1");
+        let failed = child(&a, &[&a1], call_kind("nope", vec![]));
+        let merge = set(&a, &[&failed, &b1, &rejected], "m", "1");
+        let leave = child(&b, &[&b1], TxKind::Leave);
+        let after_leave = set(&b, &[&leave], "late", "1");
+        let removal = child(&a, &[&merge], call_kind("remove", args(&[b"k"])));
+        // One valid insertion order that is not the canonical one: branch by
+        // branch, the leave last.
+        let arrival = vec![
+            inv.clone(),
+            join.clone(),
+            b1.clone(),
+            a1.clone(),
+            failed.clone(),
+            rejected.clone(),
+            merge.clone(),
+            removal.clone(),
+            leave.clone(),
+            after_leave.clone(),
+        ];
+
+        let mut incremental = Replica::new(genesis.clone(), app.clone()).unwrap();
+        let mut total_reexecuted = 0;
+        for tx in &arrival {
+            total_reexecuted += insert_ok(&mut incremental, tx).reexecuted;
+        }
+        assert!(total_reexecuted > 0, "the arrival order is not canonical");
+        assert_eq!(incremental.outcome(&a1.id()), Some(&Outcome::Ok));
+        assert_eq!(
+            incremental.outcome(&rejected.id()),
+            Some(&Outcome::Rejected(Rejection::AuthorNotMember))
+        );
+        assert_eq!(
+            incremental.outcome(&failed.id()),
+            Some(&Outcome::Failed(CallError::UnknownMethod(
+                "nope".to_owned()
+            )))
+        );
+        assert_eq!(
+            incremental.outcome(&after_leave.id()),
+            Some(&Outcome::Rejected(Rejection::AuthorNotMember))
+        );
+        assert_eq!(value(&incremental, "k"), None);
+        assert_eq!(value(&incremental, "m"), Some(b"1".to_vec()));
+
+        // Canonical insertion never re-executes, and agrees.
+        let mut sorted = arrival.clone();
+        sorted.sort_by_key(Tx::order_key);
+        let mut canonical_insertion = Replica::new(genesis.clone(), app.clone()).unwrap();
+        for tx in &sorted {
+            assert_eq!(insert_ok(&mut canonical_insertion, tx).reexecuted, 0);
+        }
+        assert_eq!(snapshot(&canonical_insertion), snapshot(&incremental));
+
+        // Rebuild from a scrambled list, with duplicates and the genesis.
+        let mut scrambled: Vec<Tx> = arrival.iter().rev().cloned().collect();
+        scrambled.rotate_left(3);
+        scrambled.push(genesis.clone());
+        scrambled.push(merge.clone());
+        scrambled.insert(0, a1.clone());
+        let rebuilt = Replica::rebuild(genesis.clone(), app.clone(), scrambled).unwrap();
+        assert_eq!(snapshot(&rebuilt), snapshot(&incremental));
+        assert_eq!(rebuilt.applied(), arrival.len() + 1);
+        for tx in &arrival {
+            assert_eq!(rebuilt.tx(&tx.id()), Some(tx));
+        }
+        assert_eq!(rebuilt.next_parents(), incremental.next_parents());
+    }
+
+    #[test]
+    fn rebuild_refuses_a_history_with_a_gap() {
+        let a = key(1);
+        let app = kv_app();
+        let genesis = genesis_of(&a, &app);
+        let x = set(&a, &[&genesis], "x", "1");
+        let y = set(&a, &[&x], "y", "1");
+        assert!(matches!(
+            Replica::rebuild(genesis, app, vec![y.clone()]),
+            Err(ReplicaError::Replay(InsertError::MissingParent(id))) if id == x.id()
+        ));
+    }
+
+    #[test]
+    fn view_returns_the_value_and_changes_nothing() {
+        let a = key(1);
+        let (genesis, mut replica) = fresh(&a);
+        let write = set(&a, &[&genesis], "k", "hello");
+        insert_ok(&mut replica, &write);
+        let before = snapshot(&replica);
+
+        assert_eq!(replica.view("get", &args(&[b"k"])), Ok(b"hello".to_vec()));
+        assert_eq!(replica.view("get", &args(&[b"absent"])), Ok(vec![]));
+        // A writing method run as a view: its writes are discarded.
+        assert_eq!(replica.view("set", &args(&[b"k", b"changed"])), Ok(vec![]));
+        assert_eq!(replica.view("set", &args(&[b"new", b"x"])), Ok(vec![]));
+        assert_eq!(replica.view("remove", &args(&[b"k"])), Ok(vec![]));
+        assert_eq!(replica.view("get", &args(&[b"k"])), Ok(b"hello".to_vec()));
+        assert_eq!(replica.view("get", &args(&[b"new"])), Ok(vec![]));
+        // Failures are reported, with no effect either.
+        assert_eq!(
+            replica.view("nope", &[]),
+            Err(CallError::UnknownMethod("nope".to_owned()))
+        );
+        assert_eq!(replica.view("spin", &[]), Err(CallError::OutOfFuel));
+        assert_eq!(snapshot(&replica), before);
+    }
 }
