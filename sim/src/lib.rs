@@ -1,3 +1,12 @@
-//! `ctx-sim`: the deterministic simulator, scenario runner and fuzzer for ctx.
+//! # ctx-sim: deterministic simulation of ctx
+//!
+//! Drives many `ctx-core` engines through a modelled network in virtual time,
+//! from one seed: scenario files in ([`scenario`]), a world of nodes, disks
+//! and messages ([`world`]), the scenario runner and its checks ([`run`]),
+//! replayable traces ([`trace`]) and reports ([`report`]).
 
+pub mod report;
+pub mod run;
 pub mod scenario;
+pub mod trace;
+pub mod world;

@@ -1,0 +1,897 @@
+//! Runs a scenario in a [`World`]: its steps, its workloads, its checks, and
+//! the invariants that always hold.
+//!
+//! Owns the meaning of every op and check of SCENARIOS.md, and these
+//! always-on checks:
+//! - `same_set_same_state`: at every step, no two members that have applied
+//!   the same set of transactions (the same heads) hold different state roots;
+//! - after the last step and the settle time, for each context:
+//!   `converged(c)` — every live member that is not partitioned away has the
+//!   same heads and state root, and no join or leave is left unfinished;
+//!   `all_accepted(c)` — every transaction any live node accepted is on
+//!   every live member.
+//!
+//! A step that the engine refuses (a call by a node that is not a member, an
+//! op on a crashed node) is not a failure: it is noted in the report.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::time::Instant;
+
+use ctx_core::node::Phase;
+use ctx_core::runtime::wasm_from_source;
+use ctx_core::{Config, ContextId, Hash, Key, MemberId, Time, TxId};
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
+use rand_core::Rng;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::scenario::{
+    AppRef, Arg, Check, Draw, Expected, MethodTemplate, Op, Scenario, encode_args,
+};
+use crate::trace::{Input, Recorder};
+use crate::world::{Action, Conditions, Happened, World};
+
+/// The bundled apps, compiled into the binary so scenarios run from any
+/// directory.
+pub const BUNDLED: [(&str, &str); 3] = [
+    ("kv", include_str!("../../scenarios/apps/kv.wat")),
+    ("counter", include_str!("../../scenarios/apps/counter.wat")),
+    ("bank", include_str!("../../scenarios/apps/bank.wat")),
+];
+
+/// How many distinct keys `$key` draws from, and the largest `$amount`.
+pub const DRAW_KEYS: u64 = 16;
+pub const DRAW_AMOUNT_MAX: u64 = 100;
+
+/// Options of one run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Overrides the file's seed.
+    pub seed: Option<u64>,
+    /// Writes the trace here.
+    pub trace: Option<std::path::PathBuf>,
+    /// Keeps an event log.
+    pub verbose: bool,
+    /// Engine configuration (timers, batches).
+    pub config: Config,
+}
+
+/// Input that cannot be run: exit status 2.
+#[derive(Debug, Error)]
+#[error("{path}:{line}: {message}")]
+pub struct BadInput {
+    pub path: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// The outcome of one check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    pub at_ms: u64,
+    pub detail: String,
+    /// The step's line in the scenario file (0 for always-on checks).
+    #[serde(skip)]
+    pub line: usize,
+}
+
+/// One member's view of a context at the end of a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberReport {
+    pub state_root: String,
+    pub heads: Vec<String>,
+    pub applied: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContextReport {
+    pub members: BTreeMap<String, MemberReport>,
+}
+
+/// The result of running one scenario (the `--json` object).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub passed: bool,
+    pub trace_hash: String,
+    pub sim_time_ms: u64,
+    pub events: u64,
+    pub checks: Vec<CheckResult>,
+    pub contexts: BTreeMap<String, ContextReport>,
+    #[serde(skip)]
+    pub notes: Vec<String>,
+    #[serde(skip)]
+    pub log: Vec<String>,
+    #[serde(skip)]
+    pub wall_seconds: f64,
+    #[serde(skip)]
+    pub stats: crate::world::Stats,
+    #[serde(skip)]
+    pub path: String,
+}
+
+impl Report {
+    /// The command that reproduces this run.
+    pub fn reproduce(&self) -> String {
+        format!("ctx-sim run {} --seed {}", self.path, self.seed)
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &CheckResult> {
+        self.checks.iter().filter(|c| !c.passed)
+    }
+}
+
+/// A workload in progress.
+struct Workload {
+    context: String,
+    methods: Vec<MethodTemplate>,
+    nodes: Option<Vec<usize>>,
+}
+
+struct Runner<'a> {
+    scenario: &'a Scenario,
+    world: World,
+    node_index: BTreeMap<String, usize>,
+    /// Compiled app bytes of each `create` step, by step index.
+    apps: BTreeMap<usize, Vec<u8>>,
+    contexts: BTreeMap<String, ContextId>,
+    workloads: Vec<Workload>,
+    checks: Vec<CheckResult>,
+    notes: Vec<String>,
+    /// (context, hash of heads) -> (state root, node): the
+    /// same-set-same-state check.
+    seen_states: HashMap<(ContextId, [u8; 32]), (Hash, usize), FixedState>,
+    safety_violation: Option<(u64, String)>,
+}
+
+/// Runs a scenario. `Err` only for input that cannot be run (exit 2); a
+/// failed check is a report with `passed: false`.
+pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput> {
+    let started = Instant::now();
+    let seed = options.seed.unwrap_or(scenario.seed);
+    let path = scenario.path.display().to_string();
+    let apps = load_apps(scenario)?;
+    check_keys(scenario)?;
+    let trace_file = match &options.trace {
+        Some(file) => Some(File::create(file).map_err(|e| BadInput {
+            path: file.display().to_string(),
+            line: 0,
+            message: format!("cannot write the trace: {e}"),
+        })?),
+        None => None,
+    };
+    let recorder = Recorder::new(
+        &scenario.name,
+        seed,
+        &scenario.nodes,
+        &options.config,
+        trace_file,
+    );
+    let conditions = Conditions {
+        latency_ms: scenario.network.latency_ms,
+        drop: scenario.network.drop,
+        duplicate: scenario.network.duplicate,
+    };
+    let world = World::new(
+        scenario.nodes.clone(),
+        seed,
+        conditions,
+        options.config.clone(),
+        recorder,
+        options.verbose,
+    );
+    let mut runner = Runner {
+        scenario,
+        world,
+        node_index: scenario
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect(),
+        apps,
+        contexts: BTreeMap::new(),
+        workloads: Vec::new(),
+        checks: Vec::new(),
+        notes: Vec::new(),
+        seen_states: HashMap::with_hasher(FixedState::with_seed(11)),
+        safety_violation: None,
+    };
+    for (index, step) in scenario.steps.iter().enumerate() {
+        runner
+            .world
+            .schedule(Time::from_ms(step.at_ms), Action::Step(index));
+    }
+    let last = scenario.steps.last().map_or(0, |s| s.at_ms);
+    let end = Time::from_ms(last.saturating_add(scenario.settle_ms));
+    while let Some(happened) = runner.world.advance(end) {
+        match happened {
+            Happened::Action(action) => runner.act(action),
+            Happened::Input(node) => runner.check_safety(node),
+        }
+    }
+    runner.final_checks();
+    if let Err(error) = runner.world.recorder.finish() {
+        runner
+            .notes
+            .push(format!("the trace could not be written: {error}"));
+    }
+    let mut report = runner.report(seed, path);
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Compiles every app a `create` step names, so a bad app is bad input
+/// (exit 2) before anything runs.
+fn load_apps(scenario: &Scenario) -> Result<BTreeMap<usize, Vec<u8>>, BadInput> {
+    let path = scenario.path.display().to_string();
+    let mut apps = BTreeMap::new();
+    for (index, step) in scenario.steps.iter().enumerate() {
+        let Op::Create { app, .. } = &step.op else {
+            continue;
+        };
+        let bad = |message: String| BadInput {
+            path: path.clone(),
+            line: step.line,
+            message,
+        };
+        let source = match app {
+            AppRef::Bundled(name) => BUNDLED
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, text)| text.as_bytes().to_vec())
+                .ok_or_else(|| bad(format!("unknown bundled app {name:?}")))?,
+            AppRef::Path(file) => std::fs::read(file)
+                .map_err(|e| bad(format!("cannot read app {}: {e}", file.display())))?,
+        };
+        let wasm = wasm_from_source(&source).map_err(|e| bad(format!("invalid app: {e}")))?;
+        apps.insert(index, wasm);
+    }
+    Ok(apps)
+}
+
+/// Keys of `value` checks must fit the bundled apps' 32-byte keys.
+fn check_keys(scenario: &Scenario) -> Result<(), BadInput> {
+    for step in &scenario.steps {
+        if let Op::Expect(Check::Value { key, .. }) = &step.op {
+            let bytes = key.to_bytes().unwrap_or_default();
+            if bytes.len() > 32 {
+                return Err(BadInput {
+                    path: scenario.path.display().to_string(),
+                    line: step.line,
+                    message: format!("key of {} bytes is longer than 32", bytes.len()),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Runner<'_> {
+    fn node(&self, name: &str) -> usize {
+        self.node_index[name]
+    }
+
+    fn context(&self, name: &str) -> Option<ContextId> {
+        self.contexts.get(name).copied()
+    }
+
+    fn name_of_member(&self, member: &MemberId) -> String {
+        self.world
+            .node_of(member)
+            .map_or_else(|| member.short(), |i| self.world.names[i].clone())
+    }
+
+    /// Gives a node a command; a refusal is noted, not failed.
+    fn command(&mut self, node: usize, line: usize, input: Input) -> Option<String> {
+        let what = input.name();
+        let result = self.world.input(node, input);
+        self.check_safety(node);
+        match result {
+            Ok(output) => output,
+            Err(error) => {
+                let note = format!(
+                    "{}: line {line}: {what} by {} refused: {error}",
+                    self.world.now(),
+                    self.world.names[node]
+                );
+                self.notes.push(note);
+                None
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Step(index) => self.step(index),
+            Action::WorkloadCall(index) => self.workload_call(index),
+        }
+    }
+
+    fn step(&mut self, index: usize) {
+        let step = &self.scenario.steps[index];
+        let line = step.line;
+        match &step.op {
+            Op::Create { node, context, .. } => {
+                let node = self.node(node);
+                let app = self.apps[&index].clone();
+                if let Some(id) = self.command(node, line, Input::Create { app }) {
+                    let id = ContextId::from_hex(&id).expect("the world returns the id in hex");
+                    self.contexts.insert(context.clone(), id);
+                }
+            }
+            Op::Invite {
+                node,
+                context,
+                member,
+            } => {
+                let Some(context) = self.context_or_note(context, line) else {
+                    return;
+                };
+                let member = self.world.member_id(self.node(member));
+                self.command(self.node(node), line, Input::Invite { context, member });
+            }
+            Op::Join { node, context, via } => {
+                let Some(context) = self.context_or_note(context, line) else {
+                    return;
+                };
+                let via = self.world.member_id(self.node(via));
+                self.command(self.node(node), line, Input::Join { context, via });
+            }
+            Op::Leave { node, context } => {
+                let Some(context) = self.context_or_note(context, line) else {
+                    return;
+                };
+                self.command(self.node(node), line, Input::Leave { context });
+            }
+            Op::Call {
+                node,
+                context,
+                method,
+                args,
+            } => {
+                let Some(context) = self.context_or_note(context, line) else {
+                    return;
+                };
+                let input = self.encode(args);
+                let method = method.clone();
+                self.command(
+                    self.node(node),
+                    line,
+                    Input::Call {
+                        context,
+                        method,
+                        input,
+                    },
+                );
+            }
+            Op::Workload {
+                context,
+                calls,
+                over_ms,
+                methods,
+                nodes,
+            } => {
+                let workload = self.workloads.len();
+                self.workloads.push(Workload {
+                    context: context.clone(),
+                    methods: methods.clone(),
+                    nodes: nodes
+                        .as_ref()
+                        .map(|names| names.iter().map(|n| self.node(n)).collect()),
+                });
+                let start = self.world.now();
+                for _ in 0..*calls {
+                    let offset = self.world.rng().next_u64() % over_ms.max(&1);
+                    self.world
+                        .schedule(start + offset, Action::WorkloadCall(workload));
+                }
+            }
+            Op::Partition { groups } => {
+                let groups: Vec<Vec<usize>> = groups
+                    .iter()
+                    .map(|g| g.iter().map(|n| self.node(n)).collect())
+                    .collect();
+                self.world.partition(&groups);
+            }
+            Op::Heal => self.world.heal(),
+            Op::Crash { node } => {
+                let node = self.node(node);
+                if self.world.is_up(node) {
+                    self.command(node, line, Input::Crash);
+                } else {
+                    self.notes.push(format!(
+                        "{}: line {line}: crash of a node that is down",
+                        self.world.now()
+                    ));
+                }
+            }
+            Op::Restart { node } => {
+                let node = self.node(node);
+                if self.world.is_up(node) {
+                    self.notes.push(format!(
+                        "{}: line {line}: restart of a node that is up",
+                        self.world.now()
+                    ));
+                } else {
+                    let seed = self.world.draw_seed();
+                    self.command(node, line, Input::Restart { seed });
+                }
+            }
+            Op::Network {
+                latency_ms,
+                drop,
+                duplicate,
+            } => {
+                let mut conditions = self.world.conditions().clone();
+                if let Some(latency) = latency_ms {
+                    conditions.latency_ms = *latency;
+                }
+                if let Some(drop) = drop {
+                    conditions.drop = *drop;
+                }
+                if let Some(duplicate) = duplicate {
+                    conditions.duplicate = *duplicate;
+                }
+                self.world.set_conditions(conditions);
+            }
+            Op::Expect(check) => {
+                let result = self.evaluate(check, line);
+                self.checks.push(result);
+            }
+        }
+    }
+
+    fn context_or_note(&mut self, name: &str, line: usize) -> Option<ContextId> {
+        let id = self.context(name);
+        if id.is_none() {
+            // The create was refused (its node was down): nothing to do.
+            self.notes.push(format!(
+                "{}: line {line}: context {name} was never created",
+                self.world.now()
+            ));
+        }
+        id
+    }
+
+    fn workload_call(&mut self, index: usize) {
+        let Some(context) = self.context(&self.workloads[index].context) else {
+            return;
+        };
+        let candidates: Vec<usize> = match &self.workloads[index].nodes {
+            Some(nodes) => nodes.clone(),
+            None => (0..self.world.len()).collect(),
+        };
+        let callers: Vec<usize> = candidates
+            .into_iter()
+            .filter(|n| self.phase(*n, &context) == Some(Phase::Member))
+            .collect();
+        if callers.is_empty() {
+            return;
+        }
+        let caller = callers[(self.world.rng().next_u64() % callers.len() as u64) as usize];
+        let methods = &self.workloads[index].methods;
+        let template =
+            methods[(self.world.rng().next_u64() % methods.len() as u64) as usize].clone();
+        let input = self.encode(&template.args);
+        self.command(
+            caller,
+            0,
+            Input::Call {
+                context,
+                method: template.method,
+                input,
+            },
+        );
+    }
+
+    /// Encodes call arguments, drawing `$key`, `$value` and `$amount`.
+    fn encode(&mut self, args: &[Arg]) -> Vec<u8> {
+        let parts: Vec<Vec<u8>> = args
+            .iter()
+            .map(|arg| match arg {
+                Arg::Draw(Draw::Key) => {
+                    format!("k{}", self.world.rng().next_u64() % DRAW_KEYS).into_bytes()
+                }
+                Arg::Draw(Draw::Value) => {
+                    format!("v{}", self.world.rng().next_u64() % 1_000_000).into_bytes()
+                }
+                Arg::Draw(Draw::Amount) => (1 + self.world.rng().next_u64() % DRAW_AMOUNT_MAX)
+                    .to_le_bytes()
+                    .to_vec(),
+                other => other.to_bytes().expect("not a draw"),
+            })
+            .collect();
+        encode_args(&parts)
+    }
+
+    fn phase(&self, node: usize, context: &ContextId) -> Option<Phase> {
+        self.world.engine(node)?.phase(context)
+    }
+
+    /// Live nodes that are full members of `context`.
+    fn live_members(&self, context: &ContextId) -> Vec<usize> {
+        (0..self.world.len())
+            .filter(|n| self.phase(*n, context) == Some(Phase::Member))
+            .collect()
+    }
+
+    // ----- checks ----------------------------------------------------------------
+
+    /// Same heads, same state root, whenever and wherever.
+    fn check_safety(&mut self, node: usize) {
+        let Some(engine) = self.world.engine(node) else {
+            return;
+        };
+        for context in engine.context_ids() {
+            let Some(replica) = engine.replica(&context) else {
+                continue;
+            };
+            let mut hasher = blake3::Hasher::new();
+            for head in replica.heads() {
+                hasher.update(head.as_bytes());
+            }
+            let heads = *hasher.finalize().as_bytes();
+            let root = replica.state_root();
+            match self.seen_states.entry((context, heads)) {
+                hashbrown::hash_map::Entry::Vacant(slot) => {
+                    slot.insert((root, node));
+                }
+                hashbrown::hash_map::Entry::Occupied(seen) => {
+                    let (other_root, other) = *seen.get();
+                    if other_root != root && self.safety_violation.is_none() {
+                        let detail = format!(
+                            "{} and {} applied the same transactions (heads {}) but hold state roots {} and {}",
+                            self.world.names[other],
+                            self.world.names[node],
+                            hex_short(&heads),
+                            other_root.short(),
+                            root.short()
+                        );
+                        self.safety_violation = Some((self.world.now().as_ms(), detail));
+                    }
+                }
+            }
+        }
+    }
+
+    fn evaluate(&self, check: &Check, line: usize) -> CheckResult {
+        let now = self.world.now().as_ms();
+        let label = check_label(check);
+        let result = |passed: bool, detail: String| CheckResult {
+            name: label.clone(),
+            passed,
+            at_ms: now,
+            detail,
+            line,
+        };
+        let Some(context) = self.context(check.context()) else {
+            return result(
+                false,
+                format!("context {} was never created", check.context()),
+            );
+        };
+        match check {
+            Check::Converged { .. } => match self.converged(&context) {
+                Ok(()) => result(true, String::new()),
+                Err(detail) => result(false, detail),
+            },
+            Check::Value {
+                key, equals, nodes, ..
+            } => {
+                let key = Key::padded(&key.to_bytes().unwrap_or_default())
+                    .expect("checked before the run");
+                let expected: Option<Vec<u8>> = match equals {
+                    Expected::Absent => None,
+                    Expected::Bytes(arg) => Some(arg.to_bytes().expect("not a draw")),
+                };
+                let readers: Vec<usize> = match nodes {
+                    Some(names) => names.iter().map(|n| self.node(n)).collect(),
+                    None => self.live_members(&context),
+                };
+                if readers.is_empty() {
+                    return result(false, "no live member to read from".into());
+                }
+                for reader in readers {
+                    let name = &self.world.names[reader];
+                    let Some(engine) = self.world.engine(reader) else {
+                        return result(false, format!("{name} is down"));
+                    };
+                    if engine.replica(&context).is_none() {
+                        return result(false, format!("{name} holds no copy of the context"));
+                    }
+                    let actual = engine.get(&context, &key).map(<[u8]>::to_vec);
+                    if actual != expected {
+                        return result(
+                            false,
+                            format!(
+                                "{name} reads {}, expected {}",
+                                show_value(&actual),
+                                show_value(&expected)
+                            ),
+                        );
+                    }
+                }
+                result(true, String::new())
+            }
+            Check::Members { equals, .. } => {
+                let mut expected: Vec<&str> = equals.iter().map(String::as_str).collect();
+                expected.sort_unstable();
+                let members = self.live_members(&context);
+                if members.is_empty() {
+                    return result(false, "no live member".into());
+                }
+                for member in members {
+                    let status = self
+                        .world
+                        .engine(member)
+                        .and_then(|e| e.status(&context))
+                        .expect("a member");
+                    let mut names: Vec<String> = status
+                        .members
+                        .iter()
+                        .map(|m| self.name_of_member(m))
+                        .collect();
+                    names.sort_unstable();
+                    if names != expected {
+                        return result(
+                            false,
+                            format!(
+                                "{} sees members [{}], expected [{}]",
+                                self.world.names[member],
+                                names.join(", "),
+                                expected.join(", ")
+                            ),
+                        );
+                    }
+                }
+                result(true, String::new())
+            }
+            Check::NotMember { node, .. } => {
+                let index = self.node(node);
+                let holds = match self.world.engine(index) {
+                    Some(engine) => engine
+                        .phase(&context)
+                        .map(|p| format!("{p:?}").to_lowercase()),
+                    None => self
+                        .world
+                        .contexts_on_disk(index)
+                        .contains(&context)
+                        .then(|| "on disk (down)".to_owned()),
+                };
+                match holds {
+                    None => result(true, String::new()),
+                    Some(phase) => result(false, format!("{node} still holds a copy ({phase})")),
+                }
+            }
+            Check::Applied { node, at_least, .. } => {
+                let applied = self
+                    .world
+                    .engine(self.node(node))
+                    .and_then(|e| e.status(&context))
+                    .map_or(0, |s| s.applied as u64);
+                if applied >= *at_least {
+                    result(true, String::new())
+                } else {
+                    result(
+                        false,
+                        format!("{node} applied {applied}, expected at least {at_least}"),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Every live member that is not partitioned away (each partition group
+    /// on its own) holds the same heads and state root.
+    fn converged(&self, context: &ContextId) -> Result<(), String> {
+        let mut by_group: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for member in self.live_members(context) {
+            by_group
+                .entry(self.world.group(member))
+                .or_default()
+                .push(member);
+        }
+        for members in by_group.values() {
+            let first = members[0];
+            let reference = self
+                .world
+                .engine(first)
+                .and_then(|e| e.status(context))
+                .expect("a member");
+            for &other in &members[1..] {
+                let status = self
+                    .world
+                    .engine(other)
+                    .and_then(|e| e.status(context))
+                    .expect("a member");
+                if status.heads != reference.heads || status.state_root != reference.state_root {
+                    return Err(format!(
+                        "{} and {} differ: {} applied, root {}, heads [{}] vs {} applied, root {}, heads [{}]",
+                        self.world.names[first],
+                        self.world.names[other],
+                        reference.applied,
+                        reference.state_root.map_or("-".into(), |r| r.short()),
+                        short_ids(&reference.heads),
+                        status.applied,
+                        status.state_root.map_or("-".into(), |r| r.short()),
+                        short_ids(&status.heads),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After the settle time: safety held throughout, and each context
+    /// converged with nothing accepted left out and no join or leave stuck.
+    fn final_checks(&mut self) {
+        let now = self.world.now().as_ms();
+        let (passed, detail, at_ms) = match &self.safety_violation {
+            None => (true, String::new(), now),
+            Some((at, detail)) => (false, detail.clone(), *at),
+        };
+        self.checks.push(CheckResult {
+            name: "same_set_same_state".into(),
+            passed,
+            at_ms,
+            detail,
+            line: 0,
+        });
+        let contexts: Vec<(String, ContextId)> =
+            self.contexts.iter().map(|(n, c)| (n.clone(), *c)).collect();
+        for (name, context) in contexts {
+            let holders: Vec<usize> = (0..self.world.len())
+                .filter(|n| self.phase(*n, &context).is_some())
+                .collect();
+            if holders.is_empty() {
+                continue;
+            }
+            let mut detail = self.converged(&context).err().unwrap_or_default();
+            for &holder in &holders {
+                let phase = self.phase(holder, &context).expect("holder");
+                if phase != Phase::Member && detail.is_empty() {
+                    detail = format!(
+                        "{} is still {} after the settle time",
+                        self.world.names[holder],
+                        format!("{phase:?}").to_lowercase()
+                    );
+                }
+            }
+            self.checks.push(CheckResult {
+                name: format!("converged({name})"),
+                passed: detail.is_empty(),
+                at_ms: now,
+                detail,
+                line: 0,
+            });
+            let detail = self
+                .all_accepted(&context, &holders)
+                .err()
+                .unwrap_or_default();
+            self.checks.push(CheckResult {
+                name: format!("all_accepted({name})"),
+                passed: detail.is_empty(),
+                at_ms: now,
+                detail,
+                line: 0,
+            });
+        }
+    }
+
+    /// Every transaction any live node accepted is on every live member in
+    /// its partition group.
+    fn all_accepted(&self, context: &ContextId, holders: &[usize]) -> Result<(), String> {
+        let members = self.live_members(context);
+        for &holder in holders {
+            let Some(replica) = self.world.engine(holder).and_then(|e| e.replica(context)) else {
+                continue;
+            };
+            for &member in &members {
+                if self.world.group(member) != self.world.group(holder) || member == holder {
+                    continue;
+                }
+                let theirs = self
+                    .world
+                    .engine(member)
+                    .and_then(|e| e.replica(context))
+                    .expect("a member");
+                if let Some(missing) = replica.order().find(|id| !theirs.contains(id)) {
+                    return Err(format!(
+                        "{} lacks transaction {} that {} accepted",
+                        self.world.names[member],
+                        missing.short(),
+                        self.world.names[holder]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report(mut self, seed: u64, path: String) -> Report {
+        let mut contexts = BTreeMap::new();
+        for (name, context) in &self.contexts {
+            let mut members = BTreeMap::new();
+            for node in 0..self.world.len() {
+                let Some(status) = self.world.engine(node).and_then(|e| e.status(context)) else {
+                    continue;
+                };
+                let Some(root) = status.state_root else {
+                    continue;
+                };
+                members.insert(
+                    self.world.names[node].clone(),
+                    MemberReport {
+                        state_root: root.to_hex(),
+                        heads: status.heads.iter().map(TxId::to_hex).collect(),
+                        applied: status.applied,
+                    },
+                );
+            }
+            contexts.insert(name.clone(), ContextReport { members });
+        }
+        let passed = self.checks.iter().all(|c| c.passed);
+        Report {
+            scenario: self.scenario.name.clone(),
+            seed,
+            passed,
+            trace_hash: self.world.recorder.hash(),
+            sim_time_ms: self.world.now().as_ms(),
+            events: self.world.stats.events,
+            checks: std::mem::take(&mut self.checks),
+            contexts,
+            notes: std::mem::take(&mut self.notes),
+            log: self.world.take_log(),
+            wall_seconds: 0.0,
+            stats: self.world.stats,
+            path,
+        }
+    }
+}
+
+/// A check's name in reports: `value(c1, colour)`, `converged(c1)`, ...
+fn check_label(check: &Check) -> String {
+    match check {
+        Check::Value { context, key, .. } => format!("value({context}, {})", show_arg(key)),
+        Check::NotMember { context, node } => format!("not_member({context}, {node})"),
+        Check::Applied { context, node, .. } => format!("applied({context}, {node})"),
+        other => format!("{}({})", other.name(), other.context()),
+    }
+}
+
+fn show_arg(arg: &Arg) -> String {
+    match arg {
+        Arg::Str(text) => text.clone(),
+        Arg::U64(number) => number.to_string(),
+        Arg::Hex(bytes) => format!("0x{}", hex::encode(bytes)),
+        Arg::Draw(draw) => draw.as_str().to_owned(),
+    }
+}
+
+fn show_value(value: &Option<Vec<u8>>) -> String {
+    match value {
+        None => "nothing".into(),
+        Some(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
+            _ if bytes.len() == 8 => format!(
+                "{} (u64)",
+                u64::from_le_bytes(bytes.as_slice().try_into().expect("8"))
+            ),
+            _ => format!("0x{}", hex::encode(bytes)),
+        },
+    }
+}
+
+fn short_ids(ids: &[TxId]) -> String {
+    ids.iter().map(TxId::short).collect::<Vec<_>>().join(", ")
+}
+
+fn hex_short(bytes: &[u8; 32]) -> String {
+    hex::encode(&bytes[..4])
+}

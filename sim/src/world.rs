@@ -1,0 +1,579 @@
+//! The simulated world: nodes, their disks, the network between them, and
+//! virtual time.
+//!
+//! Owns: the event queue (ordered by time, then by a sequence number, so
+//! equal times keep the order they were scheduled in), the network model
+//! (per-message delay drawn from the configured range, loss, duplication,
+//! partitions into groups), crashes and restarts, and the simulated disks,
+//! which keep exactly the records each engine asked to persist.
+//!
+//! Invariants:
+//! - one seeded `ChaCha8Rng` makes every random choice, in the order events
+//!   are processed, on one thread: the same seed gives the same run;
+//! - every input given to a node goes through [`World::input`], which records
+//!   it (with a digest of the outputs it produced) in the trace;
+//! - a crashed node has no engine; messages to it are lost, and so are those
+//!   sent to an earlier incarnation of it;
+//! - a node's records are on its disk before any of its messages is in
+//!   flight (the engine's durability contract).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Arc, Mutex};
+
+use ctx_core::record::Record;
+use ctx_core::verify::{Ed25519Verifier, SignatureCheck, Verifier};
+use ctx_core::{Config, ContextId, Event, MemberId, Node, Time, TxId};
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::trace::{Input, Recorder, drain};
+
+/// Network conditions in force.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conditions {
+    pub latency_ms: (u64, u64),
+    pub drop: f64,
+    pub duplicate: f64,
+}
+
+/// What the runner scheduled, handed back when its time comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// The scenario step with this index.
+    Step(usize),
+    /// One call of the workload with this index.
+    WorkloadCall(usize),
+}
+
+/// What one call of [`World::advance`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Happened {
+    /// A runner action is due now.
+    Action(Action),
+    /// This node took an input (a message or a timer).
+    Input(usize),
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Queued {
+    Deliver {
+        to: usize,
+        incarnation: u64,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+    },
+    Action(Action),
+}
+
+/// Counters for the report and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    pub messages_sent: u64,
+    pub messages_delivered: u64,
+    pub messages_lost: u64,
+    pub bytes_sent: u64,
+}
+
+/// Signature checks memoized across the nodes of one run: a pure function
+/// checked once per distinct (author, transaction, signature), not once per
+/// member.
+pub struct MemoVerifier {
+    seen: Mutex<HashMap<SignatureKey, bool, FixedState>>,
+}
+
+/// One signature check: author, signed transaction id, signature bytes.
+type SignatureKey = (MemberId, TxId, [u8; 64]);
+
+impl Default for MemoVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Verifier for MemoVerifier {
+    fn verify(&self, check: SignatureCheck<'_>) -> bool {
+        let key = (*check.author, *check.id, check.signature.0);
+        let mut seen = self
+            .seen
+            .lock()
+            .expect("never poisoned: no panics while held");
+        *seen
+            .entry(key)
+            .or_insert_with(|| Ed25519Verifier.verify(check))
+    }
+}
+
+impl MemoVerifier {
+    pub fn new() -> Self {
+        Self {
+            seen: Mutex::new(HashMap::with_hasher(FixedState::with_seed(7))),
+        }
+    }
+}
+
+struct SimNode {
+    engine: Option<Node>,
+    secret: [u8; 32],
+    member: MemberId,
+    disk: Vec<Record>,
+    incarnation: u64,
+    timer_at: Option<Time>,
+}
+
+/// The simulated world.
+pub struct World {
+    pub names: Vec<String>,
+    nodes: Vec<SimNode>,
+    queue: BinaryHeap<Reverse<(Time, u64, Queued)>>,
+    sequence: u64,
+    now: Time,
+    rng: ChaCha8Rng,
+    conditions: Conditions,
+    /// Partition group of each node; nodes reach each other iff equal.
+    groups: Vec<usize>,
+    verifier: Arc<MemoVerifier>,
+    config: Config,
+    pub recorder: Recorder,
+    pub stats: Stats,
+    /// Engine events since last drained, per node, for the runner.
+    events: Vec<(usize, Event)>,
+    /// A line per event, when verbose.
+    log: Option<Vec<String>>,
+}
+
+impl World {
+    /// A world of `names.len()` nodes. Node keys and engine seeds are drawn
+    /// from the world's generator, seeded with `seed`.
+    pub fn new(
+        names: Vec<String>,
+        seed: u64,
+        conditions: Conditions,
+        config: Config,
+        recorder: Recorder,
+        verbose: bool,
+    ) -> World {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let verifier = Arc::new(MemoVerifier::new());
+        let mut nodes = Vec::with_capacity(names.len());
+        let mut recorder = recorder;
+        for _ in &names {
+            let mut secret = [0u8; 32];
+            rng.fill_bytes(&mut secret);
+            let mut node_seed = [0u8; 32];
+            rng.fill_bytes(&mut node_seed);
+            let engine = Node::new(config.clone(), secret, node_seed, verifier.clone());
+            recorder.node(secret, node_seed);
+            nodes.push(SimNode {
+                member: engine.member_id(),
+                engine: Some(engine),
+                secret,
+                disk: Vec::new(),
+                incarnation: 0,
+                timer_at: None,
+            });
+        }
+        let count = names.len();
+        World {
+            names,
+            nodes,
+            queue: BinaryHeap::new(),
+            sequence: 0,
+            now: Time::ZERO,
+            rng,
+            conditions,
+            groups: vec![0; count],
+            verifier,
+            config,
+            recorder,
+            stats: Stats::default(),
+            events: Vec::new(),
+            log: verbose.then(Vec::new),
+        }
+    }
+
+    // ----- queries ---------------------------------------------------------
+
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn member_id(&self, node: usize) -> MemberId {
+        self.nodes[node].member
+    }
+
+    pub fn node_of(&self, member: &MemberId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.member == *member)
+    }
+
+    /// The engine of a live node.
+    pub fn engine(&self, node: usize) -> Option<&Node> {
+        self.nodes[node].engine.as_ref()
+    }
+
+    pub fn is_up(&self, node: usize) -> bool {
+        self.nodes[node].engine.is_some()
+    }
+
+    pub fn disk(&self, node: usize) -> &[Record] {
+        &self.nodes[node].disk
+    }
+
+    pub fn group(&self, node: usize) -> usize {
+        self.groups[node]
+    }
+
+    pub fn conditions(&self) -> &Conditions {
+        &self.conditions
+    }
+
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// Takes the verbose log lines written so far.
+    pub fn take_log(&mut self) -> Vec<String> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Takes the engine events since the last call.
+    pub fn take_events(&mut self) -> Vec<(usize, Event)> {
+        std::mem::take(&mut self.events)
+    }
+
+    // ----- scheduling --------------------------------------------------------
+
+    pub fn schedule(&mut self, at: Time, action: Action) {
+        self.push(at, Queued::Action(action));
+    }
+
+    fn push(&mut self, at: Time, item: Queued) {
+        self.sequence += 1;
+        self.queue.push(Reverse((at, self.sequence, item)));
+    }
+
+    /// Processes the next queued event at or before `until` and says what
+    /// happened: a runner action is due, or a node took an input (so the
+    /// runner can check invariants after every one). `None` when nothing is
+    /// left up to `until` (`now` is then `until`).
+    pub fn advance(&mut self, until: Time) -> Option<Happened> {
+        while let Some(Reverse((at, _, _))) = self.queue.peek() {
+            if *at > until {
+                break;
+            }
+            let Reverse((at, _, item)) = self.queue.pop().expect("peeked");
+            debug_assert!(at >= self.now, "time never goes back");
+            self.now = at;
+            self.stats.events += 1;
+            let touched = match item {
+                Queued::Action(action) => return Some(Happened::Action(action)),
+                Queued::Timer { node } => self.fire_timer(node),
+                Queued::Deliver {
+                    to,
+                    incarnation,
+                    from,
+                    bytes,
+                } => self.deliver(to, incarnation, from, bytes),
+            };
+            if let Some(node) = touched {
+                return Some(Happened::Input(node));
+            }
+        }
+        self.now = self.now.max(until);
+        None
+    }
+
+    // ----- inputs to nodes ---------------------------------------------------------
+
+    /// Gives node `node` one input, records it, and moves its outputs into
+    /// the world. Returns the command's result text (for commands).
+    pub fn input(&mut self, node: usize, input: Input) -> Result<Option<String>, String> {
+        let now = self.now;
+        let result = match &input {
+            Input::Crash => {
+                let sim = &mut self.nodes[node];
+                sim.engine = None;
+                sim.incarnation += 1;
+                sim.timer_at = None;
+                Ok(None)
+            }
+            Input::Restart { seed } => {
+                let sim = &mut self.nodes[node];
+                let records = sim.disk.clone();
+                match Node::restore(
+                    self.config.clone(),
+                    sim.secret,
+                    *seed,
+                    self.verifier.clone(),
+                    records,
+                ) {
+                    Ok(engine) => {
+                        sim.engine = Some(engine);
+                        Ok(None)
+                    }
+                    Err(error) => Err(format!("restore failed: {error}")),
+                }
+            }
+            other => {
+                let Some(engine) = self.nodes[node].engine.as_mut() else {
+                    return Err("the node is down".into());
+                };
+                apply_input(engine, now, other)
+            }
+        };
+        let digest = self.drain(node, &result);
+        self.recorder.record(now, node, input, digest);
+        result
+    }
+
+    /// Moves a node's outputs out: records to disk first, then messages into
+    /// the network; rearms its timer. Returns the digest of the outputs.
+    fn drain(&mut self, node: usize, result: &Result<Option<String>, String>) -> [u8; 32] {
+        let sim = &mut self.nodes[node];
+        let drained = drain(sim.engine.as_mut(), &mut sim.disk, result);
+        self.events
+            .extend(drained.events.into_iter().map(|event| (node, event)));
+        for transmit in drained.transmits {
+            let Some(to) = self.node_of(&transmit.to) else {
+                continue;
+            };
+            if let Some(log) = &mut self.log {
+                log.push(format!(
+                    "{:>9} {} -> {}: {} ({} bytes)",
+                    self.now.to_string(),
+                    self.names[node],
+                    self.names[to],
+                    transmit.kind,
+                    transmit.bytes.len()
+                ));
+            }
+            self.send(node, to, transmit.bytes);
+        }
+        if self.nodes[node].engine.is_some() {
+            self.arm_timer(node, drained.timeout);
+        }
+        drained.digest
+    }
+
+    fn arm_timer(&mut self, node: usize, timer: Option<Time>) {
+        let sim = &mut self.nodes[node];
+        if timer == sim.timer_at {
+            return;
+        }
+        sim.timer_at = timer;
+        if let Some(at) = timer {
+            self.push(at.max(self.now), Queued::Timer { node });
+        }
+    }
+
+    fn fire_timer(&mut self, node: usize) -> Option<usize> {
+        let sim = &self.nodes[node];
+        // A timer superseded by a later re-arm, or of a crashed node, is stale.
+        let at = sim.timer_at?;
+        if at > self.now || sim.engine.is_none() {
+            return None;
+        }
+        self.nodes[node].timer_at = None;
+        let _ = self.input(node, Input::Timeout);
+        Some(node)
+    }
+
+    fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += bytes.len() as u64;
+        if self.rng.random_bool_f64(self.conditions.drop) {
+            self.stats.messages_lost += 1;
+            return;
+        }
+        let incarnation = self.nodes[to].incarnation;
+        if self.rng.random_bool_f64(self.conditions.duplicate) {
+            let at = self.now + self.latency();
+            let copy = bytes.clone();
+            self.push(
+                at,
+                Queued::Deliver {
+                    to,
+                    incarnation,
+                    from,
+                    bytes: copy,
+                },
+            );
+        }
+        let at = self.now + self.latency();
+        self.push(
+            at,
+            Queued::Deliver {
+                to,
+                incarnation,
+                from,
+                bytes,
+            },
+        );
+    }
+
+    fn latency(&mut self) -> u64 {
+        let (low, high) = self.conditions.latency_ms;
+        low + self.rng.next_u64() % (high - low + 1)
+    }
+
+    fn deliver(
+        &mut self,
+        to: usize,
+        incarnation: u64,
+        from: usize,
+        bytes: Vec<u8>,
+    ) -> Option<usize> {
+        let reachable = self.groups[from] == self.groups[to];
+        let sim = &self.nodes[to];
+        if !reachable || sim.engine.is_none() || sim.incarnation != incarnation {
+            self.stats.messages_lost += 1;
+            return None;
+        }
+        self.stats.messages_delivered += 1;
+        let sender = self.nodes[from].member;
+        if let Err(error) = self.input(
+            to,
+            Input::Message {
+                from: sender,
+                bytes,
+            },
+        ) {
+            // Engines only send valid messages: a refusal is worth seeing.
+            if let Some(log) = &mut self.log {
+                log.push(format!(
+                    "{:>9} {} refused a message from {}: {error}",
+                    self.now.to_string(),
+                    self.names[to],
+                    self.names[from]
+                ));
+            }
+        }
+        Some(to)
+    }
+
+    // ----- the world's own changes ---------------------------------------------------
+
+    pub fn set_conditions(&mut self, conditions: Conditions) {
+        self.conditions = conditions;
+    }
+
+    /// Only nodes in the same group reach each other; unlisted nodes are
+    /// alone.
+    pub fn partition(&mut self, groups: &[Vec<usize>]) {
+        let count = self.nodes.len();
+        // Unlisted nodes get groups of their own, after the listed ones.
+        let mut assigned: Vec<Option<usize>> = vec![None; count];
+        for (g, members) in groups.iter().enumerate() {
+            for &m in members {
+                assigned[m] = Some(g);
+            }
+        }
+        let mut next = groups.len();
+        self.groups = assigned
+            .into_iter()
+            .map(|g| {
+                g.unwrap_or_else(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+    }
+
+    pub fn heal(&mut self) {
+        self.groups = vec![0; self.nodes.len()];
+    }
+
+    /// Draws a fresh engine seed (for a restart).
+    pub fn draw_seed(&mut self) -> [u8; 32] {
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        seed
+    }
+
+    /// The contexts node `node` holds on its disk (for a down node).
+    pub fn contexts_on_disk(&self, node: usize) -> Vec<ContextId> {
+        let mut held: Vec<ContextId> = Vec::new();
+        for record in &self.nodes[node].disk {
+            match record {
+                Record::Deleted { context } => held.retain(|c| c != context),
+                other if !held.contains(&other.context()) => held.push(other.context()),
+                _ => {}
+            }
+        }
+        held
+    }
+}
+
+/// Applies a command or network input to a live engine.
+pub fn apply_input(engine: &mut Node, now: Time, input: &Input) -> Result<Option<String>, String> {
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    match input {
+        Input::Create { app } => engine
+            .create_context(now, app)
+            .map(|id| Some(id.to_hex()))
+            .map_err(|e| text(&e)),
+        Input::Invite { context, member } => engine
+            .invite(now, *context, *member)
+            .map(|id| Some(id.to_hex()))
+            .map_err(|e| text(&e)),
+        Input::Join { context, via } => engine
+            .join(now, *context, *via)
+            .map(|()| None)
+            .map_err(|e| text(&e)),
+        Input::Leave { context } => engine
+            .leave(now, *context)
+            .map(|()| None)
+            .map_err(|e| text(&e)),
+        Input::Call {
+            context,
+            method,
+            input,
+        } => engine
+            .call(now, *context, method, input.clone())
+            .map(|receipt| Some(receipt.tx.to_hex()))
+            .map_err(|e| text(&e)),
+        Input::Message { from, bytes } => engine
+            .handle_message(now, *from, bytes)
+            .map(|()| None)
+            .map_err(|e| text(&e)),
+        Input::Timeout => {
+            engine.handle_timeout(now);
+            Ok(None)
+        }
+        Input::Crash | Input::Restart { .. } => unreachable!("handled by the world"),
+    }
+}
+
+/// `random_bool` for any probability in [0, 1], from 53 random bits: the
+/// same draw on every platform.
+trait RandomBool {
+    fn random_bool_f64(&mut self, probability: f64) -> bool;
+}
+
+impl RandomBool for ChaCha8Rng {
+    fn random_bool_f64(&mut self, probability: f64) -> bool {
+        if probability <= 0.0 {
+            return false;
+        }
+        if probability >= 1.0 {
+            return true;
+        }
+        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        unit < probability
+    }
+}

@@ -1,0 +1,248 @@
+//! The `ctx-sim` command line as a user meets it: exit statuses, messages
+//! that name the file and line, traces that replay.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ctx_sim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ctx-sim"))
+        .args(args)
+        .output()
+        .expect("ctx-sim runs")
+}
+
+fn scratch(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ctx-sim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const GOOD: &str = r#"
+name = "cli-good"
+description = "Two members write; both read it."
+seed = 7
+nodes = ["alice", "bob"]
+settle = "3s"
+
+[[step]]
+at = "0ms"
+node = "alice"
+op = "create"
+context = "c1"
+app = "kv"
+
+[[step]]
+at = "1ms"
+node = "alice"
+op = "invite"
+context = "c1"
+member = "bob"
+
+[[step]]
+at = "5ms"
+node = "bob"
+op = "join"
+context = "c1"
+via = "alice"
+
+[[step]]
+at = "1s"
+node = "bob"
+op = "call"
+context = "c1"
+method = "set"
+args = ["colour", "blue"]
+
+[[step]]
+at = "2s"
+op = "expect"
+check = "value"
+context = "c1"
+key = "colour"
+equals = "blue"
+"#;
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_passing_scenario_exits_0_with_a_readable_summary() {
+    let file = scratch("good.toml", GOOD);
+    let output = ctx_sim(&["run", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
+    assert!(stdout.contains("cli-good (seed 7): PASSED"), "{stdout}");
+    assert!(stdout.contains("ok   value(c1, colour)"), "{stdout}");
+}
+
+#[test]
+fn a_wrong_expectation_exits_1_naming_the_check_and_the_command() {
+    let file = scratch(
+        "wrong.toml",
+        &GOOD.replace("equals = \"blue\"", "equals = \"red\""),
+    );
+    let output = ctx_sim(&["run", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL value(c1, colour) at 2.000s (line 37)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reads \"blue\", expected \"red\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "reproduce: ctx-sim run {} --seed 7",
+            file.display()
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn json_output_is_one_object_per_scenario() {
+    let file = scratch("json.toml", GOOD);
+    let output = ctx_sim(&[
+        "run",
+        file.to_str().unwrap(),
+        file.to_str().unwrap(),
+        "--json",
+        "--seed",
+        "9",
+    ]);
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2);
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value["scenario"], "cli-good");
+        assert_eq!(value["seed"], 9);
+        assert_eq!(value["passed"], true);
+        assert_eq!(value["trace_hash"].as_str().unwrap().len(), 64);
+        assert!(value["contexts"]["c1"]["members"]["bob"]["state_root"].is_string());
+        assert!(
+            value["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["passed"] == true)
+        );
+    }
+}
+
+#[test]
+fn each_kind_of_bad_input_exits_2_naming_the_line() {
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown-op.toml",
+            GOOD.replace("op = \"join\"", "op = \"jion\""),
+            ":25: ",
+        ),
+        (
+            "unknown-node.toml",
+            GOOD.replace(
+                "node = \"bob\"\nop = \"join\"",
+                "node = \"dave\"\nop = \"join\"",
+            ),
+            ":24: ",
+        ),
+        (
+            "unknown-context.toml",
+            GOOD.replace("context = \"c1\"\nmember", "context = \"c9\"\nmember"),
+            ":19: ",
+        ),
+        (
+            "toml-error.toml",
+            GOOD.replace("seed = 7", "seed = = 7"),
+            ":4: ",
+        ),
+        (
+            "unknown-field.toml",
+            GOOD.replace("settle = \"3s\"", "settle = \"3s\"\nsetle = \"3s\""),
+            ":7: ",
+        ),
+        (
+            "bad-time.toml",
+            GOOD.replace("at = \"1s\"", "at = \"1 parsec\""),
+            ":30: ",
+        ),
+        (
+            "missing-app.toml",
+            GOOD.replace("app = \"kv\"", "app = \"missing.wat\""),
+            ":8: ",
+        ),
+    ];
+    for (name, text, line) in cases {
+        let file = scratch(name, &text);
+        let output = ctx_sim(&["run", file.to_str().unwrap()]);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{name}: {message}");
+        assert!(
+            message.contains(&format!("{}{line}", file.display())),
+            "{name}: {message}"
+        );
+        assert_eq!(message.lines().count(), 1, "{name}: one message: {message}");
+        assert!(!message.contains("panicked"), "{name}: {message}");
+        assert!(output.stdout.is_empty(), "{name}: no run");
+    }
+    let missing = ctx_sim(&["run", "/nonexistent/scenario.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("/nonexistent/scenario.toml"));
+}
+
+#[test]
+fn a_bad_file_among_good_ones_stops_everything_before_running() {
+    let good = scratch("first-good.toml", GOOD);
+    let bad = scratch(
+        "second-bad.toml",
+        &GOOD.replace("op = \"join\"", "op = \"jion\""),
+    );
+    let output = ctx_sim(&["run", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "nothing ran");
+}
+
+#[test]
+fn a_trace_replays_and_a_tampered_one_is_refused() {
+    let file = scratch("traced.toml", GOOD);
+    let trace = file.with_extension("trace");
+    let run = ctx_sim(&[
+        "run",
+        file.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let replay = ctx_sim(&["replay", trace.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(0), "{stdout}{}", stderr(&replay));
+    assert!(
+        stdout.contains(report["trace_hash"].as_str().unwrap()),
+        "{stdout}"
+    );
+    // Flip one byte of an output digest near the end: replay must notice.
+    let mut bytes = std::fs::read(&trace).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0xff;
+    let tampered = file.with_extension("tampered");
+    std::fs::write(&tampered, bytes).unwrap();
+    let replay = ctx_sim(&["replay", tampered.to_str().unwrap()]);
+    assert_eq!(replay.status.code(), Some(1), "{}", stderr(&replay));
+    assert!(
+        stderr(&replay).contains("outputs differ at entry"),
+        "{}",
+        stderr(&replay)
+    );
+    let garbage = scratch("garbage.trace", "not a trace");
+    let replay = ctx_sim(&["replay", garbage.to_str().unwrap()]);
+    assert_eq!(replay.status.code(), Some(2));
+    assert!(Path::new(&trace).exists());
+}
