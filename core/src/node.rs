@@ -62,6 +62,11 @@ pub struct Config {
     pub sync_batch_txs_max: usize,
     /// Bytes per sync or catchup batch (about).
     pub sync_batch_bytes_max: usize,
+    /// Stress hooks (like FoundationDB's BUGGIFY), for simulation only: the
+    /// engine sometimes takes rare but legal paths (tiny sync batches, early
+    /// timer firings, redundant and abandoned requests), drawn from its
+    /// seeded generator. Never on in a real node.
+    pub stress: bool,
 }
 
 impl Default for Config {
@@ -71,6 +76,7 @@ impl Default for Config {
             request_timeout_ms: 1_500,
             sync_batch_txs_max: SYNC_BATCH_TXS_MAX,
             sync_batch_bytes_max: SYNC_BATCH_BYTES_MAX,
+            stress: false,
         }
     }
 }
@@ -261,12 +267,25 @@ impl Context {
         deadline
     }
 
-    /// Whether `peer` may ask this member for data about the context.
+    /// Whether this node answers `peer`'s sync requests (heads, fetch,
+    /// stream, app) and takes its pushes: any node the membership names,
+    /// including one that left, so that a node holding a stale view of its
+    /// own membership (it caught up from a member that had not yet seen its
+    /// earlier leave) can still learn where it stands.
     fn serves(&self, peer: &MemberId) -> bool {
         let Some(replica) = &self.replica else {
             return false;
         };
-        self.phase != Phase::Joining
+        self.phase != Phase::Joining && replica.status(peer).is_some()
+    }
+
+    /// Whether `peer` may catch up from this node: it must be invited (or
+    /// already a member, resuming).
+    fn accepts_catchup(&self, peer: &MemberId) -> bool {
+        let Some(replica) = &self.replica else {
+            return false;
+        };
+        self.phase == Phase::Member
             && matches!(
                 replica.status(peer),
                 Some(MemberStatus::Member | MemberStatus::Invited)
@@ -706,7 +725,31 @@ impl Node {
             } => self.on_app_chunk(now, context, from, request, offset, bytes),
             Body::LeaveAck { leave } => self.on_leave_ack(context, leave),
         }
+        self.reconcile_phase(context);
         Ok(())
+    }
+
+    /// A member's phase follows its own status in the replicated
+    /// membership, which a message can change: a node that caught up from a
+    /// member with a stale view (one that had not yet seen this node's
+    /// earlier leave) believes it is a member until it learns the leave.
+    /// Invited again since: it joins at once. Not invited again: its leave
+    /// stands and it deletes its copy.
+    fn reconcile_phase(&mut self, context: ContextId) {
+        let Some(c) = self.contexts.get(&context) else {
+            return;
+        };
+        if c.phase != Phase::Member {
+            return;
+        }
+        match c.replica.as_ref().and_then(|r| r.status(&self.me)) {
+            Some(MemberStatus::Member) => {}
+            Some(MemberStatus::Invited) => {
+                self.author(context, TxKind::Join)
+                    .expect("an invited member with a replica may join");
+            }
+            Some(MemberStatus::Left) | None => self.delete(context),
+        }
     }
 
     /// Runs every timer due at `now`.
@@ -849,7 +892,14 @@ impl Node {
             return;
         };
         let id = tx.id();
-        if replica.contains(&id) || c.pending.contains(&id) {
+        if replica.contains(&id) {
+            return;
+        }
+        if c.pending.contains(&id) {
+            // Sent again while still waiting for its parents: the sender
+            // holds them (it accepted this transaction), and it may be the
+            // only one that does, as for a leaver's own last transactions.
+            self.start_fetch(now, context, from, Vec::new());
             return;
         }
         if tx.parents().iter().all(|p| replica.contains(p)) {
@@ -948,11 +998,13 @@ impl Node {
         if !c.serves(&from) {
             return;
         }
+        let txs_max = self.batch_txs_max();
+        let c = &self.contexts[&context];
         let replica = c.replica.as_ref().expect("serving needs a replica");
         let (txs, complete) = replica.missing_for(
             &want[..want.len().min(SYNC_IDS_MAX)],
             &have[..have.len().min(SYNC_IDS_MAX)],
-            self.config.sync_batch_txs_max,
+            txs_max,
             self.config.sync_batch_bytes_max,
         );
         let txs = txs.iter().map(|tx| tx.signed().clone()).collect();
@@ -1038,6 +1090,10 @@ impl Node {
                     let catchup = c.catchup.as_mut().expect("streaming");
                     catchup.step = CatchupStep::Stream { after: Some(after) };
                     catchup.attempts = 0;
+                    if self.stress(6) {
+                        // Redundant: ask twice; the first answer will be stale.
+                        self.send_catchup_step(context, from, now);
+                    }
                     self.send_catchup_step(context, from, now);
                 }
                 None => self.finish_catchup(now, context),
@@ -1060,7 +1116,7 @@ impl Node {
         let reason = match (&c.replica, c.phase) {
             (None, _) => Some(RefuseReason::UnknownContext),
             (Some(_), Phase::Joining | Phase::Leaving) => Some(RefuseReason::NotAMember),
-            (Some(_), Phase::Member) if !c.serves(&from) => Some(RefuseReason::NotInvited),
+            (Some(_), Phase::Member) if !c.accepts_catchup(&from) => Some(RefuseReason::NotInvited),
             _ => None,
         };
         let body = match reason {
@@ -1387,8 +1443,26 @@ impl Node {
 
     fn tick_after(&mut self, now: Time) -> Time {
         let interval = self.config.sync_interval_ms.max(1);
+        if self.stress(4) {
+            // Early: anywhere from 1 ms to a full interval.
+            return now + (1 + self.rng.next_u64() % interval);
+        }
         let jitter = self.rng.next_u64() % (interval / 4 + 1);
         now + (interval + jitter)
+    }
+
+    /// Stress: true one time in `one_in` when the hooks are on.
+    fn stress(&mut self, one_in: u64) -> bool {
+        self.config.stress && self.rng.next_u64().is_multiple_of(one_in)
+    }
+
+    /// Transactions per answer: the configured batch, or under stress
+    /// sometimes a tiny one.
+    fn batch_txs_max(&mut self) -> usize {
+        if self.stress(4) {
+            return 1 + (self.rng.next_u64() % 3) as usize;
+        }
+        self.config.sync_batch_txs_max.max(1)
     }
 
     // ----- sync requests ------------------------------------------------------------

@@ -5,8 +5,11 @@
 //! and messages ([`world`]), the scenario runner and its checks ([`run`]),
 //! replayable traces ([`trace`]) and reports ([`report`]).
 
+pub mod fuzz;
+pub mod generate;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
 pub mod trace;
 pub mod world;

@@ -6,10 +6,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use ctx_sim::fuzz::{FuzzOptions, fuzz};
 use ctx_sim::run::{RunOptions, run};
 use ctx_sim::scenario::Scenario;
+use ctx_sim::scenario::{NODES_MAX, parse_duration_ms};
 use ctx_sim::{report, trace};
+use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +47,30 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
+    /// Random scenarios from a range of seeds; a failure is shrunk and saved.
+    Fuzz {
+        /// Seeds 0..N (split over shards).
+        #[arg(long, conflicts_with = "for_duration")]
+        seeds: Option<u64>,
+        /// Run seeds until this much time has passed (e.g. 10m, 30s).
+        #[arg(long = "for", value_name = "DURATION")]
+        for_duration: Option<String>,
+        /// Mutate this scenario instead of generating from nothing.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Most nodes in a generated scenario.
+        #[arg(long, default_value_t = 12)]
+        nodes: usize,
+        /// Worker threads (default: the machine's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run the I-th of K disjoint slices of the seeds.
+        #[arg(long, value_name = "I/K", default_value = "1/1")]
+        shard: String,
+        /// Where failing scenarios are written.
+        #[arg(long, default_value = "fuzz-failures")]
+        out: PathBuf,
+    },
     /// Re-drives fresh engines with a trace and checks every output matches.
     Replay {
         /// A trace written by `ctx-sim run --trace`.
@@ -59,6 +88,15 @@ fn main() -> ExitCode {
             trace,
             verbose,
         } => run_files(&files, seed, json, trace, verbose),
+        Command::Fuzz {
+            seeds,
+            for_duration,
+            from,
+            nodes,
+            jobs,
+            shard,
+            out,
+        } => fuzz_command(seeds, for_duration, from, nodes, jobs, &shard, out),
         Command::Replay { trace: path } => match trace::replay(&path) {
             Ok(replayed) => {
                 println!(
@@ -136,4 +174,132 @@ fn run_files(
     } else {
         ExitCode::SUCCESS
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fuzz_command(
+    seeds: Option<u64>,
+    for_duration: Option<String>,
+    from: Option<PathBuf>,
+    nodes: usize,
+    jobs: Option<usize>,
+    shard: &str,
+    out: PathBuf,
+) -> ExitCode {
+    let bad = |message: String| {
+        eprintln!("ctx-sim: {message}");
+        ExitCode::from(2)
+    };
+    let shard = match parse_shard(shard) {
+        Ok(shard) => shard,
+        Err(message) => return bad(message),
+    };
+    let duration = match for_duration.as_deref().map(parse_duration_ms) {
+        None => None,
+        Some(Ok(ms)) => Some(Duration::from_millis(ms)),
+        Some(Err(message)) => return bad(format!("--for: {message}")),
+    };
+    let seeds = match (seeds, duration) {
+        (None, None) => Some(100),
+        (seeds, _) => seeds,
+    };
+    if !(2..=NODES_MAX).contains(&nodes) {
+        return bad(format!(
+            "--nodes must be between 2 and {NODES_MAX}, not {nodes}"
+        ));
+    }
+    let from = match from {
+        None => None,
+        Some(file) => match Scenario::from_file(&file) {
+            Ok(scenario) => Some(scenario),
+            Err(error) => return bad(error.to_string()),
+        },
+    };
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let options = FuzzOptions {
+        seeds,
+        duration,
+        from,
+        nodes_max: nodes,
+        jobs,
+        shard,
+        out,
+    };
+    let bar = match seeds {
+        Some(n) => ProgressBar::new(n.div_ceil(shard.1)),
+        None => ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {pos}/{len} seeds, {per_sec}, {msg}",
+        )
+        .expect("a valid template"),
+    );
+    bar.set_message("0 failed");
+    let progress = |done: u64, failed: u64| {
+        bar.set_position(done);
+        bar.set_message(format!("{failed} failed"));
+    };
+    let summary = match fuzz(&options, &progress) {
+        Ok(summary) => summary,
+        Err(error) => {
+            bar.abandon();
+            return bad(format!(
+                "cannot write to {}: {error}",
+                options.out.display()
+            ));
+        }
+    };
+    bar.finish_and_clear();
+    let seconds = summary.elapsed.as_secs_f64();
+    println!(
+        "fuzz: {} seeds (shard {}/{}) in {seconds:.1} s, {:.1} seeds/s, {jobs} jobs: {} failed",
+        summary.seeds_run,
+        shard.0,
+        shard.1,
+        summary.seeds_run as f64 / seconds.max(1e-9),
+        summary.failures.len()
+    );
+    let Some(first) = summary.failures.first() else {
+        return ExitCode::SUCCESS;
+    };
+    println!("  first failure: seed {}: {}", first.seed, first.detail);
+    if let Some((file, before, after)) = &summary.shrunk {
+        println!(
+            "  shrunk from {before} steps to {after}: {}",
+            file.display()
+        );
+        println!("  replay: ctx-sim run {}", file.display());
+    }
+    let others: Vec<String> = summary
+        .failures
+        .iter()
+        .skip(1)
+        .map(|f| f.seed.to_string())
+        .collect();
+    if !others.is_empty() {
+        println!("  other failing seeds: {}", others.join(", "));
+    }
+    if !summary.saved.is_empty() {
+        println!(
+            "  unshrunk failing scenarios: {} files in {}",
+            summary.saved.len(),
+            options.out.display()
+        );
+    }
+    ExitCode::from(1)
+}
+
+/// `I/K` with 1 <= I <= K.
+fn parse_shard(text: &str) -> Result<(u64, u64), String> {
+    let invalid = || format!("--shard takes I/K with 1 <= I <= K, such as 2/8, not {text:?}");
+    let (i, k) = text.split_once('/').ok_or_else(invalid)?;
+    let i: u64 = i.trim().parse().map_err(|_| invalid())?;
+    let k: u64 = k.trim().parse().map_err(|_| invalid())?;
+    if k == 0 || i == 0 || i > k {
+        return Err(invalid());
+    }
+    Ok((i, k))
 }

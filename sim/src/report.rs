@@ -27,12 +27,18 @@ pub fn text(report: &Report) -> String {
             context.members.len()
         );
         for (member, view) in &context.members {
+            let phase = if view.phase == "member" {
+                String::new()
+            } else {
+                format!(" ({})", view.phase)
+            };
             let _ = writeln!(
                 out,
-                "    {member:<12} applied {:>6}  root {}  heads {}",
+                "    {member:<12} applied {:>6}  root {}  heads {}  sees {} members{phase}",
                 view.applied,
                 &view.state_root[..8],
-                view.heads.len()
+                view.heads.len(),
+                view.members.len(),
             );
         }
     }

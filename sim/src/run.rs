@@ -54,7 +54,8 @@ pub struct RunOptions {
     pub trace: Option<std::path::PathBuf>,
     /// Keeps an event log.
     pub verbose: bool,
-    /// Engine configuration (timers, batches).
+    /// Engine configuration (timers, batches, stress hooks; a scenario's
+    /// `stress = true` turns the hooks on).
     pub config: Config,
 }
 
@@ -85,6 +86,11 @@ pub struct MemberReport {
     pub state_root: String,
     pub heads: Vec<String>,
     pub applied: usize,
+    /// The members as this member sees them (an extension of the JSON
+    /// object of SCENARIOS.md).
+    pub members: Vec<String>,
+    /// This node's phase: joining, member or leaving.
+    pub phase: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -165,13 +171,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput
         })?),
         None => None,
     };
-    let recorder = Recorder::new(
-        &scenario.name,
-        seed,
-        &scenario.nodes,
-        &options.config,
-        trace_file,
-    );
+    let mut config = options.config.clone();
+    config.stress |= scenario.stress;
+    let recorder = Recorder::new(&scenario.name, seed, &scenario.nodes, &config, trace_file);
     let conditions = Conditions {
         latency_ms: scenario.network.latency_ms,
         drop: scenario.network.drop,
@@ -181,7 +183,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput
         scenario.nodes.clone(),
         seed,
         conditions,
-        options.config.clone(),
+        config,
         recorder,
         options.verbose,
     );
@@ -752,15 +754,17 @@ impl Runner<'_> {
             if holders.is_empty() {
                 continue;
             }
-            let mut detail = self.converged(&context).err().unwrap_or_default();
+            let detail = self.converged(&context).err().unwrap_or_default();
+            // Not a member, so not a failure (SCENARIOS.md): worth a note.
             for &holder in &holders {
                 let phase = self.phase(holder, &context).expect("holder");
-                if phase != Phase::Member && detail.is_empty() {
-                    detail = format!(
-                        "{} is still {} after the settle time",
+                if phase != Phase::Member {
+                    self.notes.push(format!(
+                        "{}: {} is still {} in {name} after the settle time",
+                        self.world.now(),
                         self.world.names[holder],
                         format!("{phase:?}").to_lowercase()
-                    );
+                    ));
                 }
             }
             self.checks.push(CheckResult {
@@ -831,6 +835,12 @@ impl Runner<'_> {
                         state_root: root.to_hex(),
                         heads: status.heads.iter().map(TxId::to_hex).collect(),
                         applied: status.applied,
+                        members: status
+                            .members
+                            .iter()
+                            .map(|m| self.name_of_member(m))
+                            .collect(),
+                        phase: format!("{:?}", status.phase).to_lowercase(),
                     },
                 );
             }

@@ -80,6 +80,10 @@ pub struct Scenario {
     pub nodes: Vec<String>,
     /// Quiet time after the last step before the final checks.
     pub settle_ms: u64,
+    /// The engine's stress hooks are on (rare but legal paths: tiny sync
+    /// batches, early timers, redundant requests). The fuzzer sets it so a
+    /// saved failure replays the same way. Optional, default false.
+    pub stress: bool,
     /// Network conditions at the start of the run.
     pub network: Network,
     /// Sorted by `at_ms`; steps with the same time keep file order.
@@ -503,6 +507,9 @@ impl Scenario {
         push_field(&mut out, "seed", &self.seed.to_string());
         push_field(&mut out, "nodes", &quote_list(&self.nodes));
         push_field(&mut out, "settle", &quote(&format_duration(self.settle_ms)));
+        if self.stress {
+            push_field(&mut out, "stress", "true");
+        }
         out.push_str("\n[network]\n");
         push_field(
             &mut out,
@@ -791,6 +798,18 @@ impl<'a, 'i> Fields<'a, 'i> {
         Ok(text.to_string())
     }
 
+    fn boolean(&self, key: &str) -> Res<Option<bool>> {
+        self.get(key)
+            .map(|value| match value.get_ref() {
+                DeValue::Boolean(flag) => Ok(*flag),
+                _ => Err(bad(
+                    start(value),
+                    format!("{} must be true or false", self.what(key)),
+                )),
+            })
+            .transpose()
+    }
+
     fn u64(&self, key: &str) -> Res<Option<(u64, usize)>> {
         self.get(key)
             .map(|value| Ok((expect_u64(value, &self.what(key))?, start(value))))
@@ -926,12 +945,13 @@ const fn shape(
     }
 }
 
-const TOP_FIELDS: [&str; 7] = [
+const TOP_FIELDS: [&str; 8] = [
     "name",
     "description",
     "seed",
     "nodes",
     "settle",
+    "stress",
     "network",
     "step",
 ];
@@ -1056,6 +1076,7 @@ impl Reader<'_> {
         let settle_ms = top
             .duration("settle")?
             .map_or(SETTLE_MS_DEFAULT, |(ms, _)| ms);
+        let stress = top.boolean("stress")?.unwrap_or(false);
         let network = match top.get("network") {
             None => Network::default(),
             Some(value) => read_network_table(value)?,
@@ -1073,6 +1094,7 @@ impl Reader<'_> {
             seed,
             nodes: self.nodes.clone(),
             settle_ms,
+            stress,
             network,
             steps: steps.into_iter().map(|read| read.step).collect(),
             path: self.path.to_path_buf(),
@@ -1953,6 +1975,7 @@ mod tests {
             seed: 42,
             nodes: names(&["alice", "bob", "carol"]),
             settle_ms: 10_000,
+            stress: false,
             network: Network {
                 latency_ms: (1, 20),
                 drop: 0.0,
@@ -2211,6 +2234,7 @@ mod tests {
             seed: 7,
             nodes: names(&["alice", "bob", "carol"]),
             settle_ms: 1500,
+            stress: false,
             network: Network {
                 latency_ms: (2, 30),
                 drop: 0.01,
@@ -2889,6 +2913,7 @@ op = "heal"
             seed: u64::MAX,
             nodes: names(&["a b", "c\"d", "'e'"]),
             settle_ms: 0,
+            stress: false,
             network: Network {
                 latency_ms: (0, 0),
                 drop: 0.1 + 0.2,
@@ -3004,6 +3029,20 @@ op = "heal"
 
     // -----------------------------------------------------------------------
     // Helpers.
+
+    #[test]
+    fn stress_is_optional_and_round_trips() {
+        let base = "name = \"s\"\nnodes = [\"a\"]\n";
+        let plain = Scenario::parse(base, Path::new("s.toml")).unwrap();
+        assert!(!plain.stress);
+        let stressed =
+            Scenario::parse(&format!("{base}stress = true\n"), Path::new("s.toml")).unwrap();
+        assert!(stressed.stress);
+        let again = Scenario::parse(&stressed.to_toml(), Path::new("s.toml")).unwrap();
+        assert_eq!(again, stressed);
+        let error = Scenario::parse(&format!("{base}stress = 1\n"), Path::new("s.toml"));
+        assert!(error.unwrap_err().to_string().contains("true or false"));
+    }
 
     #[test]
     fn durations() {

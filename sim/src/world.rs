@@ -345,6 +345,17 @@ impl World {
     fn drain(&mut self, node: usize, result: &Result<Option<String>, String>) -> [u8; 32] {
         let sim = &mut self.nodes[node];
         let drained = drain(sim.engine.as_mut(), &mut sim.disk, result);
+        if let Some(log) = &mut self.log {
+            for event in &drained.events {
+                if !matches!(event, Event::Applied { .. }) {
+                    log.push(format!(
+                        "{:>9} {}: {event:?}",
+                        self.now.to_string(),
+                        self.names[node]
+                    ));
+                }
+            }
+        }
         self.events
             .extend(drained.events.into_iter().map(|event| (node, event)));
         for transmit in drained.transmits {

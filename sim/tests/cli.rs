@@ -246,3 +246,43 @@ fn a_trace_replays_and_a_tampered_one_is_refused() {
     assert_eq!(replay.status.code(), Some(2));
     assert!(Path::new(&trace).exists());
 }
+
+#[test]
+fn fuzz_refuses_bad_arguments_with_exit_2() {
+    for args in [
+        vec!["fuzz", "--seeds", "4", "--shard", "3/2"],
+        vec!["fuzz", "--seeds", "4", "--shard", "0/2"],
+        vec!["fuzz", "--seeds", "4", "--shard", "one"],
+        vec!["fuzz", "--for", "ten minutes"],
+        vec!["fuzz", "--seeds", "4", "--nodes", "1"],
+        vec!["fuzz", "--from", "/nonexistent.toml", "--seeds", "1"],
+    ] {
+        let output = ctx_sim(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(!stderr(&output).contains("panicked"), "{args:?}");
+    }
+}
+
+#[test]
+fn fuzz_runs_a_shard_of_the_seeds() {
+    let out = std::env::temp_dir().join(format!("ctx-sim-cli-fuzz-{}", std::process::id()));
+    let output = ctx_sim(&[
+        "fuzz",
+        "--seeds",
+        "6",
+        "--shard",
+        "2/3",
+        "--jobs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
+    assert!(stdout.starts_with("fuzz: 2 seeds (shard 2/3)"), "{stdout}");
+}

@@ -1,0 +1,62 @@
+//! Fuzzing inside `cargo test`: a proptest strategy over generated scenarios
+//! (the fuzzer's own generator, fed by a list of choices proptest can shrink:
+//! fewer and smaller choices make smaller scenarios), with every check as the
+//! property; and a bounded sweep of seeds through `ctx-sim fuzz`'s driver.
+//! Failures persist in proptest's regression file beside this one.
+//!
+//! `PROPTEST_CASES` and `CTX_FUZZ_SEEDS` raise the bounds for a longer run.
+
+use ctx_sim::fuzz::{FuzzOptions, fuzz};
+use ctx_sim::generate::{GenOptions, ListChoices, generate};
+use ctx_sim::run::{RunOptions, run};
+use proptest::prelude::*;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: env_or("PROPTEST_CASES", 16) as u32,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn generated_scenarios_pass_every_check(choices in prop::collection::vec(any::<u64>(), 0..400)) {
+        let mut choices = ListChoices::new(choices);
+        let (mut scenario, _swarm) = generate(0, &mut choices, &GenOptions::default());
+        scenario.stress = true;
+        let report = run(&scenario, &RunOptions::default()).expect("generated scenarios are valid");
+        prop_assert!(
+            report.passed,
+            "{}\n{}",
+            ctx_sim::report::text(&report),
+            scenario.to_toml()
+        );
+    }
+}
+
+#[test]
+fn a_bounded_seed_sweep_finds_nothing() {
+    let out = std::env::temp_dir().join(format!("ctx-fuzz-test-{}", std::process::id()));
+    let options = FuzzOptions {
+        seeds: Some(env_or("CTX_FUZZ_SEEDS", 40)),
+        duration: None,
+        from: None,
+        nodes_max: 12,
+        jobs: 2,
+        shard: (1, 1),
+        out: out.clone(),
+    };
+    let summary = fuzz(&options, &|_, _| {}).expect("runs");
+    let seeds: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
+    assert!(
+        summary.failures.is_empty(),
+        "failing seeds {seeds:?}; first: {:?}; scenarios in {}",
+        summary.failures.first(),
+        out.display()
+    );
+}
