@@ -9,10 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ctx_sim::fuzz::{FuzzOptions, fuzz};
+use ctx_sim::fuzz::{FuzzOptions, SHRINK_RUNS_MAX, fuzz};
 use ctx_sim::run::{RunOptions, run};
 use ctx_sim::scenario::Scenario;
 use ctx_sim::scenario::{NODES_MAX, parse_duration_ms};
+use ctx_sim::shrink::{failing_checks, shrink};
 use ctx_sim::{report, trace};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -71,6 +72,17 @@ enum Command {
         #[arg(long, default_value = "fuzz-failures")]
         out: PathBuf,
     },
+    /// Shrinks a failing scenario to as few steps as still fail the same check.
+    Shrink {
+        /// A scenario file that fails.
+        file: PathBuf,
+        /// Overrides the file's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where the shrunk scenario is written (default: FILE-shrunk.toml).
+        #[arg(long, value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
     /// Re-drives fresh engines with a trace and checks every output matches.
     Replay {
         /// A trace written by `ctx-sim run --trace`.
@@ -97,6 +109,7 @@ fn main() -> ExitCode {
             shard,
             out,
         } => fuzz_command(seeds, for_duration, from, nodes, jobs, &shard, out),
+        Command::Shrink { file, seed, out } => shrink_command(&file, seed, out),
         Command::Replay { trace: path } => match trace::replay(&path) {
             Ok(replayed) => {
                 println!(
@@ -302,4 +315,61 @@ fn parse_shard(text: &str) -> Result<(u64, u64), String> {
         return Err(invalid());
     }
     Ok((i, k))
+}
+
+fn shrink_command(file: &std::path::Path, seed: Option<u64>, out: Option<PathBuf>) -> ExitCode {
+    let mut scenario = match Scenario::from_file(file) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("ctx-sim: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(seed) = seed {
+        scenario.seed = seed;
+    }
+    let report = match run(&scenario, &RunOptions::default()) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("ctx-sim: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = failing_checks(&report);
+    if target.is_empty() {
+        println!(
+            "{} (seed {}) passes: nothing to shrink",
+            scenario.name, scenario.seed
+        );
+        return ExitCode::SUCCESS;
+    }
+    let Some(shrunk) = shrink(&scenario, &target, SHRINK_RUNS_MAX) else {
+        eprintln!("ctx-sim: {}: the failure did not reproduce", file.display());
+        return ExitCode::from(1);
+    };
+    let out = out.unwrap_or_else(|| {
+        let stem = file
+            .file_stem()
+            .map_or("scenario".into(), |s| s.to_string_lossy().into_owned());
+        file.with_file_name(format!("{stem}-shrunk.toml"))
+    });
+    let mut small = shrunk.scenario;
+    small.path = out.clone();
+    if let Err(error) = std::fs::write(&out, small.to_toml()) {
+        eprintln!("ctx-sim: cannot write {}: {error}", out.display());
+        return ExitCode::from(2);
+    }
+    println!(
+        "{}: shrunk from {} steps to {} in {} runs; fails {}",
+        file.display(),
+        scenario.steps.len(),
+        small.steps.len(),
+        shrunk.runs,
+        failing_checks(&shrunk.report)
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  replay: ctx-sim run {}", out.display());
+    ExitCode::from(1)
 }

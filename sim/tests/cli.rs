@@ -286,3 +286,31 @@ fn fuzz_runs_a_shard_of_the_seeds() {
     assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
     assert!(stdout.starts_with("fuzz: 2 seeds (shard 2/3)"), "{stdout}");
 }
+
+#[test]
+fn shrink_reduces_a_failing_scenario_and_leaves_a_passing_one() {
+    // A wrong expectation fails whatever else happens: shrinking keeps only
+    // what the failing check needs.
+    let wrong = GOOD.replace("equals = \"blue\"", "equals = \"red\"");
+    let file = scratch("to-shrink.toml", &wrong);
+    let out = file.with_file_name("shrunk.toml");
+    let output = ctx_sim(&[
+        "shrink",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{}", stderr(&output));
+    assert!(stdout.contains("shrunk from 5 steps to"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("replay: ctx-sim run {}", out.display())),
+        "{stdout}"
+    );
+    let replay = ctx_sim(&["run", out.to_str().unwrap()]);
+    assert_eq!(replay.status.code(), Some(1));
+    let good = scratch("passes.toml", GOOD);
+    let output = ctx_sim(&["shrink", good.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to shrink"));
+}
