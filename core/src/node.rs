@@ -1027,16 +1027,13 @@ impl Node {
         request: RequestId,
         after: Option<OrderKey>,
     ) {
-        let c = &self.contexts[&context];
-        if !c.serves(&from) {
+        if !self.contexts[&context].serves(&from) {
             return;
         }
+        let txs_max = self.batch_txs_max();
+        let c = &self.contexts[&context];
         let replica = c.replica.as_ref().expect("serving needs a replica");
-        let (txs, more) = replica.order_after(
-            after,
-            self.config.sync_batch_txs_max,
-            self.config.sync_batch_bytes_max,
-        );
+        let (txs, more) = replica.order_after(after, txs_max, self.config.sync_batch_bytes_max);
         let complete = more.is_none();
         self.send(
             context,
@@ -1428,6 +1425,25 @@ impl Node {
         }
         let peer = others[(self.rng.next_u64() % others.len() as u64) as usize];
         let heads = self.heads_to_send(&context);
+        if self.stress(6) {
+            // Redundant: heads to a second peer too.
+            let second = others[(self.rng.next_u64() % others.len() as u64) as usize];
+            if second != peer {
+                let heads = heads.clone();
+                self.send(
+                    context,
+                    second,
+                    Body::Heads {
+                        heads,
+                        reply: false,
+                    },
+                );
+            }
+        }
+        if self.stress(8) {
+            // Abandon the fetch in flight: its answer will match nothing.
+            self.contexts.get_mut(&context).expect("held").fetch = None;
+        }
         self.send(
             context,
             peer,
