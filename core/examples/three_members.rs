@@ -113,12 +113,7 @@ impl World {
 }
 
 fn args(parts: &[&[u8]]) -> Vec<u8> {
-    let mut input = Vec::new();
-    for part in parts {
-        input.extend_from_slice(&(part.len() as u32).to_le_bytes());
-        input.extend_from_slice(part);
-    }
-    input
+    ctx_core::runtime::encode_args(parts)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

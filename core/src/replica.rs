@@ -635,12 +635,7 @@ mod tests {
 
     /// kv input: each argument as a u32 LE length followed by its bytes.
     fn args(parts: &[&[u8]]) -> Vec<u8> {
-        let mut input = Vec::new();
-        for part in parts {
-            input.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            input.extend_from_slice(part);
-        }
-        input
+        crate::runtime::encode_args(parts)
     }
 
     fn call_kind(method: &str, input: Vec<u8>) -> TxKind {

@@ -92,6 +92,21 @@ fn global_export_name(index: u32) -> String {
     format!("{RESERVED_EXPORT_PREFIX}global:{index}")
 }
 
+/// The input convention of the bundled apps (and of `ctx-sim` scenario
+/// `args`): each argument as a 4-byte little-endian length, then its bytes.
+pub fn encode_args<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let total: usize = args.iter().map(|arg| 4 + arg.as_ref().len()).sum();
+    let mut input = Vec::with_capacity(total);
+    for arg in args {
+        let arg = arg.as_ref();
+        let len = u32::try_from(arg.len()).expect("an argument is at most u32::MAX bytes");
+        input.extend_from_slice(&len.to_le_bytes());
+        input.extend_from_slice(arg);
+    }
+    debug_assert_eq!(input.len(), total);
+    input
+}
+
 /// Read access to the committed key-value state the call runs against.
 pub trait StateRead {
     fn get(&self, key: &Key) -> Option<&[u8]>;

@@ -782,22 +782,11 @@ impl Gen<'_> {
                 self.up[node] = true;
             }
             Op::Partition { groups } => {
-                let mut assigned: Vec<Option<usize>> = vec![None; self.nodes.len()];
-                for (g, members) in groups.iter().enumerate() {
-                    for member in members {
-                        assigned[self.node_index(member)] = Some(g + 1);
-                    }
-                }
-                let mut next = groups.len() + 1;
-                self.group = assigned
-                    .into_iter()
-                    .map(|g| {
-                        g.unwrap_or_else(|| {
-                            next += 1;
-                            next - 1
-                        })
-                    })
+                let groups: Vec<Vec<usize>> = groups
+                    .iter()
+                    .map(|group| group.iter().map(|n| self.node_index(n)).collect())
                     .collect();
+                self.group = crate::world::partition_groups(self.nodes.len(), &groups);
                 self.partitioned = true;
             }
             Op::Heal => {

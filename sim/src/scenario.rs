@@ -381,15 +381,7 @@ impl ScenarioError {
 /// A transaction's input: each argument as a 4-byte little-endian length
 /// followed by its bytes.
 pub fn encode_args(args: &[Vec<u8>]) -> Vec<u8> {
-    let total: usize = args.iter().map(|arg| 4 + arg.len()).sum();
-    let mut input = Vec::with_capacity(total);
-    for arg in args {
-        let len = u32::try_from(arg.len()).expect("an argument is at most u32::MAX bytes");
-        input.extend_from_slice(&len.to_le_bytes());
-        input.extend_from_slice(arg);
-    }
-    assert_eq!(input.len(), total);
-    input
+    ctx_core::runtime::encode_args(args)
 }
 
 /// Parses a duration such as `"250ms"`, `"5s"`, `"2m"` or `"1.5s"` into

@@ -485,24 +485,7 @@ impl World {
     /// Only nodes in the same group reach each other; unlisted nodes are
     /// alone.
     pub fn partition(&mut self, groups: &[Vec<usize>]) {
-        let count = self.nodes.len();
-        // Unlisted nodes get groups of their own, after the listed ones.
-        let mut assigned: Vec<Option<usize>> = vec![None; count];
-        for (g, members) in groups.iter().enumerate() {
-            for &m in members {
-                assigned[m] = Some(g);
-            }
-        }
-        let mut next = groups.len();
-        self.groups = assigned
-            .into_iter()
-            .map(|g| {
-                g.unwrap_or_else(|| {
-                    next += 1;
-                    next - 1
-                })
-            })
-            .collect();
+        self.groups = partition_groups(self.nodes.len(), groups);
     }
 
     pub fn heal(&mut self) {
@@ -528,6 +511,28 @@ impl World {
         }
         held
     }
+}
+
+/// The group of each of `count` nodes under a partition into `groups` (node
+/// indices): listed nodes share their group's number, each unlisted node
+/// gets a number of its own. Two nodes reach each other iff equal.
+pub fn partition_groups(count: usize, groups: &[Vec<usize>]) -> Vec<usize> {
+    let mut assigned: Vec<Option<usize>> = vec![None; count];
+    for (group, members) in groups.iter().enumerate() {
+        for &member in members {
+            assigned[member] = Some(group);
+        }
+    }
+    let mut next = groups.len();
+    assigned
+        .into_iter()
+        .map(|group| {
+            group.unwrap_or_else(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect()
 }
 
 /// Applies a command or network input to a live engine.

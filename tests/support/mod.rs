@@ -17,12 +17,7 @@ pub const BANK: &str = include_str!("../../scenarios/apps/bank.wat");
 /// The input of a call: each argument as a 4-byte little-endian length and
 /// its bytes (the convention of the bundled apps).
 pub fn args(parts: &[&[u8]]) -> Vec<u8> {
-    let mut input = Vec::new();
-    for part in parts {
-        input.extend_from_slice(&(part.len() as u32).to_le_bytes());
-        input.extend_from_slice(part);
-    }
-    input
+    ctx_core::runtime::encode_args(parts)
 }
 
 pub fn secret(index: usize) -> [u8; 32] {
