@@ -45,7 +45,9 @@ use crate::record::Record;
 use crate::replica::{InsertError, Outcome, Replica, ReplicaError};
 use crate::runtime::{AppError, CallError, wasm_from_source};
 use crate::time::Time;
-use crate::tx::{OrderKey, SignedTx, TX_FORMAT_VERSION, Tx, TxBody, TxError, TxKind};
+use crate::tx::{
+    OrderKey, SignedTx, TX_FORMAT_VERSION, Tx, TxBody, TxError, TxKind, check_structure,
+};
 use crate::verify::Verifier;
 use crate::wire::{Body, Envelope, RefuseReason, RequestId, WireError};
 
@@ -792,12 +794,8 @@ impl Node {
             kind,
         };
         // Refuse an over-limit call as a command error, before signing.
-        let signed = SignedTx {
-            body,
-            signature: crate::tx::Signature([0; 64]),
-        };
-        Tx::from_signed_unverified(signed.clone())?;
-        let tx = Tx::sign(signed.body, &self.key);
+        check_structure(&body)?;
+        let tx = Tx::sign(body, &self.key);
         let id = tx.id();
         let others = self.other_members(&context);
         let outcome = self
@@ -828,6 +826,26 @@ impl Node {
     /// Inserts a transaction whose parents are accepted, persists it, reports
     /// it, and then releases whatever waited for it.
     fn accept(&mut self, context: ContextId, tx: Tx) -> Result<Outcome, InsertError> {
+        let id = tx.id();
+        let outcome = self.insert(context, tx)?;
+        let c = self.contexts.get_mut(&context).expect("held");
+        let mut ready = c.pending.release(&id);
+        while let Some(next) = ready.pop() {
+            let next_id = next.id();
+            match self.insert(context, next) {
+                Ok(_) => {
+                    let c = self.contexts.get_mut(&context).expect("held");
+                    ready.extend(c.pending.release(&next_id));
+                }
+                Err(error) => self.drop_invalid(context, next_id, &error),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Inserts one transaction whose parents are accepted; persists and
+    /// reports it.
+    fn insert(&mut self, context: ContextId, tx: Tx) -> Result<Outcome, InsertError> {
         let c = self.contexts.get_mut(&context).expect("held");
         let replica = c.replica.as_mut().expect("accepting needs a replica");
         let id = tx.id();
@@ -848,40 +866,19 @@ impl Node {
                 reexecuted: inserted.reexecuted,
             });
         }
-        let mut ready = c.pending.release(&id);
-        while let Some(next) = ready.pop() {
-            let next_id = next.id();
-            let replica = c.replica.as_mut().expect("present");
-            match replica.insert(next.clone()) {
-                Ok(inserted) => {
-                    self.records.push_back(Record::Tx {
-                        context,
-                        tx: next.signed().clone(),
-                    });
-                    self.events.push_back(Event::Applied {
-                        context,
-                        tx: next_id,
-                        outcome: inserted.outcome,
-                    });
-                    if inserted.reexecuted > 0 {
-                        self.events.push_back(Event::Reordered {
-                            context,
-                            reexecuted: inserted.reexecuted,
-                        });
-                    }
-                    ready.extend(c.pending.release(&next_id));
-                }
-                Err(error) => {
-                    c.pending.discard_descendants(&next_id);
-                    self.events.push_back(Event::Dropped {
-                        context,
-                        tx: next_id,
-                        reason: error.to_string(),
-                    });
-                }
-            }
-        }
         Ok(inserted.outcome)
+    }
+
+    /// A transaction the DAG refused can never be accepted: neither can
+    /// anything waiting for it.
+    fn drop_invalid(&mut self, context: ContextId, id: TxId, error: &InsertError) {
+        let c = self.contexts.get_mut(&context).expect("held");
+        c.pending.discard_descendants(&id);
+        self.events.push_back(Event::Dropped {
+            context,
+            tx: id,
+            reason: error.to_string(),
+        });
     }
 
     /// Takes a verified transaction from `from`: accepts it if its parents
@@ -904,13 +901,7 @@ impl Node {
         }
         if tx.parents().iter().all(|p| replica.contains(p)) {
             if let Err(error) = self.accept(context, tx) {
-                let c = self.contexts.get_mut(&context).expect("held");
-                c.pending.discard_descendants(&id);
-                self.events.push_back(Event::Dropped {
-                    context,
-                    tx: id,
-                    reason: error.to_string(),
-                });
+                self.drop_invalid(context, id, &error);
             }
             return;
         }

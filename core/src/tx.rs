@@ -289,7 +289,8 @@ pub struct OrderKey {
     pub id: TxId,
 }
 
-fn check_structure(body: &TxBody) -> Result<(), TxError> {
+/// The structural rules every transaction body must meet (module docs).
+pub fn check_structure(body: &TxBody) -> Result<(), TxError> {
     if body.version != TX_FORMAT_VERSION {
         return Err(TxError::Version(body.version));
     }
