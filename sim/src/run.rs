@@ -218,6 +218,7 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput
         }
     }
     runner.final_checks();
+    runner.world.check_vouched_signatures();
     if let Err(error) = runner.world.recorder.finish() {
         runner
             .notes

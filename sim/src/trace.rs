@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ctx_core::record::Record;
+use ctx_core::tx::SignedTx;
 use ctx_core::{Config, ContextId, Event, MemberId, Node, Time, Transmit};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -309,8 +310,11 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
                 None => Err("the node is down".into()),
             },
         };
-        let digest = drain(engines[node].as_mut(), &mut disks[node], &result).digest;
-        if digest != entry.outputs {
+        let drained = drain(engines[node].as_mut(), &mut disks[node], &result);
+        for tx in &drained.authored {
+            verifier.vouch(tx);
+        }
+        if drained.digest != entry.outputs {
             return Err(ReplayError::Diverged {
                 entry: count,
                 at: entry.at,
@@ -319,6 +323,7 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
             });
         }
     }
+    verifier.check_vouched();
     Ok(Replayed {
         scenario: header.scenario,
         seed: header.seed,
@@ -334,6 +339,8 @@ pub struct Drained {
     pub transmits: Vec<Transmit>,
     pub events: Vec<Event>,
     pub timeout: Option<Time>,
+    /// The transactions the node persisted that it signed itself.
+    pub authored: Vec<SignedTx>,
 }
 
 /// Drains a node after an input: records onto its disk first (a `Deleted`
@@ -351,10 +358,17 @@ pub fn drain(
         transmits: Vec::new(),
         events: Vec::new(),
         timeout: None,
+        authored: Vec::new(),
     };
     if let Some(engine) = engine {
+        let member = engine.member_id();
         while let Some(record) = engine.poll_persist() {
             digest.update(&record.encode());
+            if let Record::Tx { tx, .. } = &record
+                && tx.body.author == member
+            {
+                drained.authored.push(tx.clone());
+            }
             if let Record::Deleted { context } = record {
                 disk.retain(|r| r.context() != context);
             }
