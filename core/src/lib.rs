@@ -36,6 +36,6 @@ pub use node::{
 };
 pub use record::Record;
 pub use replica::{Outcome, Rejection, Replica};
-pub use runtime::{App, CallError};
+pub use runtime::{App, Application, CallError};
 pub use time::Time;
 pub use verify::{Ed25519Verifier, Verifier};

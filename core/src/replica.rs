@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::ids::{ContextId, Hash, Key, MemberId, TxId};
 use crate::limits::{APP_BYTES_MAX, CALL_FUEL_MAX, TX_PARENTS_MAX};
 use crate::membership::{MemberStatus, Membership, MembershipUndo};
-use crate::runtime::{App, AppError, CallError, StateRead};
+use crate::runtime::{App, AppError, Application, CallError, StateRead};
 use crate::state::{FixedHasher, State, UndoEntry, fixed_hasher};
 use crate::tx::{OrderKey, SignedTx, Tx, TxKind};
 
@@ -120,7 +120,7 @@ pub struct Replica {
     context: ContextId,
     genesis: Tx,
     app_blob: Arc<Vec<u8>>,
-    app: App,
+    app: Box<dyn Application>,
     txs: HashMap<TxId, Tx, FixedHasher>,
     order: Vec<Slot>,
     heads: BTreeSet<TxId>,
@@ -140,28 +140,29 @@ impl Replica {
     pub fn rebuild(
         genesis: Tx,
         app_blob: Arc<Vec<u8>>,
+        txs: Vec<Tx>,
+    ) -> Result<Replica, ReplicaError> {
+        Replica::check_app(&genesis, &app_blob)?;
+        let app = App::compile(&app_blob)?;
+        Replica::rebuild_with(genesis, app_blob, Box::new(app), txs)
+    }
+
+    /// [`Replica::rebuild`] with the application already at hand: `app` must
+    /// behave as the module `app_blob` does (the benchmarks run the bundled
+    /// apps written in Rust this way).
+    pub fn rebuild_with(
+        genesis: Tx,
+        app_blob: Arc<Vec<u8>>,
+        app: Box<dyn Application>,
         mut txs: Vec<Tx>,
     ) -> Result<Replica, ReplicaError> {
-        let TxKind::Create {
-            app_hash,
-            app_bytes,
-        } = genesis.kind()
-        else {
-            return Err(ReplicaError::NotGenesis);
-        };
-        if app_blob.len() > APP_BYTES_MAX
-            || *app_bytes != app_blob.len() as u64
-            || *app_hash != Hash(*blake3::hash(&app_blob).as_bytes())
-        {
-            return Err(ReplicaError::AppMismatch);
-        }
-        let app = App::compile(&app_blob)?;
+        Replica::check_app(&genesis, &app_blob)?;
         let mut replica = Replica {
             context: genesis.context(),
             genesis: genesis.clone(),
             app_blob,
             app,
-            txs: HashMap::with_hasher(fixed_hasher()),
+            txs: HashMap::with_capacity_and_hasher(txs.len() + 1, fixed_hasher()),
             order: Vec::with_capacity(txs.len() + 1),
             heads: BTreeSet::new(),
             state: State::default(),
@@ -177,6 +178,24 @@ impl Replica {
         }
         replica.reapply_from(0);
         Ok(replica)
+    }
+
+    /// Whether `genesis` creates a context and names `app_blob`.
+    fn check_app(genesis: &Tx, app_blob: &[u8]) -> Result<(), ReplicaError> {
+        let TxKind::Create {
+            app_hash,
+            app_bytes,
+        } = genesis.kind()
+        else {
+            return Err(ReplicaError::NotGenesis);
+        };
+        if app_blob.len() > APP_BYTES_MAX
+            || *app_bytes != app_blob.len() as u64
+            || *app_hash != Hash(*blake3::hash(&app_blob).as_bytes())
+        {
+            return Err(ReplicaError::AppMismatch);
+        }
+        Ok(())
     }
 
     /// Adds a transaction whose parents are all in the DAG, applying it at its
@@ -287,8 +306,12 @@ impl Replica {
         for index in position..self.order.len() {
             let id = self.order[index].key.id;
             let tx = self.txs[&id].clone();
-            let (outcome, undo) =
-                execute(&tx, &mut self.app, &mut self.state, &mut self.membership);
+            let (outcome, undo) = execute(
+                &tx,
+                self.app.as_mut(),
+                &mut self.state,
+                &mut self.membership,
+            );
             let slot = &mut self.order[index];
             debug_assert!(slot.undo.state.is_empty() && slot.undo.membership.is_none());
             slot.outcome = outcome;
@@ -520,7 +543,7 @@ pub fn encoded_size_estimate(tx: &Tx) -> usize {
 /// Applies one transaction at the current end of the applied prefix.
 fn execute(
     tx: &Tx,
-    app: &mut App,
+    app: &mut dyn Application,
     state: &mut State,
     membership: &mut Membership,
 ) -> (Outcome, SlotUndo) {

@@ -112,6 +112,37 @@ pub trait StateRead {
     fn get(&self, key: &Key) -> Option<&[u8]>;
 }
 
+/// The engine's interface to an application: run a method against the
+/// committed state and propose writes. Implementations must be
+/// deterministic: the same method, input, state and fuel give the same
+/// result on every member.
+///
+/// [`App`] (WebAssembly on wasmi, with fuel) is the one every node runs; the
+/// trait lets a replica run any implementation, so the engine's own cost can
+/// be measured without WebAssembly (`benches/replay.rs` runs the bundled
+/// apps written in Rust).
+pub trait Application: Send {
+    fn call(
+        &mut self,
+        method: &str,
+        input: &[u8],
+        state: &dyn StateRead,
+        fuel: u64,
+    ) -> Result<CallOutput, CallError>;
+}
+
+impl Application for App {
+    fn call(
+        &mut self,
+        method: &str,
+        input: &[u8],
+        state: &dyn StateRead,
+        fuel: u64,
+    ) -> Result<CallOutput, CallError> {
+        App::call(self, method, input, state, fuel)
+    }
+}
+
 /// What a successful call proposes. Nothing is applied by the runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallOutput {

@@ -71,8 +71,65 @@ pub struct TxBody {
 impl TxBody {
     /// The id: blake3 of the canonical encoding.
     pub fn id(&self) -> TxId {
-        let bytes = postcard::to_stdvec(self).expect("encoding a TxBody into a Vec cannot fail");
-        TxId(*blake3::hash(&bytes).as_bytes())
+        let hasher = postcard::serialize_with_flavor(self, HashingFlavor::default())
+            .expect("hashing a TxBody cannot fail");
+        TxId(*hasher.finalize().as_bytes())
+    }
+}
+
+/// A postcard output that hashes the encoding as it is made, through a small
+/// buffer: the id costs no allocation, and no byte is pushed onto a growing
+/// `Vec` (the canonical encoding is the same bytes `postcard::to_stdvec`
+/// makes; a test checks it).
+struct HashingFlavor {
+    hasher: blake3::Hasher,
+    buffer: [u8; 256],
+    filled: usize,
+}
+
+impl Default for HashingFlavor {
+    fn default() -> Self {
+        Self {
+            hasher: blake3::Hasher::new(),
+            buffer: [0; 256],
+            filled: 0,
+        }
+    }
+}
+
+impl HashingFlavor {
+    fn flush(&mut self) {
+        self.hasher.update(&self.buffer[..self.filled]);
+        self.filled = 0;
+    }
+}
+
+impl postcard::ser_flavors::Flavor for HashingFlavor {
+    type Output = blake3::Hasher;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.filled == self.buffer.len() {
+            self.flush();
+        }
+        self.buffer[self.filled] = byte;
+        self.filled += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if bytes.len() > self.buffer.len() - self.filled {
+            self.flush();
+            self.hasher.update(bytes);
+        } else {
+            self.buffer[self.filled..self.filled + bytes.len()].copy_from_slice(bytes);
+            self.filled += bytes.len();
+        }
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<blake3::Hasher> {
+        self.flush();
+        Ok(self.hasher)
     }
 }
 
@@ -332,6 +389,24 @@ mod tests {
             height,
             parents,
             kind,
+        }
+    }
+
+    #[test]
+    fn the_id_hashes_the_canonical_encoding() {
+        let parents: Vec<TxId> = (0..9).map(|i| TxId([i; 32])).collect();
+        for input_len in [0, 1, 100, 255, 256, 257, 1000, 70_000] {
+            let kind = TxKind::Call {
+                method: "set".into(),
+                input: (0..input_len).map(|i| i as u8).collect(),
+            };
+            let body = body(&key(1), kind, parents.clone(), 5);
+            let bytes = postcard::to_stdvec(&body).expect("encodes");
+            assert_eq!(
+                body.id(),
+                TxId(*blake3::hash(&bytes).as_bytes()),
+                "input {input_len}"
+            );
         }
     }
 
