@@ -61,6 +61,9 @@ struct Chain {
     /// The chain's transactions by height (0: the genesis).
     by_height: Vec<TxId>,
     late_made: u64,
+    /// The k of the last insertion: another k starts from the original
+    /// chain, so earlier late calls never sort after the new ones.
+    last_k: u64,
 }
 
 impl Chain {
@@ -93,6 +96,7 @@ impl Chain {
             replica,
             by_height,
             late_made: 0,
+            last_k: 0,
         }
     }
 
@@ -108,6 +112,10 @@ impl Chain {
 
     /// Inserts a call that lands `k` back; returns the time it took.
     fn insert_late(&mut self, k: u64) -> Duration {
+        if k != self.last_k {
+            self.reset();
+            self.last_k = k;
+        }
         let top = self.by_height.len() as u64 - 1;
         let parent_height = top - k;
         self.late_made += 1;

@@ -267,7 +267,7 @@ fn balance(state: &dyn StateRead, key: &Key) -> Option<u64> {
 }
 
 fn output(mut writes: Vec<(Key, Option<Vec<u8>>)>) -> CallOutput {
-    writes.sort_by(|a, b| a.0.cmp(&b.0));
+    writes.sort_by_key(|a| a.0);
     CallOutput {
         writes,
         return_value: Vec::new(),

@@ -191,7 +191,7 @@ impl Replica {
         };
         if app_blob.len() > APP_BYTES_MAX
             || *app_bytes != app_blob.len() as u64
-            || *app_hash != Hash(*blake3::hash(&app_blob).as_bytes())
+            || *app_hash != Hash(*blake3::hash(app_blob).as_bytes())
         {
             return Err(ReplicaError::AppMismatch);
         }
