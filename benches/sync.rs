@@ -88,16 +88,8 @@ fn repair(net: &mut Net, context: ContextId) -> RepairCost {
             break;
         }
         if net.inflight.is_empty() {
-            let at = (0..2)
-                .filter_map(|i| net.nodes[i].poll_timeout())
-                .min()
-                .expect("a member has a timer");
-            net.now = net.now.max(at);
-            for i in 0..2 {
-                if net.nodes[i].poll_timeout().is_some_and(|t| t <= net.now) {
-                    net.nodes[i].handle_timeout(net.now);
-                }
-            }
+            let at = net.next_timeout().expect("a member has a timer");
+            net.fire_timers(at);
             net.collect();
             continue;
         }

@@ -7,12 +7,8 @@
 #[path = "../../tests/support/mod.rs"]
 pub mod support;
 
-use std::sync::Arc;
-
 use ctx_core::runtime::{CallError, CallOutput, StateRead, encode_args};
-use ctx_core::{
-    Application, Config, ContextId, Ed25519Verifier, Key, MemberId, Node, Phase, Record, Time,
-};
+use ctx_core::{Application, Config, ContextId, Key, MemberId, Node, Phase, Record, Time};
 use hashbrown::HashMap;
 use support::Net;
 
@@ -176,23 +172,11 @@ pub fn record_catchup(net: &mut Net, context: ContextId) -> RecordedCatchup {
     recorded
 }
 
-/// Node 1 as [`Net`] makes it, before it joins.
-pub fn fresh_joiner() -> Node {
-    let mut seed = [0u8; 32];
-    seed[0] = 1;
-    Node::new(
-        Config::default(),
-        support::secret(1),
-        seed,
-        Arc::new(Ed25519Verifier),
-    )
-}
-
 /// Replays a recorded catchup into a fresh node 1: the same join, the same
 /// messages in the same order, so it does exactly what it did when
 /// recorded (decoding, batched signature checks, applying).
 pub fn replay_catchup(recorded: &RecordedCatchup) -> Node {
-    let mut node = fresh_joiner();
+    let mut node = Net::fresh_node(&Config::default(), 1);
     node.join(recorded.at, recorded.context, recorded.via)
         .expect("a fresh node holds nothing");
     drain(&mut node);

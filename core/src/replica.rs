@@ -144,7 +144,7 @@ impl Replica {
     ) -> Result<Replica, ReplicaError> {
         Replica::check_app(&genesis, &app_blob)?;
         let app = App::compile(&app_blob)?;
-        Replica::rebuild_with(genesis, app_blob, Box::new(app), txs)
+        Replica::assemble(genesis, app_blob, Box::new(app), txs)
     }
 
     /// [`Replica::rebuild`] with the application already at hand: `app` must
@@ -154,9 +154,19 @@ impl Replica {
         genesis: Tx,
         app_blob: Arc<Vec<u8>>,
         app: Box<dyn Application>,
-        mut txs: Vec<Tx>,
+        txs: Vec<Tx>,
     ) -> Result<Replica, ReplicaError> {
         Replica::check_app(&genesis, &app_blob)?;
+        Replica::assemble(genesis, app_blob, app, txs)
+    }
+
+    /// Links `genesis` and `txs` and applies them once; the app is checked.
+    fn assemble(
+        genesis: Tx,
+        app_blob: Arc<Vec<u8>>,
+        app: Box<dyn Application>,
+        mut txs: Vec<Tx>,
+    ) -> Result<Replica, ReplicaError> {
         let mut replica = Replica {
             context: genesis.context(),
             genesis: genesis.clone(),

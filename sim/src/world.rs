@@ -98,7 +98,6 @@ pub struct MemoVerifier {
     inner: Mutex<Memo>,
 }
 
-#[derive(Default)]
 struct Memo {
     seen: HashMap<SignatureKey, bool, FixedState>,
     /// Vouched for and not yet verified.

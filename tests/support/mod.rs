@@ -64,7 +64,8 @@ impl Net {
         }
     }
 
-    fn fresh_node(config: &Config, index: usize) -> Node {
+    /// Node `index` as it starts: its key and engine seed follow from the index.
+    pub fn fresh_node(config: &Config, index: usize) -> Node {
         let mut seed = [0u8; 32];
         seed[0] = index as u8;
         Node::new(
@@ -130,25 +131,34 @@ impl Net {
         let end = self.now + ms;
         self.run();
         loop {
-            let next = (0..self.nodes.len())
-                .filter(|i| self.up[*i])
-                .filter_map(|i| self.nodes[i].poll_timeout())
-                .min();
-            match next {
+            match self.next_timeout() {
                 Some(at) if at <= end => {
-                    self.now = self.now.max(at);
-                    for i in 0..self.nodes.len() {
-                        if self.up[i] && self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now)
-                        {
-                            self.nodes[i].handle_timeout(self.now);
-                        }
-                    }
+                    self.fire_timers(at);
                     self.run();
                 }
                 _ => break,
             }
         }
         self.now = end;
+    }
+
+    /// When the earliest timer of a node that is up falls due.
+    pub fn next_timeout(&self) -> Option<Time> {
+        (0..self.nodes.len())
+            .filter(|i| self.up[*i])
+            .filter_map(|i| self.nodes[i].poll_timeout())
+            .min()
+    }
+
+    /// Moves time to `at` (never back) and fires the timers of every node
+    /// that is up and due by then. Their outputs stay in the nodes.
+    pub fn fire_timers(&mut self, at: Time) {
+        self.now = self.now.max(at);
+        for i in 0..self.nodes.len() {
+            if self.up[i] && self.nodes[i].poll_timeout().is_some_and(|t| t <= self.now) {
+                self.nodes[i].handle_timeout(self.now);
+            }
+        }
     }
 
     /// Stops a node: everything in memory is gone, messages to it are lost.
