@@ -1,0 +1,417 @@
+//! The admin API: HTTP with JSON bodies, bound to loopback by default.
+//!
+//! ```text
+//! GET  /v1/id                          -> {"member": hex}
+//! GET  /v1/status                      -> {"member", "peers": [..], "contexts": {id: {..}}}
+//! GET  /v1/contexts/{ctx}              -> the same, with that context only
+//! POST /v1/contexts          {"app": hex of a .wasm or .wat file}  -> {"context": hex}
+//! POST /v1/contexts/{ctx}/invite {"member": hex}                   -> {"tx": hex}
+//! POST /v1/contexts/{ctx}/join   {"via": "host:port"}              -> {"via_member": hex}
+//! POST /v1/contexts/{ctx}/leave  {}                                -> {}
+//! POST /v1/contexts/{ctx}/call   {"method", "args": [..]} or {"method", "input": hex}
+//!                                                    -> {"tx": hex, "outcome": "ok"|..}
+//! POST /v1/contexts/{ctx}/view   {"method", "args"|"input"} -> {"ok": true, "return": hex}
+//!                                                             | {"ok": false, "error": ..}
+//! POST /v1/contexts/{ctx}/wait   {"tx": hex, "timeout_ms": N} -> {"applied": bool}
+//! ```
+//!
+//! Errors are `{"error": "..."}` with a 4xx status for a bad request (400
+//! malformed, 404 unknown, 409 conflicting with the node's state, 413 too
+//! large), 502 when a join's address does not answer, 503 while shutting
+//! down. Owns: the translation between HTTP and `AdminRequest`; it decides
+//! nothing itself. Bodies are read with a limit (`ADMIN_BODY_BYTES_MAX`)
+//! before they are parsed.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ctx_core::{CommandError, ContextId, MemberId, Outcome, TxId};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::args::encode_cli_args;
+use crate::driver::{AdminRequest, RequestError, StatusReport};
+use crate::limits::{ADMIN_BODY_BYTES_MAX, WAIT_TIMEOUT_MAX};
+
+#[derive(Clone)]
+struct Admin {
+    engine: mpsc::Sender<AdminRequest>,
+}
+
+/// An error answer.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        reply(self.0, json!({ "error": self.1 }))
+    }
+}
+
+fn reply(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn ok(body: Value) -> Result<Response, ApiError> {
+    Ok(reply(StatusCode::OK, body))
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+impl From<RequestError> for ApiError {
+    fn from(error: RequestError) -> ApiError {
+        let status = match &error {
+            RequestError::Command(command) => match command {
+                CommandError::UnknownContext(_) => StatusCode::NOT_FOUND,
+                CommandError::AlreadyHeld(_)
+                | CommandError::NotAMember(..)
+                | CommandError::JoinViaSelf
+                | CommandError::TooManyContexts => StatusCode::CONFLICT,
+                CommandError::Call(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            RequestError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            RequestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let message = match &error {
+            RequestError::Command(CommandError::App(e)) => format!("invalid application: {e}"),
+            other => other.to_string(),
+        };
+        ApiError(status, message)
+    }
+}
+
+/// The admin router, talking to the engine task through `engine`.
+pub fn router(engine: mpsc::Sender<AdminRequest>) -> Router {
+    Router::new()
+        .route("/v1/id", get(id))
+        .route("/v1/status", get(status_all))
+        .route("/v1/contexts", post(create))
+        .route("/v1/contexts/{ctx}", get(status_one))
+        .route("/v1/contexts/{ctx}/invite", post(invite))
+        .route("/v1/contexts/{ctx}/join", post(join))
+        .route("/v1/contexts/{ctx}/leave", post(leave))
+        .route("/v1/contexts/{ctx}/call", post(call))
+        .route("/v1/contexts/{ctx}/view", post(view))
+        .route("/v1/contexts/{ctx}/wait", post(wait))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed here".into(),
+            )
+        })
+        .with_state(Admin { engine })
+}
+
+impl Admin {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> AdminRequest,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || ApiError::from(RequestError::ShuttingDown);
+        self.engine.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+}
+
+async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, ADMIN_BODY_BYTES_MAX)
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {ADMIN_BODY_BYTES_MAX} bytes"),
+            )
+        })?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON body: {e}")))
+}
+
+fn context_id(text: &str) -> Result<ContextId, ApiError> {
+    ContextId::from_hex(text)
+        .map_err(|_| bad(format!("bad context id {text:?}: expected 64 hex digits")))
+}
+
+fn hex_of(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
+    hex::decode(text).map_err(|_| bad(format!("{what}: not hex")))
+}
+
+pub fn status_json(report: &StatusReport, only: Option<ContextId>) -> Value {
+    let mut contexts = serde_json::Map::new();
+    for status in &report.contexts {
+        if only.is_some_and(|c| c != status.context) {
+            continue;
+        }
+        contexts.insert(
+            status.context.to_hex(),
+            json!({
+                "phase": format!("{:?}", status.phase).to_lowercase(),
+                "members": status.members.iter().map(MemberId::to_hex).collect::<Vec<_>>(),
+                "applied": status.applied,
+                "pending": status.pending,
+                "heads": status.heads.iter().map(TxId::to_hex).collect::<Vec<_>>(),
+                "state_root": status.state_root.map(|r| r.to_hex()),
+            }),
+        );
+    }
+    let peers: Vec<Value> = report
+        .peers
+        .iter()
+        .map(|p| {
+            json!({
+                "member": p.member.to_hex(),
+                "addr": p.addr.map(|a| a.to_string()),
+                "connected": p.connected,
+            })
+        })
+        .collect();
+    json!({ "member": report.member.to_hex(), "peers": peers, "contexts": contexts })
+}
+
+async fn id(State(admin): State<Admin>) -> Result<Response, ApiError> {
+    let report = admin.ask(|reply| AdminRequest::Status { reply }).await?;
+    ok(json!({ "member": report.member.to_hex() }))
+}
+
+async fn status_all(State(admin): State<Admin>) -> Result<Response, ApiError> {
+    let report = admin.ask(|reply| AdminRequest::Status { reply }).await?;
+    ok(status_json(&report, None))
+}
+
+async fn status_one(
+    State(admin): State<Admin>,
+    Path(ctx): Path<String>,
+) -> Result<Response, ApiError> {
+    let context = context_id(&ctx)?;
+    let report = admin.ask(|reply| AdminRequest::Status { reply }).await?;
+    if !report.contexts.iter().any(|c| c.context == context) {
+        return Err(RequestError::Command(CommandError::UnknownContext(context)).into());
+    }
+    ok(status_json(&report, Some(context)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    app: String,
+}
+
+async fn create(State(admin): State<Admin>, body: Body) -> Result<Response, ApiError> {
+    let body: CreateBody = body_json(body).await?;
+    let app = hex_of(&body.app, "app")?;
+    let context = admin
+        .ask(|reply| AdminRequest::Create { app, reply })
+        .await??;
+    ok(json!({ "context": context.to_hex() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteBody {
+    member: String,
+}
+
+async fn invite(
+    State(admin): State<Admin>,
+    Path(ctx): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let context = context_id(&ctx)?;
+    let body: InviteBody = body_json(body).await?;
+    let member = MemberId::from_hex(&body.member).map_err(|_| {
+        bad(format!(
+            "bad member id {:?}: expected 64 hex digits",
+            body.member
+        ))
+    })?;
+    let tx = admin
+        .ask(|reply| AdminRequest::Invite {
+            context,
+            member,
+            reply,
+        })
+        .await??;
+    ok(json!({ "tx": tx.to_hex() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    via: String,
+}
+
+async fn join(
+    State(admin): State<Admin>,
+    Path(ctx): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let context = context_id(&ctx)?;
+    let body: JoinBody = body_json(body).await?;
+    let via = resolve(&body.via).await?;
+    let member = admin
+        .ask(|reply| AdminRequest::Join {
+            context,
+            via,
+            reply,
+        })
+        .await??;
+    ok(json!({ "via_member": member.to_hex() }))
+}
+
+/// A `host:port` to one socket address (names are looked up).
+async fn resolve(text: &str) -> Result<SocketAddr, ApiError> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let mut found = tokio::net::lookup_host(text)
+        .await
+        .map_err(|e| bad(format!("bad address {text:?}: {e}")))?;
+    found
+        .next()
+        .ok_or_else(|| bad(format!("bad address {text:?}: no address found")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaveBody {}
+
+async fn leave(
+    State(admin): State<Admin>,
+    Path(ctx): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let context = context_id(&ctx)?;
+    let _: LeaveBody = body_json(body).await?;
+    admin
+        .ask(|reply| AdminRequest::Leave { context, reply })
+        .await??;
+    ok(json!({}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallBody {
+    method: String,
+    #[serde(default)]
+    args: Option<Vec<String>>,
+    #[serde(default)]
+    input: Option<String>,
+}
+
+impl CallBody {
+    fn input(&self) -> Result<Vec<u8>, ApiError> {
+        match (&self.args, &self.input) {
+            (Some(args), None) => encode_cli_args(args).map_err(|e| bad(e.to_string())),
+            (None, Some(input)) => hex_of(input, "input"),
+            (None, None) => Ok(ctx_core::runtime::encode_args::<Vec<u8>>(&[])),
+            (Some(_), Some(_)) => Err(bad("give either \"args\" or \"input\", not both")),
+        }
+    }
+}
+
+fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Ok => "ok".into(),
+        Outcome::Failed(e) => format!("failed: {e}"),
+        Outcome::Rejected(r) => format!("rejected: {r}"),
+    }
+}
+
+async fn call(
+    State(admin): State<Admin>,
+    Path(ctx): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let context = context_id(&ctx)?;
+    let body: CallBody = body_json(body).await?;
+    let input = body.input()?;
+    let method = body.method;
+    let receipt = admin
+        .ask(|reply| AdminRequest::Call {
+            context,
+            method,
+            input,
+            reply,
+        })
+        .await??;
+    ok(json!({ "tx": receipt.tx.to_hex(), "outcome": outcome_text(&receipt.outcome) }))
+}
+
+async fn view(
+    State(admin): State<Admin>,
+    Path(ctx): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let context = context_id(&ctx)?;
+    let body: CallBody = body_json(body).await?;
+    let input = body.input()?;
+    let method = body.method;
+    let result = admin
+        .ask(|reply| AdminRequest::View {
+            context,
+            method,
+            input,
+            reply,
+        })
+        .await?;
+    match result {
+        Ok(bytes) => ok(json!({ "ok": true, "return": hex::encode(bytes) })),
+        // The call ran and failed: an answer, not a bad request.
+        Err(RequestError::Command(CommandError::Call(e))) => {
+            ok(json!({ "ok": false, "error": e.to_string() }))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitBody {
+    tx: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+async fn wait(
+    State(admin): State<Admin>,
+    Path(ctx): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let context = context_id(&ctx)?;
+    let body: WaitBody = body_json(body).await?;
+    let tx = TxId::from_hex(&body.tx)
+        .map_err(|_| bad(format!("bad tx id {:?}: expected 64 hex digits", body.tx)))?;
+    let limit = Duration::from_millis(body.timeout_ms.unwrap_or(10_000)).min(WAIT_TIMEOUT_MAX);
+    let (reply_tx, reply_rx) = oneshot::channel();
+    admin
+        .engine
+        .send(AdminRequest::Wait {
+            context,
+            tx,
+            reply: reply_tx,
+        })
+        .await
+        .map_err(|_| ApiError::from(RequestError::ShuttingDown))?;
+    let applied = matches!(tokio::time::timeout(limit, reply_rx).await, Ok(Ok(true)));
+    ok(json!({ "applied": applied }))
+}

@@ -1,0 +1,736 @@
+//! The engine task: the one owner of the `Node`, the store and the peer
+//! table. It takes inputs (network events, admin requests, timers) in
+//! batches, feeds them to the engine, then *flushes*: records are committed
+//! to the store, and only then are replies released, messages sent and
+//! events reported.
+//!
+//! Invariants:
+//! - Nothing the engine emitted after a record leaves the node before that
+//!   record is durable: `flush` commits every drained record in one write
+//!   transaction before it drains `poll_transmit`, and admin replies that
+//!   acknowledge a change (create, invite, join, leave, call) are released
+//!   only after that commit.
+//! - No protocol decision is made here: which messages to send, when to
+//!   sync, who may join, all come from the engine. This task decides only
+//!   where bytes go (which connection, which address to dial, when to dial
+//!   again).
+//! - Time given to the engine is monotonic: milliseconds since the process
+//!   started (`Time` only needs differences; nothing stored holds a time).
+//! - One connection per peer: of two connections with a peer, both sides
+//!   keep the one dialled by the lower member id (the newer, when both were
+//!   dialled by the same side).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ctx_core::{
+    CallReceipt, CommandError, Config, ContextId, ContextStatus, Ed25519Verifier, Event, MemberId,
+    Node, Time, TxId,
+};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::identity::Identity;
+use crate::limits::{
+    ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, INPUT_BATCH_MAX, JOIN_RESOLVE_TIMEOUT,
+    PEER_QUEUE_MAX, PEERS_MAX, WAITERS_MAX,
+};
+use crate::net::{ConnId, ConnUp, Net, NetEvent};
+use crate::peer::PeerMessage;
+use crate::store::{Loaded, Store, StoreError};
+
+/// Why an admin request failed.
+#[derive(Debug, Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("cannot reach a node at {addr}: {reason}")]
+    Unreachable { addr: SocketAddr, reason: String },
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+pub type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
+/// What the admin API asks of the engine task.
+pub enum AdminRequest {
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
+    Create {
+        app: Vec<u8>,
+        reply: Reply<ContextId>,
+    },
+    Invite {
+        context: ContextId,
+        member: MemberId,
+        reply: Reply<TxId>,
+    },
+    Join {
+        context: ContextId,
+        via: SocketAddr,
+        reply: Reply<MemberId>,
+    },
+    Leave {
+        context: ContextId,
+        reply: Reply<()>,
+    },
+    Call {
+        context: ContextId,
+        method: String,
+        input: Vec<u8>,
+        reply: Reply<CallReceipt>,
+    },
+    View {
+        context: ContextId,
+        method: String,
+        input: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+    /// Answers `true` once `tx` is applied in `context` on this node.
+    Wait {
+        context: ContextId,
+        tx: TxId,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// A snapshot for `status`.
+pub struct StatusReport {
+    pub member: MemberId,
+    pub peers: Vec<PeerReport>,
+    pub contexts: Vec<ContextStatus>,
+}
+
+pub struct PeerReport {
+    pub member: MemberId,
+    pub addr: Option<SocketAddr>,
+    pub connected: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum DriverError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("restoring the engine from its records: {0}")]
+    Restore(#[from] ctx_core::RestoreError),
+}
+
+struct Conn {
+    id: ConnId,
+    initiated: bool,
+    outbox: mpsc::Sender<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Peer {
+    addr: Option<SocketAddr>,
+    conn: Option<Conn>,
+    dialing: bool,
+    backoff: Duration,
+    next_dial_at: Option<Instant>,
+    /// Messages waiting for a connection.
+    queue: VecDeque<Vec<u8>>,
+}
+
+struct PendingJoin {
+    via: SocketAddr,
+    context: ContextId,
+    deadline: Instant,
+    reply: Reply<MemberId>,
+}
+
+/// The engine task's connections to the network tasks and the admin API.
+pub struct Wiring {
+    pub net: Arc<Net>,
+    pub net_events: mpsc::Receiver<NetEvent>,
+    pub admin: mpsc::Receiver<AdminRequest>,
+}
+
+type Deferred = Box<dyn FnOnce() + Send>;
+
+pub struct Driver {
+    node: Node,
+    me: MemberId,
+    store: Store,
+    start: Instant,
+    net: Arc<Net>,
+    net_events: mpsc::Receiver<NetEvent>,
+    admin: mpsc::Receiver<AdminRequest>,
+    peers: BTreeMap<MemberId, Peer>,
+    /// Address-book changes to store with the next commit.
+    dirty_peers: Vec<(MemberId, SocketAddr)>,
+    joins: Vec<PendingJoin>,
+    /// Replies released after the next commit.
+    deferred: Vec<Deferred>,
+    waiters: HashMap<(ContextId, TxId), Vec<oneshot::Sender<bool>>>,
+    waiter_count: usize,
+    next_gossip_at: Instant,
+}
+
+impl Driver {
+    /// Rebuilds the engine from the store's records.
+    pub fn new(
+        identity: &Identity,
+        config: Config,
+        seed: [u8; 32],
+        store: Store,
+        loaded: Loaded,
+        wiring: Wiring,
+    ) -> Result<Driver, DriverError> {
+        let Wiring {
+            net,
+            net_events,
+            admin,
+        } = wiring;
+        let record_count = loaded.records.len();
+        let node = Node::restore(
+            config,
+            *identity.secret(),
+            seed,
+            Arc::new(Ed25519Verifier),
+            loaded.records,
+        )?;
+        let mut peers = BTreeMap::new();
+        for (member, addr) in loaded.peers {
+            peers.insert(
+                member,
+                Peer {
+                    addr: Some(addr),
+                    ..Peer::default()
+                },
+            );
+        }
+        info!(
+            member = %identity.member(),
+            records = record_count,
+            contexts = node.context_ids().count(),
+            peers = peers.len(),
+            "engine restored"
+        );
+        let start = Instant::now();
+        Ok(Driver {
+            me: identity.member(),
+            node,
+            store,
+            start,
+            net,
+            net_events,
+            admin,
+            peers,
+            dirty_peers: Vec::new(),
+            joins: Vec::new(),
+            deferred: Vec::new(),
+            waiters: HashMap::new(),
+            waiter_count: 0,
+            next_gossip_at: start + ADDRESS_GOSSIP_INTERVAL,
+        })
+    }
+
+    /// Runs until `shutdown` turns true or every input source is gone. A
+    /// failed commit stops the node: it cannot go on without durability.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), DriverError> {
+        loop {
+            let deadline = self.deadline();
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                event = self.net_events.recv() => match event {
+                    Some(event) => self.on_net(event),
+                    None => break,
+                },
+                request = self.admin.recv() => match request {
+                    Some(request) => self.on_admin(request),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            self.take_batch();
+            self.on_timers();
+            self.flush()?;
+        }
+        self.flush()?;
+        info!("engine stopped");
+        Ok(())
+    }
+
+    /// Takes what else is waiting, up to a batch, so that one commit serves
+    /// many inputs.
+    fn take_batch(&mut self) {
+        for _ in 0..INPUT_BATCH_MAX {
+            if let Ok(event) = self.net_events.try_recv() {
+                self.on_net(event);
+            } else if let Ok(request) = self.admin.try_recv() {
+                self.on_admin(request);
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn now(&self) -> Time {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Time::from_ms(ms)
+    }
+
+    fn instant_of(&self, time: Time) -> Instant {
+        self.start + Duration::from_millis(time.as_ms())
+    }
+
+    /// The earliest of: the engine's timer, a redial, a join's deadline, the
+    /// next gossip.
+    fn deadline(&self) -> Instant {
+        let mut deadline = self.next_gossip_at;
+        if let Some(at) = self.node.poll_timeout() {
+            deadline = deadline.min(self.instant_of(at));
+        }
+        for peer in self.peers.values() {
+            if peer.wants_dial()
+                && let Some(at) = peer.next_dial_at
+            {
+                deadline = deadline.min(at);
+            }
+        }
+        for join in &self.joins {
+            deadline = deadline.min(join.deadline);
+        }
+        deadline
+    }
+
+    fn on_timers(&mut self) {
+        let now = self.now();
+        if self.node.poll_timeout().is_some_and(|at| at <= now) {
+            self.node.handle_timeout(now);
+        }
+        let instant = Instant::now();
+        let redial: Vec<MemberId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.wants_dial() && p.next_dial_at.is_none_or(|at| at <= instant))
+            .map(|(m, _)| *m)
+            .collect();
+        for member in redial {
+            self.maybe_dial(member);
+        }
+        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.joins)
+            .into_iter()
+            .partition(|j| j.deadline <= instant);
+        self.joins = waiting;
+        for join in expired {
+            let _ = join.reply.send(Err(RequestError::Unreachable {
+                addr: join.via,
+                reason: "no answer in time".into(),
+            }));
+        }
+        if self.next_gossip_at <= instant {
+            self.next_gossip_at = instant + ADDRESS_GOSSIP_INTERVAL;
+            let book = PeerMessage::encode_peers(&self.address_book());
+            let connected: Vec<MemberId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.conn.is_some())
+                .map(|(m, _)| *m)
+                .collect();
+            for member in connected {
+                self.send(member, book.clone());
+            }
+        }
+    }
+
+    /// Commits records, then releases replies, messages and events.
+    fn flush(&mut self) -> Result<(), DriverError> {
+        let mut records = Vec::new();
+        while let Some(record) = self.node.poll_persist() {
+            records.push(record);
+        }
+        let peers = std::mem::take(&mut self.dirty_peers);
+        if !records.is_empty() || !peers.is_empty() {
+            let store = &mut self.store;
+            tokio::task::block_in_place(|| store.commit(&records, &peers))?;
+            debug!(records = records.len(), "committed");
+        }
+        for reply in self.deferred.drain(..) {
+            reply();
+        }
+        while let Some(transmit) = self.node.poll_transmit() {
+            debug!(to = %transmit.to.short(), kind = transmit.kind, bytes = transmit.bytes.len(), "send");
+            self.send(transmit.to, PeerMessage::encode_engine(&transmit.bytes));
+        }
+        while let Some(event) = self.node.poll_event() {
+            self.on_event(event);
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Applied { context, tx, .. } => {
+                debug!(context = %context.short(), tx = %tx.short(), "applied");
+                if let Some(waiters) = self.waiters.remove(&(context, tx)) {
+                    self.waiter_count -= waiters.len();
+                    for waiter in waiters {
+                        let _ = waiter.send(true);
+                    }
+                }
+            }
+            Event::Created { context } => info!(context = %context, "context created"),
+            Event::Joined { context } => info!(context = %context, "joined context"),
+            Event::Left { context } => info!(context = %context, "left context"),
+            Event::Reordered {
+                context,
+                reexecuted,
+            } => debug!(context = %context.short(), reexecuted, "reordered"),
+            Event::CallFailed { context, tx, error } => {
+                info!(context = %context.short(), tx = %tx.short(), %error, "call failed")
+            }
+            Event::CatchupRefused {
+                context,
+                by,
+                reason,
+            } => warn!(context = %context.short(), by = %by.short(), ?reason, "catchup refused"),
+            Event::Dropped {
+                context,
+                tx,
+                reason,
+            } => {
+                warn!(context = %context.short(), tx = %tx.short(), %reason, "dropped a transaction")
+            }
+        }
+    }
+
+    // ----- admin ---------------------------------------------------------
+
+    fn on_admin(&mut self, request: AdminRequest) {
+        let now = self.now();
+        match request {
+            AdminRequest::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            AdminRequest::Create { app, reply } => {
+                let result = self.node.create_context(now, &app);
+                self.reply_after_commit(reply, result.map_err(RequestError::from));
+            }
+            AdminRequest::Invite {
+                context,
+                member,
+                reply,
+            } => {
+                let result = self.node.invite(now, context, member);
+                self.reply_after_commit(reply, result.map_err(RequestError::from));
+            }
+            AdminRequest::Join {
+                context,
+                via,
+                reply,
+            } => self.on_join(context, via, reply),
+            AdminRequest::Leave { context, reply } => {
+                let result = self.node.leave(now, context);
+                self.reply_after_commit(reply, result.map_err(RequestError::from));
+            }
+            AdminRequest::Call {
+                context,
+                method,
+                input,
+                reply,
+            } => {
+                let result = self.node.call(now, context, &method, input);
+                self.reply_after_commit(reply, result.map_err(RequestError::from));
+            }
+            AdminRequest::View {
+                context,
+                method,
+                input,
+                reply,
+            } => {
+                let result = self.node.view(&context, &method, &input);
+                let _ = reply.send(result.map_err(RequestError::from));
+            }
+            AdminRequest::Wait { context, tx, reply } => self.on_wait(context, tx, reply),
+        }
+    }
+
+    fn reply_after_commit<T: Send + 'static>(
+        &mut self,
+        reply: Reply<T>,
+        result: Result<T, RequestError>,
+    ) {
+        self.deferred.push(Box::new(move || {
+            let _ = reply.send(result);
+        }));
+    }
+
+    fn on_join(&mut self, context: ContextId, via: SocketAddr, reply: Reply<MemberId>) {
+        let known = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.addr == Some(via) && p.conn.is_some())
+            .map(|(m, _)| *m);
+        match known {
+            Some(member) => self.finish_join(context, member, reply),
+            None => {
+                self.joins.push(PendingJoin {
+                    via,
+                    context,
+                    deadline: Instant::now() + JOIN_RESOLVE_TIMEOUT,
+                    reply,
+                });
+                self.net.dial(via, None);
+            }
+        }
+    }
+
+    fn finish_join(&mut self, context: ContextId, via: MemberId, reply: Reply<MemberId>) {
+        let now = self.now();
+        let result = self.node.join(now, context, via).map(|()| via);
+        self.reply_after_commit(reply, result.map_err(RequestError::from));
+    }
+
+    fn on_wait(&mut self, context: ContextId, tx: TxId, reply: oneshot::Sender<bool>) {
+        if self
+            .node
+            .replica(&context)
+            .is_some_and(|replica| replica.contains(&tx))
+        {
+            let _ = reply.send(true);
+            return;
+        }
+        if self.waiter_count >= WAITERS_MAX {
+            self.waiters.retain(|_, list| {
+                list.retain(|w| !w.is_closed());
+                !list.is_empty()
+            });
+            self.waiter_count = self.waiters.values().map(Vec::len).sum();
+            if self.waiter_count >= WAITERS_MAX {
+                let _ = reply.send(false);
+                return;
+            }
+        }
+        self.waiters.entry((context, tx)).or_default().push(reply);
+        self.waiter_count += 1;
+    }
+
+    fn status(&self) -> StatusReport {
+        StatusReport {
+            member: self.me,
+            peers: self
+                .peers
+                .iter()
+                .map(|(member, peer)| PeerReport {
+                    member: *member,
+                    addr: peer.addr,
+                    connected: peer.conn.is_some(),
+                })
+                .collect(),
+            contexts: self
+                .node
+                .context_ids()
+                .filter_map(|id| self.node.status(&id))
+                .collect(),
+        }
+    }
+
+    // ----- network -----------------------------------------------------------
+
+    fn on_net(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Up(up) => self.on_up(up),
+            NetEvent::Peer { from, message } => match message {
+                PeerMessage::Engine(bytes) => {
+                    let now = self.now();
+                    if let Err(e) = self.node.handle_message(now, from, &bytes) {
+                        debug!(from = %from.short(), error = %e, "engine refused a message");
+                    }
+                }
+                PeerMessage::Peers(entries) => self.on_address_book(entries),
+            },
+            NetEvent::Down { conn, member } => {
+                if let Some(peer) = self.peers.get_mut(&member)
+                    && peer.conn.as_ref().is_some_and(|c| c.id == conn)
+                {
+                    peer.conn = None;
+                }
+            }
+            NetEvent::DialFailed {
+                addr,
+                member,
+                error,
+            } => {
+                if let Some(member) = member
+                    && let Some(peer) = self.peers.get_mut(&member)
+                {
+                    peer.dialing = false;
+                    peer.backoff = (peer.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                    peer.next_dial_at = Some(Instant::now() + peer.backoff);
+                    debug!(peer = %member.short(), %addr, %error, backoff_ms = peer.backoff.as_millis() as u64, "dial failed");
+                }
+                let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.joins)
+                    .into_iter()
+                    .partition(|j| j.via == addr);
+                self.joins = waiting;
+                for join in failed {
+                    let _ = join.reply.send(Err(RequestError::Unreachable {
+                        addr,
+                        reason: error.clone(),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn on_up(&mut self, up: ConnUp) {
+        let ConnUp {
+            conn,
+            member,
+            initiated,
+            dial_addr,
+            dialed,
+            outbox,
+        } = up;
+        // Joins waiting to learn who answers at the dialled address.
+        if let Some(dialed) = dialed {
+            let (resolved, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.joins)
+                .into_iter()
+                .partition(|j| j.via == dialed);
+            self.joins = waiting;
+            for join in resolved {
+                self.finish_join(join.context, member, join.reply);
+            }
+        }
+        if member == self.me {
+            // This node dialled itself (a join via its own address): drop it.
+            return;
+        }
+        if !self.peers.contains_key(&member) && self.peers.len() >= PEERS_MAX {
+            warn!(peer = %member.short(), max = PEERS_MAX, "address book full; connection dropped");
+            return;
+        }
+        let preferred = |initiated: bool| initiated == (self.me < member);
+        let peer = self.peers.entry(member).or_default();
+        if initiated {
+            peer.dialing = false;
+        }
+        let keep = match &peer.conn {
+            None => true,
+            Some(old) if preferred(old.initiated) != preferred(initiated) => preferred(initiated),
+            Some(_) => true,
+        };
+        if !keep {
+            debug!(peer = %member.short(), conn, "duplicate connection dropped");
+            return;
+        }
+        peer.conn = Some(Conn {
+            id: conn,
+            initiated,
+            outbox,
+        });
+        peer.backoff = Duration::ZERO;
+        peer.next_dial_at = None;
+        let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+        let learned = peer.addr != Some(dial_addr);
+        if learned {
+            peer.addr = Some(dial_addr);
+            self.dirty_peers.push((member, dial_addr));
+        }
+        let book = PeerMessage::encode_peers(&self.address_book());
+        self.send(member, book);
+        for message in queued {
+            self.send(member, message);
+        }
+        if learned {
+            // Tell the others where the new member is.
+            let entry = PeerMessage::encode_peers(&[(member, dial_addr)]);
+            let others: Vec<MemberId> = self
+                .peers
+                .iter()
+                .filter(|(m, p)| **m != member && p.conn.is_some())
+                .map(|(m, _)| *m)
+                .collect();
+            for other in others {
+                self.send(other, entry.clone());
+            }
+        }
+    }
+
+    /// Gossip fills in members with no known address; direct connections
+    /// override it.
+    fn on_address_book(&mut self, entries: Vec<(MemberId, SocketAddr)>) {
+        for (member, addr) in entries {
+            if member == self.me
+                || (!self.peers.contains_key(&member) && self.peers.len() >= PEERS_MAX)
+            {
+                continue;
+            }
+            let peer = self.peers.entry(member).or_default();
+            if peer.addr.is_none() {
+                peer.addr = Some(addr);
+                self.dirty_peers.push((member, addr));
+                self.maybe_dial(member);
+            }
+        }
+    }
+
+    fn address_book(&self) -> Vec<(MemberId, SocketAddr)> {
+        self.peers
+            .iter()
+            .filter_map(|(m, p)| Some((*m, p.addr?)))
+            .collect()
+    }
+
+    /// Sends an encoded peer message to `to`: on its connection, or queued
+    /// while one is dialled.
+    fn send(&mut self, to: MemberId, message: Vec<u8>) {
+        if to == self.me {
+            return;
+        }
+        if !self.peers.contains_key(&to) && self.peers.len() >= PEERS_MAX {
+            return;
+        }
+        let peer = self.peers.entry(to).or_default();
+        let message = match &peer.conn {
+            Some(conn) => match conn.outbox.try_send(message) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    // The engine's sync repairs what is dropped here.
+                    debug!(peer = %to.short(), "connection queue full; message dropped");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(message)) => {
+                    peer.conn = None;
+                    message
+                }
+            },
+            None => message,
+        };
+        if peer.queue.len() >= PEER_QUEUE_MAX {
+            peer.queue.pop_front();
+        }
+        peer.queue.push_back(message);
+        self.maybe_dial(to);
+    }
+
+    fn maybe_dial(&mut self, member: MemberId) {
+        let Some(peer) = self.peers.get_mut(&member) else {
+            return;
+        };
+        if !peer.wants_dial() || peer.next_dial_at.is_some_and(|at| at > Instant::now()) {
+            return;
+        }
+        let Some(addr) = peer.addr else {
+            return;
+        };
+        peer.dialing = true;
+        self.net.dial(addr, Some(member));
+    }
+}
+
+impl Peer {
+    /// Messages wait, there is no connection, none is being dialled, and
+    /// there is an address to dial.
+    fn wants_dial(&self) -> bool {
+        !self.queue.is_empty() && self.conn.is_none() && !self.dialing && self.addr.is_some()
+    }
+}

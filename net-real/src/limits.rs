@@ -1,0 +1,96 @@
+//! Every bound of the node, named. The engine's own bounds (message size,
+//! app size, batches, contexts) live in `ctx_core::limits`; these are the
+//! driver's: frames, connections, queues, timers and the admin API.
+
+use std::time::Duration;
+
+/// The largest frame on the peer port: one Noise message (the protocol's
+/// maximum). A length prefix above it closes the connection before anything
+/// is allocated.
+pub const FRAME_BYTES_MAX: usize = 65_535;
+
+/// Noise's authentication tag on every transport message.
+pub const NOISE_TAG_BYTES: usize = 16;
+
+/// Plaintext bytes carried by one frame: a frame holds one Noise message,
+/// whose plaintext is a one-byte "final chunk" flag and a chunk of a peer
+/// message.
+pub const CHUNK_BYTES_MAX: usize = FRAME_BYTES_MAX - NOISE_TAG_BYTES - 1;
+
+/// The largest peer message once reassembled: an engine message (bounded by
+/// the engine) plus the peer header.
+pub const PEER_MESSAGE_BYTES_MAX: usize = ctx_core::limits::MESSAGE_BYTES_MAX + 1024;
+
+/// The whole handshake (Noise XX plus the identity proof) must finish within
+/// this, or the connection is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections on the peer port at once (inbound and outbound together);
+/// an inbound connection above it is closed at once.
+pub const CONNECTIONS_MAX: usize = 256;
+
+/// Members in the address book, and entries in one address-book message.
+pub const PEERS_MAX: usize = 4_096;
+
+/// Messages waiting for one peer while it has no connection (the oldest is
+/// dropped past it: the engine's sync repairs any loss).
+pub const PEER_QUEUE_MAX: usize = 1_024;
+
+/// Messages queued on one connection's writer (past it, messages for that
+/// peer are dropped until it drains; the engine's sync repairs the loss).
+pub const CONNECTION_QUEUE_MAX: usize = 4_096;
+
+/// The first wait before dialling a peer again after a failure.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// The longest wait between dials to an unreachable peer.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How long a dial may take to connect.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection with nothing received for this long is probed with TCP
+/// keepalives (every `PEER_PROBE_INTERVAL`), so a peer that vanished without
+/// closing (power loss, a cut cable) is noticed even on an idle connection.
+pub const PEER_IDLE_BEFORE_PROBE: Duration = Duration::from_secs(10);
+
+/// The interval between keepalive probes of a silent connection.
+pub const PEER_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Unanswered keepalive probes before the connection is closed.
+pub const PEER_PROBES_MAX: u32 = 3;
+
+/// Sent data left unacknowledged this long closes the connection (Linux's
+/// `TCP_USER_TIMEOUT`; without it the kernel retries for about 15 minutes).
+/// The peer is then redialled with backoff, and the engine's sync repairs
+/// whatever the dead connection swallowed.
+pub const PEER_UNACKED_MAX: Duration = Duration::from_secs(30);
+
+/// How long `context join --via ADDR` waits to learn who is at ADDR.
+pub const JOIN_RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often every connected peer is sent the whole address book.
+pub const ADDRESS_GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Inputs (peer messages, admin requests, connection events) queued for the
+/// engine task; a full queue makes readers wait (TCP back-pressure).
+pub const INBOX_MAX: usize = 4_096;
+
+/// Inputs the engine task takes in one batch before it commits and sends.
+pub const INPUT_BATCH_MAX: usize = 512;
+
+/// The largest admin request body: a hex-encoded app of the largest size
+/// plus room for the JSON around it.
+pub const ADMIN_BODY_BYTES_MAX: usize = 2 * ctx_core::limits::APP_BYTES_MAX + 64 * 1024;
+
+/// The longest an admin `wait` may block.
+pub const WAIT_TIMEOUT_MAX: Duration = Duration::from_secs(120);
+
+/// Admin `wait` requests outstanding at once.
+pub const WAITERS_MAX: usize = 100_000;
+
+/// Arguments of one admin `call` or `view`.
+pub const CALL_ARGS_MAX: usize = 1_024;
+
+/// How long a client subcommand waits for the node's answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,0 +1,421 @@
+//! `ctx-node`: run a node, or talk to a running node's admin API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use ctx_core::Config;
+use ctx_node::client::Client;
+use ctx_node::identity::Identity;
+use ctx_node::server::{self, Settings};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+mod bench;
+
+/// The admin address when none is given.
+const ADMIN_DEFAULT: &str = "127.0.0.1:7701";
+/// The peer address `run` listens on when none is given.
+const LISTEN_DEFAULT: &str = "0.0.0.0:7700";
+
+#[derive(Parser)]
+#[command(
+    name = "ctx-node",
+    version,
+    about = "A ctx node: contexts over encrypted TCP, durable and operable"
+)]
+struct Cli {
+    /// The admin API address: where `run` serves it, and the node that
+    /// client subcommands talk to [default: 127.0.0.1:7701]
+    #[arg(long, global = true, env = "CTX_NODE_ADMIN")]
+    admin: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory with a new key pair; prints the member id.
+    Init {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Run a node (stops cleanly on SIGTERM or Ctrl-C).
+    Run(RunArgs),
+    /// Print the running node's member id.
+    Id,
+    /// Create, invite into, join or leave a context.
+    #[command(subcommand)]
+    Context(ContextCommand),
+    /// Make a call: a transaction every member applies.
+    Call {
+        context: String,
+        method: String,
+        /// Arguments: a plain word is UTF-8, `u64:N` 8 little-endian bytes,
+        /// `hex:..` raw bytes.
+        args: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a read-only call against this node's state.
+    View {
+        context: String,
+        method: String,
+        args: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait until a transaction is applied on this node.
+    Wait {
+        context: String,
+        tx: String,
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+    },
+    /// Peers, contexts, members, applied count, heads, state root.
+    Status {
+        context: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load generator: calls per second and call-to-applied-everywhere latency.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ContextCommand {
+    /// Create a context running an app (.wat or .wasm); prints its id.
+    Create {
+        #[arg(long)]
+        app: PathBuf,
+    },
+    /// Invite a member (its member id) into a context.
+    Invite { context: String, member: String },
+    /// Join a context through the node at ADDR (its peer address).
+    Join {
+        context: String,
+        #[arg(long)]
+        via: String,
+    },
+    /// Leave a context and delete this node's copy.
+    Leave { context: String },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A TOML config file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The peer address to listen on [default: 0.0.0.0:7700]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// The address peers should dial this node at, when it differs from
+    /// the listen address (a wildcard bind, NAT).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// How often a member syncs heads with one other member.
+    #[arg(long)]
+    sync_interval_ms: Option<u64>,
+}
+
+/// The config file: every field optional, flags win.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    advertise: Option<String>,
+    sync_interval_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let admin = cli.admin.clone();
+    let client = || Client::new(admin.as_deref().unwrap_or(ADMIN_DEFAULT));
+    match cli.command {
+        Command::Init { data_dir } => {
+            let identity = Identity::init(&data_dir)?;
+            println!("{}", identity.member());
+            Ok(())
+        }
+        Command::Run(args) => run(args, cli.admin),
+        Command::Id => {
+            let answer = client().get("/v1/id")?;
+            println!("{}", text(&answer, "member")?);
+            Ok(())
+        }
+        Command::Context(command) => context_command(&client(), command),
+        Command::Call {
+            context,
+            method,
+            args,
+            json,
+        } => {
+            let answer = client().post(
+                &format!("/v1/contexts/{context}/call"),
+                &json!({ "method": method, "args": args }),
+            )?;
+            if json {
+                println!("{answer}");
+            } else {
+                println!("{} {}", text(&answer, "tx")?, text(&answer, "outcome")?);
+            }
+            Ok(())
+        }
+        Command::View {
+            context,
+            method,
+            args,
+            json,
+        } => {
+            let answer = client().post(
+                &format!("/v1/contexts/{context}/view"),
+                &json!({ "method": method, "args": args }),
+            )?;
+            if json {
+                println!("{answer}");
+                return Ok(());
+            }
+            if answer.get("ok").and_then(Value::as_bool) != Some(true) {
+                bail!("view failed: {}", text(&answer, "error")?);
+            }
+            let bytes = hex::decode(text(&answer, "return")?).context("return value")?;
+            println!("{}", printable(&bytes));
+            Ok(())
+        }
+        Command::Wait {
+            context,
+            tx,
+            timeout_ms,
+        } => {
+            let answer = client().post(
+                &format!("/v1/contexts/{context}/wait"),
+                &json!({ "tx": tx, "timeout_ms": timeout_ms }),
+            )?;
+            if answer.get("applied").and_then(Value::as_bool) == Some(true) {
+                println!("applied");
+                Ok(())
+            } else {
+                bail!("not applied within {timeout_ms} ms")
+            }
+        }
+        Command::Status { context, json } => {
+            let path = match &context {
+                Some(context) => format!("/v1/contexts/{context}"),
+                None => "/v1/status".to_owned(),
+            };
+            let answer = client().get(&path)?;
+            if json {
+                println!("{answer}");
+            } else {
+                print_status(&answer);
+            }
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+fn context_command(client: &Client, command: ContextCommand) -> Result<()> {
+    match command {
+        ContextCommand::Create { app } => {
+            let bytes = std::fs::read(&app)
+                .with_context(|| format!("reading the app {}", app.display()))?;
+            let answer = client
+                .post("/v1/contexts", &json!({ "app": hex::encode(bytes) }))
+                .with_context(|| format!("creating a context with {}", app.display()))?;
+            println!("{}", text(&answer, "context")?);
+        }
+        ContextCommand::Invite { context, member } => {
+            let answer = client.post(
+                &format!("/v1/contexts/{context}/invite"),
+                &json!({ "member": member }),
+            )?;
+            println!("invited {member} (tx {})", text(&answer, "tx")?);
+        }
+        ContextCommand::Join { context, via } => {
+            let answer = client.post(
+                &format!("/v1/contexts/{context}/join"),
+                &json!({ "via": via }),
+            )?;
+            println!(
+                "joining through {} (catching up)",
+                text(&answer, "via_member")?
+            );
+        }
+        ContextCommand::Leave { context } => {
+            client.post(&format!("/v1/contexts/{context}/leave"), &json!({}))?;
+            println!("leaving {context}");
+        }
+    }
+    Ok(())
+}
+
+fn text<'a>(answer: &'a Value, field: &str) -> Result<&'a str> {
+    answer
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the node's answer has no {field:?}: {answer}"))
+}
+
+/// A return value as text when it is printable UTF-8, else `hex:..`.
+fn printable(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
+        _ => format!("hex:{}", hex::encode(bytes)),
+    }
+}
+
+fn print_status(answer: &Value) {
+    let empty = serde_json::Map::new();
+    println!("member {}", answer["member"].as_str().unwrap_or("?"));
+    let peers = answer["peers"].as_array().map_or(&[][..], Vec::as_slice);
+    println!("peers ({}):", peers.len());
+    for peer in peers {
+        println!(
+            "  {}  {:<22} {}",
+            peer["member"].as_str().unwrap_or("?"),
+            peer["addr"].as_str().unwrap_or("-"),
+            if peer["connected"].as_bool() == Some(true) {
+                "connected"
+            } else {
+                "not connected"
+            }
+        );
+    }
+    let contexts = answer["contexts"].as_object().unwrap_or(&empty);
+    println!("contexts ({}):", contexts.len());
+    for (id, c) in contexts {
+        println!("  {id}  {}", c["phase"].as_str().unwrap_or("?"));
+        println!(
+            "    applied {}  pending {}  state root {}",
+            c["applied"],
+            c["pending"],
+            c["state_root"].as_str().unwrap_or("-")
+        );
+        for (label, key) in [("members", "members"), ("heads", "heads")] {
+            let list = c[key].as_array().map_or(&[][..], Vec::as_slice);
+            println!("    {label} ({}):", list.len());
+            for item in list {
+                println!("      {}", item.as_str().unwrap_or("?"));
+            }
+        }
+    }
+}
+
+fn read_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+}
+
+fn run(args: RunArgs, admin: Option<String>) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => read_config(path)?,
+        None => FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir)
+        .ok_or_else(|| match &args.config {
+            Some(path) => anyhow!(
+                "no data directory: config {} has no data_dir, and no --data-dir DIR was given",
+                path.display()
+            ),
+            None => {
+                anyhow!("no data directory: give --data-dir DIR or --config FILE with data_dir")
+            }
+        })?;
+    let admin = match admin {
+        Some(text) => text
+            .parse()
+            .with_context(|| format!("--admin {text:?}: expected IP:PORT"))?,
+        None => file
+            .admin
+            .unwrap_or(ADMIN_DEFAULT.parse().expect("a valid default")),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or(LISTEN_DEFAULT.parse().expect("a valid default"));
+    let mut engine = Config::default();
+    if let Some(ms) = args.sync_interval_ms.or(file.sync_interval_ms) {
+        engine.sync_interval_ms = ms.max(1);
+    }
+    if let Some(ms) = file.request_timeout_ms {
+        engine.request_timeout_ms = ms.max(1);
+    }
+    let advertise = args.advertise.or(file.advertise);
+    if let Some(text) = &advertise {
+        text.parse::<SocketAddr>()
+            .with_context(|| format!("--advertise {text:?}: expected IP:PORT"))?;
+    }
+    let settings = Settings {
+        data_dir,
+        listen,
+        admin,
+        advertise,
+        engine,
+    };
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        });
+        server::run(settings, stopped).await
+    })?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

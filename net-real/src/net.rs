@@ -1,0 +1,323 @@
+//! The peer port's tasks: the listener, dials, and one reader and one writer
+//! per connection. They only move bytes: each established connection is
+//! announced to the engine task (`Input::Up`) with the sender of its
+//! writer's queue, every peer message it reads goes to the engine task
+//! (`Input::Peer`), and its end is announced (`Input::Down`).
+//!
+//! Invariants: a connection is announced only after the Noise handshake and
+//! the identity proof succeeded; a bad frame, a failed decryption or an
+//! undecodable peer message closes that connection only; at most
+//! `CONNECTIONS_MAX` connections exist at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ctx_core::MemberId;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tracing::{debug, info, warn};
+
+use crate::limits::{
+    CONNECTION_QUEUE_MAX, CONNECTIONS_MAX, DIAL_TIMEOUT, HANDSHAKE_TIMEOUT, PEER_IDLE_BEFORE_PROBE,
+    PEER_PROBE_INTERVAL, PEER_PROBES_MAX, PEER_UNACKED_MAX,
+};
+use crate::peer::{Hello, PeerMessage};
+use crate::secure::{Session, handshake};
+
+/// A connection's number, unique within the process.
+pub type ConnId = u64;
+
+/// A connection that finished its handshake.
+pub struct ConnUp {
+    pub conn: ConnId,
+    pub member: MemberId,
+    /// Whether this node dialled it.
+    pub initiated: bool,
+    /// Where the member can be dialled.
+    pub dial_addr: SocketAddr,
+    /// The address this node dialled, for a dial.
+    pub dialed: Option<SocketAddr>,
+    /// The writer's queue: encoded peer messages.
+    pub outbox: mpsc::Sender<Vec<u8>>,
+}
+
+/// What the network tasks tell the engine task.
+pub enum NetEvent {
+    Up(ConnUp),
+    Peer {
+        from: MemberId,
+        message: PeerMessage,
+    },
+    Down {
+        conn: ConnId,
+        member: MemberId,
+    },
+    DialFailed {
+        addr: SocketAddr,
+        member: Option<MemberId>,
+        error: String,
+    },
+}
+
+/// Socket options of every peer connection: no Nagle delay (messages are
+/// framed already), and the kernel closes a connection whose peer vanished
+/// (see `PEER_IDLE_BEFORE_PROBE` and `PEER_UNACKED_MAX`). Failing to set an
+/// option is logged, not fatal: the connection still works.
+fn tune(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new().with_time(PEER_IDLE_BEFORE_PROBE);
+    #[cfg(target_os = "linux")]
+    let keepalive = keepalive
+        .with_interval(PEER_PROBE_INTERVAL)
+        .with_retries(PEER_PROBES_MAX);
+    #[cfg(not(target_os = "linux"))]
+    let _ = (PEER_PROBE_INTERVAL, PEER_PROBES_MAX);
+    let result = socket
+        .set_tcp_nodelay(true)
+        .and_then(|()| socket.set_tcp_keepalive(&keepalive));
+    #[cfg(target_os = "linux")]
+    let result = result.and_then(|()| socket.set_tcp_user_timeout(Some(PEER_UNACKED_MAX)));
+    #[cfg(not(target_os = "linux"))]
+    let _ = PEER_UNACKED_MAX;
+    if let Err(e) = result {
+        warn!(error = %e, "cannot set peer socket options");
+    }
+}
+
+/// What every network task shares.
+pub struct Net {
+    secret: [u8; 32],
+    hello: Vec<u8>,
+    permits: Arc<Semaphore>,
+    next_conn: AtomicU64,
+    events: mpsc::Sender<NetEvent>,
+}
+
+impl Net {
+    pub fn new(secret: [u8; 32], hello: Hello, events: mpsc::Sender<NetEvent>) -> Arc<Net> {
+        Arc::new(Net {
+            secret,
+            hello: hello.encode(),
+            permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            next_conn: AtomicU64::new(1),
+            events,
+        })
+    }
+
+    /// Accepts peers until the listener fails for good.
+    pub async fn listen(self: Arc<Net>, listener: TcpListener) {
+        loop {
+            let (stream, source) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: wait, then go on.
+                    warn!(error = %e, "accepting a peer connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+                warn!(%source, max = CONNECTIONS_MAX, "too many connections; closing a new one");
+                continue;
+            };
+            let net = Arc::clone(&self);
+            tokio::spawn(async move { net.accept(stream, source, permit).await });
+        }
+    }
+
+    async fn accept(
+        self: Arc<Net>,
+        mut stream: TcpStream,
+        source: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
+        tune(&stream);
+        let shaken = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake(&mut stream, &self.secret, false, self.hello.clone(), None),
+        )
+        .await;
+        let session = match shaken {
+            Ok(Ok(session)) => session,
+            Ok(Err(e)) => {
+                warn!(%source, error = %e, "peer handshake failed; connection closed");
+                return;
+            }
+            Err(_) => {
+                warn!(%source, "peer handshake timed out; connection closed");
+                return;
+            }
+        };
+        let hello = match Hello::decode(&session.hello) {
+            Ok(hello) => hello,
+            Err(e) => {
+                warn!(%source, error = %e, "bad hello; connection closed");
+                return;
+            }
+        };
+        let dial_addr = hello.dial_address(source.ip());
+        self.run_connection(stream, session, false, dial_addr, None, permit)
+            .await;
+    }
+
+    /// Dials `addr`; `expected` is the member that should answer there (none
+    /// when resolving an address for a join).
+    pub fn dial(self: &Arc<Net>, addr: SocketAddr, expected: Option<MemberId>) {
+        let net = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(error) = Arc::clone(&net).try_dial(addr, expected).await {
+                debug!(%addr, %error, "dial failed");
+                let _ = net
+                    .events
+                    .send(NetEvent::DialFailed {
+                        addr,
+                        member: expected,
+                        error,
+                    })
+                    .await;
+            }
+        });
+    }
+
+    async fn try_dial(
+        self: Arc<Net>,
+        addr: SocketAddr,
+        expected: Option<MemberId>,
+    ) -> Result<(), String> {
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(|_| format!("too many connections (at most {CONNECTIONS_MAX})"))?;
+        let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        tune(&stream);
+        let session = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake(
+                &mut stream,
+                &self.secret,
+                true,
+                self.hello.clone(),
+                expected,
+            ),
+        )
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(async move {
+            self.run_connection(stream, session, true, addr, Some(addr), permit)
+                .await
+        });
+        Ok(())
+    }
+
+    async fn run_connection(
+        self: Arc<Net>,
+        stream: TcpStream,
+        session: Session,
+        initiated: bool,
+        dial_addr: SocketAddr,
+        dialed: Option<SocketAddr>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let Session {
+            peer,
+            mut sender,
+            mut receiver,
+            ..
+        } = session;
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        info!(peer = %peer.short(), %dial_addr, initiated, conn, "peer connected");
+        let (read, write) = stream.into_split();
+        let (outbox, mut queue) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE_MAX);
+        let up = ConnUp {
+            conn,
+            member: peer,
+            initiated,
+            dial_addr,
+            dialed,
+            outbox,
+        };
+        if self.events.send(NetEvent::Up(up)).await.is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut write = BufWriter::new(write);
+            while let Some(message) = queue.recv().await {
+                if let Err(e) = sender.send(&mut write, &message).await {
+                    debug!(peer = %peer.short(), conn, error = %e, "peer write failed");
+                    break;
+                }
+            }
+            let _ = write.shutdown().await;
+        });
+        let mut read = tokio::io::BufReader::new(read);
+        loop {
+            let bytes = match receiver.recv(&mut read).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    debug!(peer = %peer.short(), conn, error = %e, "peer connection ended");
+                    break;
+                }
+            };
+            let message = match PeerMessage::decode(&bytes) {
+                Ok(message) => message,
+                Err(e) => {
+                    warn!(peer = %peer.short(), conn, error = %e, "bad peer message; connection closed");
+                    break;
+                }
+            };
+            let event = NetEvent::Peer {
+                from: peer,
+                message,
+            };
+            if self.events.send(event).await.is_err() {
+                break;
+            }
+        }
+        info!(peer = %peer.short(), conn, "peer disconnected");
+        let _ = self
+            .events
+            .send(NetEvent::Down { conn, member: peer })
+            .await;
+        drop(permit);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn peer_sockets_notice_a_vanished_peer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        tune(&stream);
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.tcp_nodelay().expect("nodelay"));
+        assert!(socket.keepalive().expect("keepalive"));
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(
+                socket.tcp_keepalive_time().expect("idle"),
+                PEER_IDLE_BEFORE_PROBE
+            );
+            assert_eq!(
+                socket.tcp_keepalive_interval().expect("interval"),
+                PEER_PROBE_INTERVAL
+            );
+            assert_eq!(
+                socket.tcp_keepalive_retries().expect("retries"),
+                PEER_PROBES_MAX
+            );
+            assert_eq!(
+                socket.tcp_user_timeout().expect("user timeout"),
+                Some(PEER_UNACKED_MAX)
+            );
+        }
+    }
+}

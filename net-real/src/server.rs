@@ -1,0 +1,124 @@
+//! Assembles a running node: loads the identity, opens the store, binds the
+//! peer and admin ports, starts the network tasks, the admin server and the
+//! engine task, and stops them in order on shutdown (the engine commits its
+//! last batch before the process exits).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ctx_core::Config;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::info;
+
+use crate::driver::{Driver, DriverError, Wiring};
+use crate::identity::{
+    ADMIN_ADDR_FILE, DB_FILE, Identity, IdentityError, LISTEN_ADDR_FILE, random_bytes, write_line,
+};
+use crate::limits::INBOX_MAX;
+use crate::net::Net;
+use crate::peer::Hello;
+use crate::store::{Store, StoreError};
+
+/// Everything `ctx-node run` needs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub advertise: Option<String>,
+    pub engine: Config,
+}
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("{path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+}
+
+/// Runs a node until `shutdown` turns true.
+pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
+    let dir = &settings.data_dir;
+    let identity = Identity::load(dir)?;
+    let db_path = dir.join(DB_FILE);
+    let (store, loaded) = Store::open(&db_path).map_err(|source| ServerError::Store {
+        path: db_path.clone(),
+        source,
+    })?;
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, what, source })
+    };
+    let peer_listener = bind(settings.listen, "peer port").await?;
+    let admin_listener = bind(settings.admin, "admin API").await?;
+    let listen = peer_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: settings.listen,
+            what: "peer port",
+            source,
+        })?;
+    let admin = admin_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: settings.admin,
+            what: "admin API",
+            source,
+        })?;
+
+    let (net_tx, net_rx) = mpsc::channel(INBOX_MAX);
+    let (admin_tx, admin_rx) = mpsc::channel(INBOX_MAX);
+    let hello = Hello {
+        listen_port: listen.port(),
+        advertise: settings.advertise.clone(),
+    };
+    let net = Net::new(*identity.secret(), hello, net_tx);
+    let driver = Driver::new(
+        &identity,
+        settings.engine.clone(),
+        random_bytes()?,
+        store,
+        loaded,
+        Wiring {
+            net: std::sync::Arc::clone(&net),
+            net_events: net_rx,
+            admin: admin_rx,
+        },
+    )?;
+
+    let listener_task = tokio::spawn(net.listen(peer_listener));
+    let mut admin_shutdown = shutdown.clone();
+    let admin_task = tokio::spawn(async move {
+        let server = axum::serve(admin_listener, crate::admin::router(admin_tx))
+            .with_graceful_shutdown(async move {
+                let _ = admin_shutdown.wait_for(|stop| *stop).await;
+            });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+    write_line(dir, LISTEN_ADDR_FILE, &listen.to_string())?;
+    write_line(dir, ADMIN_ADDR_FILE, &admin.to_string())?;
+    info!(member = %identity.member(), %listen, %admin, "node running");
+
+    let result = driver.run(shutdown).await;
+    listener_task.abort();
+    // Admin requests in flight get "shutting down"; give them a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    result?;
+    info!("node stopped");
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! The durable store: the engine's persist records and the address book, in
+//! one redb database (`node.redb` in the data directory).
+//!
+//! Layout:
+//!
+//! - table `records`, key `(context id, sequence)`, value `Record::encode()`:
+//!   every record the engine emitted, in emission order within a context.
+//!   A `Deleted` record is not stored: it removes every earlier record of its
+//!   context in the same write transaction (the compaction `record` allows).
+//!   Order across contexts does not matter to `Node::restore`, which groups
+//!   records by context.
+//! - table `meta`: `next_seq`, the next sequence number (never reused).
+//! - table `peers`, key member id, value the address to dial it at.
+//!
+//! Invariant: `commit` returns only once its write transaction is durable
+//! (redb's default `Durability::Immediate`: fsync'd), so a caller that sends
+//! nothing before `commit` returns never reveals an unpersisted record.
+//! One `commit` is one write transaction: a batch is stored whole or not at
+//! all.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use ctx_core::{MemberId, Record};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use thiserror::Error;
+
+const RECORDS: TableDefinition<([u8; 32], u64), &[u8]> = TableDefinition::new("records");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const PEERS: TableDefinition<[u8; 32], &str> = TableDefinition::new("peers");
+const NEXT_SEQ: &str = "next_seq";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("stored record of context {context} (sequence {seq}) is damaged: {reason}")]
+    Corrupt {
+        context: String,
+        seq: u64,
+        reason: String,
+    },
+}
+
+fn db_error<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+/// What a store held when it was opened.
+pub struct Loaded {
+    pub records: Vec<Record>,
+    pub peers: Vec<(MemberId, SocketAddr)>,
+}
+
+pub struct Store {
+    db: Database,
+    next_seq: u64,
+}
+
+impl Store {
+    /// Opens (or creates) the database and reads everything it holds.
+    pub fn open(path: &Path) -> Result<(Store, Loaded), StoreError> {
+        let db = Database::create(path).map_err(db_error)?;
+        // Create the tables so that a fresh database reads as empty.
+        let write = db.begin_write().map_err(db_error)?;
+        {
+            write.open_table(RECORDS).map_err(db_error)?;
+            write.open_table(META).map_err(db_error)?;
+            write.open_table(PEERS).map_err(db_error)?;
+        }
+        write.commit().map_err(db_error)?;
+
+        let read = db.begin_read().map_err(db_error)?;
+        let meta = read.open_table(META).map_err(db_error)?;
+        let next_seq = meta
+            .get(NEXT_SEQ)
+            .map_err(db_error)?
+            .map_or(0, |v| v.value());
+        let records_table = read.open_table(RECORDS).map_err(db_error)?;
+        let mut records = Vec::new();
+        for entry in records_table.iter().map_err(db_error)? {
+            let (key, value) = entry.map_err(db_error)?;
+            let (context, seq) = key.value();
+            let record = Record::decode(value.value()).map_err(|e| StoreError::Corrupt {
+                context: hex::encode(context),
+                seq,
+                reason: e.to_string(),
+            })?;
+            if record.context().0 != context {
+                return Err(StoreError::Corrupt {
+                    context: hex::encode(context),
+                    seq,
+                    reason: "stored under another context".into(),
+                });
+            }
+            records.push(record);
+        }
+        let peers_table = read.open_table(PEERS).map_err(db_error)?;
+        let mut peers = Vec::new();
+        for entry in peers_table.iter().map_err(db_error)? {
+            let (member, addr) = entry.map_err(db_error)?;
+            // An unparsable address is only a lost hint: skip it.
+            if let Ok(addr) = addr.value().parse() {
+                peers.push((MemberId(member.value()), addr));
+            }
+        }
+        drop((records_table, peers_table, meta, read));
+        Ok((Store { db, next_seq }, Loaded { records, peers }))
+    }
+
+    /// Stores a batch of records and address-book changes in one durable
+    /// write transaction.
+    pub fn commit(
+        &mut self,
+        records: &[Record],
+        peers: &[(MemberId, SocketAddr)],
+    ) -> Result<(), StoreError> {
+        if records.is_empty() && peers.is_empty() {
+            return Ok(());
+        }
+        let mut next_seq = self.next_seq;
+        let write = self.db.begin_write().map_err(db_error)?;
+        {
+            let mut table = write.open_table(RECORDS).map_err(db_error)?;
+            for record in records {
+                let context = record.context().0;
+                if let Record::Deleted { .. } = record {
+                    table
+                        .retain_in((context, 0)..=(context, u64::MAX), |_, _| false)
+                        .map_err(db_error)?;
+                    continue;
+                }
+                let bytes = record.encode();
+                table
+                    .insert((context, next_seq), bytes.as_slice())
+                    .map_err(db_error)?;
+                next_seq += 1;
+            }
+            let mut meta = write.open_table(META).map_err(db_error)?;
+            meta.insert(NEXT_SEQ, next_seq).map_err(db_error)?;
+            let mut table = write.open_table(PEERS).map_err(db_error)?;
+            for (member, addr) in peers {
+                table
+                    .insert(member.0, addr.to_string().as_str())
+                    .map_err(db_error)?;
+            }
+        }
+        write.commit().map_err(db_error)?;
+        self.next_seq = next_seq;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctx_core::ContextId;
+
+    #[test]
+    fn records_survive_reopen_and_deleted_compacts() {
+        let dir = std::env::temp_dir().join(format!("ctx-node-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("t.redb");
+        let a = ContextId([1; 32]);
+        let b = ContextId([2; 32]);
+        let via = MemberId([9; 32]);
+        let addr: SocketAddr = "127.0.0.1:7".parse().expect("addr");
+        {
+            let (mut store, loaded) = Store::open(&path).expect("open");
+            assert!(loaded.records.is_empty());
+            store
+                .commit(
+                    &[
+                        Record::Joining { context: a, via },
+                        Record::Joining { context: b, via },
+                    ],
+                    &[(via, addr)],
+                )
+                .expect("commit");
+            store
+                .commit(&[Record::Deleted { context: a }], &[])
+                .expect("commit");
+        }
+        let (_, loaded) = Store::open(&path).expect("reopen");
+        assert_eq!(loaded.records, vec![Record::Joining { context: b, via }]);
+        assert_eq!(loaded.peers, vec![(via, addr)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
