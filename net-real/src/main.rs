@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
@@ -17,6 +18,8 @@ mod bench;
 
 /// The admin address when none is given.
 const ADMIN_DEFAULT: &str = "127.0.0.1:7701";
+/// How often `context join` asks whether catchup finished.
+const JOIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// The peer address `run` listens on when none is given.
 const LISTEN_DEFAULT: &str = "0.0.0.0:7700";
 
@@ -93,11 +96,18 @@ enum ContextCommand {
     },
     /// Invite a member (its member id) into a context.
     Invite { context: String, member: String },
-    /// Join a context through the node at ADDR (its peer address).
+    /// Join a context through the node at ADDR (its peer address); waits
+    /// until caught up and a member.
     Join {
         context: String,
         #[arg(long)]
         via: String,
+        /// Return once the join is under way, without waiting for catchup.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for catchup.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
     },
     /// Leave a context and delete this node's copy.
     Leave { context: String },
@@ -249,14 +259,27 @@ fn context_command(client: &Client, command: ContextCommand) -> Result<()> {
             )?;
             println!("invited {member} (tx {})", text(&answer, "tx")?);
         }
-        ContextCommand::Join { context, via } => {
+        ContextCommand::Join {
+            context,
+            via,
+            no_wait,
+            timeout_ms,
+        } => {
             let answer = client.post(
                 &format!("/v1/contexts/{context}/join"),
                 &json!({ "via": via }),
             )?;
+            let via_member = text(&answer, "via_member")?;
+            if no_wait {
+                println!("joining through {via_member} (catching up)");
+                return Ok(());
+            }
+            let held = wait_for_membership(client, &context, Duration::from_millis(timeout_ms))
+                .with_context(|| format!("joining through {via_member}"))?;
             println!(
-                "joining through {} (catching up)",
-                text(&answer, "via_member")?
+                "joined through {via_member}: {} members, {} applied",
+                held["members"].as_array().map_or(0, Vec::len),
+                held["applied"]
             );
         }
         ContextCommand::Leave { context } => {
@@ -265,6 +288,31 @@ fn context_command(client: &Client, command: ContextCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Polls the node until it is a member of `context`; its status then.
+fn wait_for_membership(client: &Client, context: &str, timeout: Duration) -> Result<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answer = client.get(&format!("/v1/contexts/{context}"))?;
+        // The answer holds this one context.
+        let held = answer["contexts"]
+            .as_object()
+            .and_then(|contexts| contexts.values().next())
+            .cloned()
+            .unwrap_or(Value::Null);
+        if held["phase"] == "member" {
+            return Ok(held);
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "still {} after {} ms (the node keeps trying; see `ctx-node status {context}`)",
+                held["phase"].as_str().unwrap_or("catching up"),
+                timeout.as_millis()
+            );
+        }
+        std::thread::sleep(JOIN_POLL_INTERVAL);
+    }
 }
 
 fn text<'a>(answer: &'a Value, field: &str) -> Result<&'a str> {

@@ -283,7 +283,13 @@ pub fn kv_cluster(creator: &TestNode, others: &[&TestNode]) -> String {
     );
     for node in others {
         creator.cli_ok(&["context", "invite", &context, &node.member]);
-        node.cli_ok(&["context", "join", &context, "--via", &creator.listen]);
+        let out = node.cli_ok(&["context", "join", &context, "--via", &creator.listen]);
+        assert!(
+            out.starts_with(&format!("joined through {}", creator.member)),
+            "join waits for catchup: {out:?}"
+        );
+        let held = node.context_status(&context).expect("held after join");
+        assert_eq!(held["phase"], "member", "{}: {held}", node.name);
     }
     let mut all = vec![creator];
     all.extend_from_slice(others);
