@@ -350,8 +350,10 @@ impl Driver {
         let peers = std::mem::take(&mut self.dirty_peers);
         if !records.is_empty() || !peers.is_empty() {
             let store = &mut self.store;
+            let started = std::time::Instant::now();
             tokio::task::block_in_place(|| store.commit(&records, &peers))?;
-            debug!(records = records.len(), "committed");
+            let commit_us = started.elapsed().as_micros() as u64;
+            debug!(records = records.len(), commit_us, "committed");
         }
         for reply in self.deferred.drain(..) {
             reply();

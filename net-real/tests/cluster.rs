@@ -22,6 +22,12 @@ fn three_nodes_write_leave_and_converge() {
         node.start();
     }
     assert_eq!(a.cli_ok(&["id"]).trim(), a.member);
+    // `--admin` is global: accepted after the subcommand too.
+    let out = std::process::Command::new(support::BIN)
+        .args(["id", "--admin", &b.admin])
+        .output()
+        .expect("run ctx-node id");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), b.member);
 
     let context = kv_cluster(&a, &[&b, &c]);
     for (i, node) in [&a, &b, &c].iter().enumerate() {
