@@ -16,9 +16,10 @@
 //! ```
 //!
 //! Errors are `{"error": "..."}` with a 4xx status for a bad request (400
-//! malformed, 404 unknown, 409 conflicting with the node's state, 413 too
-//! large), 502 when a join's address does not answer, 503 while shutting
-//! down. Owns: the translation between HTTP and `AdminRequest`; it decides
+//! malformed, 404 unknown context or endpoint, 405 wrong method, 409
+//! conflicting with the node's state, 413 too large, 422 a call the engine
+//! refused), 502 when a join's address does not answer, 503 while shutting
+//! down or when a bound is reached (too many waits or joins at once). Owns: the translation between HTTP and `AdminRequest`; it decides
 //! nothing itself. Bodies are read with a limit (`ADMIN_BODY_BYTES_MAX`)
 //! before they are parsed.
 
@@ -27,7 +28,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -85,7 +87,9 @@ impl From<RequestError> for ApiError {
                 _ => StatusCode::BAD_REQUEST,
             },
             RequestError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
-            RequestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::ShuttingDown | RequestError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         };
         let message = match &error {
             RequestError::Command(CommandError::App(e)) => format!("invalid application: {e}"),
@@ -133,11 +137,19 @@ impl Admin {
 async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let bytes = axum::body::to_bytes(body, ADMIN_BODY_BYTES_MAX)
         .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over {ADMIN_BODY_BYTES_MAX} bytes"),
-            )
+        .map_err(|e| {
+            let over = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if over {
+                ApiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body over {ADMIN_BODY_BYTES_MAX} bytes"),
+                )
+            } else {
+                bad("could not read the request body")
+            }
         })?;
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -147,9 +159,20 @@ async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
-fn context_id(text: &str) -> Result<ContextId, ApiError> {
-    ContextId::from_hex(text)
-        .map_err(|_| bad(format!("bad context id {text:?}: expected 64 hex digits")))
+/// The `{ctx}` of a path, parsed; a bad one is a JSON 400 like any other.
+struct Ctx(ContextId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Ctx, ApiError> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| bad(format!("bad path: {}", rejection.body_text())))?;
+        ContextId::from_hex(&text)
+            .map(Ctx)
+            .map_err(|_| bad(format!("bad context id {text:?}: expected 64 hex digits")))
+    }
 }
 
 fn hex_of(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
@@ -198,11 +221,7 @@ async fn status_all(State(admin): State<Admin>) -> Result<Response, ApiError> {
     ok(status_json(&report, None))
 }
 
-async fn status_one(
-    State(admin): State<Admin>,
-    Path(ctx): Path<String>,
-) -> Result<Response, ApiError> {
-    let context = context_id(&ctx)?;
+async fn status_one(State(admin): State<Admin>, Ctx(context): Ctx) -> Result<Response, ApiError> {
     let report = admin.ask(|reply| AdminRequest::Status { reply }).await?;
     if !report.contexts.iter().any(|c| c.context == context) {
         return Err(RequestError::Command(CommandError::UnknownContext(context)).into());
@@ -233,10 +252,9 @@ struct InviteBody {
 
 async fn invite(
     State(admin): State<Admin>,
-    Path(ctx): Path<String>,
+    Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let context = context_id(&ctx)?;
     let body: InviteBody = body_json(body).await?;
     let member = MemberId::from_hex(&body.member).map_err(|_| {
         bad(format!(
@@ -262,10 +280,9 @@ struct JoinBody {
 
 async fn join(
     State(admin): State<Admin>,
-    Path(ctx): Path<String>,
+    Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let context = context_id(&ctx)?;
     let body: JoinBody = body_json(body).await?;
     let via = resolve(&body.via).await?;
     let member = admin
@@ -297,10 +314,9 @@ struct LeaveBody {}
 
 async fn leave(
     State(admin): State<Admin>,
-    Path(ctx): Path<String>,
+    Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let context = context_id(&ctx)?;
     let _: LeaveBody = body_json(body).await?;
     admin
         .ask(|reply| AdminRequest::Leave { context, reply })
@@ -339,10 +355,9 @@ fn outcome_text(outcome: &Outcome) -> String {
 
 async fn call(
     State(admin): State<Admin>,
-    Path(ctx): Path<String>,
+    Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let context = context_id(&ctx)?;
     let body: CallBody = body_json(body).await?;
     let input = body.input()?;
     let method = body.method;
@@ -359,10 +374,9 @@ async fn call(
 
 async fn view(
     State(admin): State<Admin>,
-    Path(ctx): Path<String>,
+    Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let context = context_id(&ctx)?;
     let body: CallBody = body_json(body).await?;
     let input = body.input()?;
     let method = body.method;
@@ -394,10 +408,9 @@ struct WaitBody {
 
 async fn wait(
     State(admin): State<Admin>,
-    Path(ctx): Path<String>,
+    Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let context = context_id(&ctx)?;
     let body: WaitBody = body_json(body).await?;
     let tx = TxId::from_hex(&body.tx)
         .map_err(|_| bad(format!("bad tx id {:?}: expected 64 hex digits", body.tx)))?;
@@ -412,6 +425,10 @@ async fn wait(
         })
         .await
         .map_err(|_| ApiError::from(RequestError::ShuttingDown))?;
-    let applied = matches!(tokio::time::timeout(limit, reply_rx).await, Ok(Ok(true)));
+    let applied = match tokio::time::timeout(limit, reply_rx).await {
+        Ok(Ok(answer)) => answer?,
+        Ok(Err(_)) => return Err(RequestError::ShuttingDown.into()),
+        Err(_) => false,
+    };
     ok(json!({ "applied": applied }))
 }

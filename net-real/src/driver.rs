@@ -16,9 +16,18 @@
 //!   again).
 //! - Time given to the engine is monotonic: milliseconds since the process
 //!   started (`Time` only needs differences; nothing stored holds a time).
-//! - One connection per peer: of two connections with a peer, both sides
-//!   keep the one dialled by the lower member id (the newer, when both were
-//!   dialled by the same side).
+//! - Nothing read from the engine's state leaves before what it shows is
+//!   durable: `status`, `view` and `wait` answers are released after the
+//!   batch's commit too.
+//! - One connection per peer: of two connections with a peer made within
+//!   `SIMULTANEOUS_DIAL_WINDOW` of each other, both sides keep the one
+//!   dialled by the lower member id (the newer, when both were dialled by
+//!   the same side); a connection that comes later replaces an older one,
+//!   since a peer dials only when it holds no connection with this node.
+//! - The address book holds at most `PEERS_MAX` members. Only addresses a
+//!   connection proved, of members named in a context this node holds, are
+//!   stored and gossiped; gossip only fills gaps, in memory, and a gossiped
+//!   address that fails a dial is forgotten.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -36,8 +45,9 @@ use tracing::{debug, info, warn};
 
 use crate::identity::Identity;
 use crate::limits::{
-    ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, INPUT_BATCH_MAX, JOIN_RESOLVE_TIMEOUT,
-    PEER_QUEUE_MAX, PEERS_MAX, WAITERS_MAX,
+    ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, CONNECTION_STABLE_AFTER, INPUT_BATCH_MAX,
+    JOIN_RESOLVE_TIMEOUT, JOINS_MAX, PEER_QUEUE_MAX, PEERS_MAX, SIMULTANEOUS_DIAL_WINDOW,
+    WAITERS_MAX,
 };
 use crate::net::{ConnId, ConnUp, Net, NetEvent};
 use crate::peer::PeerMessage;
@@ -52,6 +62,8 @@ pub enum RequestError {
     Unreachable { addr: SocketAddr, reason: String },
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error("{what}: at most {max} at once; try again")]
+    Busy { what: &'static str, max: usize },
 }
 
 pub type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
@@ -95,7 +107,7 @@ pub enum AdminRequest {
     Wait {
         context: ContextId,
         tx: TxId,
-        reply: oneshot::Sender<bool>,
+        reply: Reply<bool>,
     },
 }
 
@@ -123,12 +135,17 @@ pub enum DriverError {
 struct Conn {
     id: ConnId,
     initiated: bool,
+    since: Instant,
     outbox: mpsc::Sender<Vec<u8>>,
+    /// Dropped with the `Conn`, which closes the connection.
+    _closer: oneshot::Sender<()>,
 }
 
 #[derive(Default)]
 struct Peer {
     addr: Option<SocketAddr>,
+    /// Whether a connection proved `addr` (else gossip gave it).
+    addr_proven: bool,
     conn: Option<Conn>,
     dialing: bool,
     backoff: Duration,
@@ -167,7 +184,7 @@ pub struct Driver {
     joins: Vec<PendingJoin>,
     /// Replies released after the next commit.
     deferred: Vec<Deferred>,
-    waiters: HashMap<(ContextId, TxId), Vec<oneshot::Sender<bool>>>,
+    waiters: HashMap<(ContextId, TxId), Vec<Reply<bool>>>,
     waiter_count: usize,
     next_gossip_at: Instant,
 }
@@ -201,6 +218,7 @@ impl Driver {
                 member,
                 Peer {
                     addr: Some(addr),
+                    addr_proven: true,
                     ..Peer::default()
                 },
             );
@@ -259,15 +277,20 @@ impl Driver {
     }
 
     /// Takes what else is waiting, up to a batch, so that one commit serves
-    /// many inputs.
+    /// many inputs: the network and the admin API in turn, so that a busy
+    /// network cannot starve the operator.
     fn take_batch(&mut self) {
-        for _ in 0..INPUT_BATCH_MAX {
-            if let Ok(event) = self.net_events.try_recv() {
-                self.on_net(event);
-            } else if let Ok(request) = self.admin.try_recv() {
-                self.on_admin(request);
-            } else {
+        for _ in 0..INPUT_BATCH_MAX / 2 {
+            let event = self.net_events.try_recv().ok();
+            let request = self.admin.try_recv().ok();
+            if event.is_none() && request.is_none() {
                 break;
+            }
+            if let Some(event) = event {
+                self.on_net(event);
+            }
+            if let Some(request) = request {
+                self.on_admin(request);
             }
         }
     }
@@ -277,8 +300,13 @@ impl Driver {
         Time::from_ms(ms)
     }
 
+    /// The instant of an engine time; far in the future when it overflows
+    /// (a timer set with a huge configured interval).
     fn instant_of(&self, time: Time) -> Instant {
-        self.start + Duration::from_millis(time.as_ms())
+        let far = Duration::from_secs(86_400 * 365);
+        self.start
+            .checked_add(Duration::from_millis(time.as_ms()))
+            .unwrap_or_else(|| Instant::now() + far)
     }
 
     /// The earliest of: the engine's timer, a redial, a join's deadline, the
@@ -375,7 +403,7 @@ impl Driver {
                 if let Some(waiters) = self.waiters.remove(&(context, tx)) {
                     self.waiter_count -= waiters.len();
                     for waiter in waiters {
-                        let _ = waiter.send(true);
+                        let _ = waiter.send(Ok(true));
                     }
                 }
             }
@@ -410,7 +438,10 @@ impl Driver {
         let now = self.now();
         match request {
             AdminRequest::Status { reply } => {
-                let _ = reply.send(self.status());
+                let report = self.status();
+                self.deferred.push(Box::new(move || {
+                    let _ = reply.send(report);
+                }));
             }
             AdminRequest::Create { app, reply } => {
                 let result = self.node.create_context(now, &app);
@@ -449,7 +480,7 @@ impl Driver {
                 reply,
             } => {
                 let result = self.node.view(&context, &method, &input);
-                let _ = reply.send(result.map_err(RequestError::from));
+                self.reply_after_commit(reply, result.map_err(RequestError::from));
             }
             AdminRequest::Wait { context, tx, reply } => self.on_wait(context, tx, reply),
         }
@@ -466,6 +497,14 @@ impl Driver {
     }
 
     fn on_join(&mut self, context: ContextId, via: SocketAddr, reply: Reply<MemberId>) {
+        if self.joins.len() >= JOINS_MAX {
+            let busy = RequestError::Busy {
+                what: "joins waiting for an answer",
+                max: JOINS_MAX,
+            };
+            let _ = reply.send(Err(busy));
+            return;
+        }
         let known = self
             .peers
             .iter()
@@ -491,13 +530,19 @@ impl Driver {
         self.reply_after_commit(reply, result.map_err(RequestError::from));
     }
 
-    fn on_wait(&mut self, context: ContextId, tx: TxId, reply: oneshot::Sender<bool>) {
+    fn on_wait(&mut self, context: ContextId, tx: TxId, reply: Reply<bool>) {
+        if self.node.phase(&context).is_none() {
+            let unknown = RequestError::Command(CommandError::UnknownContext(context));
+            let _ = reply.send(Err(unknown));
+            return;
+        }
         if self
             .node
             .replica(&context)
             .is_some_and(|replica| replica.contains(&tx))
         {
-            let _ = reply.send(true);
+            // Applied, perhaps in this very batch: answered after its commit.
+            self.reply_after_commit(reply, Ok(true));
             return;
         }
         if self.waiter_count >= WAITERS_MAX {
@@ -507,7 +552,11 @@ impl Driver {
             });
             self.waiter_count = self.waiters.values().map(Vec::len).sum();
             if self.waiter_count >= WAITERS_MAX {
-                let _ = reply.send(false);
+                let busy = RequestError::Busy {
+                    what: "waits",
+                    max: WAITERS_MAX,
+                };
+                let _ = reply.send(Err(busy));
                 return;
             }
         }
@@ -551,9 +600,18 @@ impl Driver {
             },
             NetEvent::Down { conn, member } => {
                 if let Some(peer) = self.peers.get_mut(&member)
-                    && peer.conn.as_ref().is_some_and(|c| c.id == conn)
+                    && let Some(lost) = peer.conn.take_if(|c| c.id == conn)
                 {
-                    peer.conn = None;
+                    // A connection that did not last counts as a failed
+                    // dial: a peer that accepts and then drops us is not
+                    // redialled in a tight loop.
+                    if lost.since.elapsed() >= CONNECTION_STABLE_AFTER {
+                        peer.backoff = Duration::ZERO;
+                        peer.next_dial_at = None;
+                    } else {
+                        peer.backoff = (peer.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                        peer.next_dial_at = Some(Instant::now() + peer.backoff);
+                    }
                 }
             }
             NetEvent::DialFailed {
@@ -565,6 +623,11 @@ impl Driver {
                     && let Some(peer) = self.peers.get_mut(&member)
                 {
                     peer.dialing = false;
+                    if !peer.addr_proven {
+                        // Gossip gave it and it does not answer as that
+                        // member: forget it, so a better one can fill in.
+                        peer.addr = None;
+                    }
                     peer.backoff = (peer.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
                     peer.next_dial_at = Some(Instant::now() + peer.backoff);
                     debug!(peer = %member.short(), %addr, %error, backoff_ms = peer.backoff.as_millis() as u64, "dial failed");
@@ -591,6 +654,7 @@ impl Driver {
             dial_addr,
             dialed,
             outbox,
+            closer,
         } = up;
         // Joins waiting to learn who answers at the dialled address.
         if let Some(dialed) = dialed {
@@ -606,10 +670,11 @@ impl Driver {
             // This node dialled itself (a join via its own address): drop it.
             return;
         }
-        if !self.peers.contains_key(&member) && self.peers.len() >= PEERS_MAX {
+        if !self.make_room(member) {
             warn!(peer = %member.short(), max = PEERS_MAX, "address book full; connection dropped");
             return;
         }
+        let named = self.is_named(&member);
         let preferred = |initiated: bool| initiated == (self.me < member);
         let peer = self.peers.entry(member).or_default();
         if initiated {
@@ -617,6 +682,9 @@ impl Driver {
         }
         let keep = match &peer.conn {
             None => true,
+            // The peer dialled long after this connection was made: it
+            // lost its end (a restart, a dead link), so this one is stale.
+            Some(old) if old.since.elapsed() >= SIMULTANEOUS_DIAL_WINDOW => true,
             Some(old) if preferred(old.initiated) != preferred(initiated) => preferred(initiated),
             Some(_) => true,
         };
@@ -627,14 +695,17 @@ impl Driver {
         peer.conn = Some(Conn {
             id: conn,
             initiated,
+            since: Instant::now(),
             outbox,
+            _closer: closer,
         });
-        peer.backoff = Duration::ZERO;
         peer.next_dial_at = None;
         let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
-        let learned = peer.addr != Some(dial_addr);
-        if learned {
-            peer.addr = Some(dial_addr);
+        let moved = peer.addr != Some(dial_addr);
+        let newly_proven = moved || !peer.addr_proven;
+        peer.addr = Some(dial_addr);
+        peer.addr_proven = true;
+        if newly_proven && named {
             self.dirty_peers.push((member, dial_addr));
         }
         let book = PeerMessage::encode_peers(&self.address_book());
@@ -642,8 +713,8 @@ impl Driver {
         for message in queued {
             self.send(member, message);
         }
-        if learned {
-            // Tell the others where the new member is.
+        if moved && named {
+            // Tell the others where the member is.
             let entry = PeerMessage::encode_peers(&[(member, dial_addr)]);
             let others: Vec<MemberId> = self
                 .peers
@@ -657,29 +728,65 @@ impl Driver {
         }
     }
 
-    /// Gossip fills in members with no known address; direct connections
-    /// override it.
+    /// Gossip fills in members with no known address, in memory only;
+    /// connections prove addresses and override it.
     fn on_address_book(&mut self, entries: Vec<(MemberId, SocketAddr)>) {
         for (member, addr) in entries {
-            if member == self.me
-                || (!self.peers.contains_key(&member) && self.peers.len() >= PEERS_MAX)
-            {
+            if member == self.me || !self.make_room(member) {
                 continue;
             }
             let peer = self.peers.entry(member).or_default();
             if peer.addr.is_none() {
                 peer.addr = Some(addr);
-                self.dirty_peers.push((member, addr));
+                peer.addr_proven = false;
                 self.maybe_dial(member);
             }
         }
     }
 
+    /// What this node gossips: proven addresses of members named in a
+    /// context it holds.
     fn address_book(&self) -> Vec<(MemberId, SocketAddr)> {
         self.peers
             .iter()
+            .filter(|(m, p)| p.addr_proven && self.is_named(m))
             .filter_map(|(m, p)| Some((*m, p.addr?)))
             .collect()
+    }
+
+    /// Whether the engine names `member` (invited, member or left) in any
+    /// context this node holds. The engine decides membership; this only
+    /// decides which addresses are worth keeping.
+    fn is_named(&self, member: &MemberId) -> bool {
+        self.node.context_ids().any(|context| {
+            self.node
+                .replica(&context)
+                .is_some_and(|replica| replica.membership().status(member).is_some())
+        })
+    }
+
+    /// Whether `member` has, or now has room for, an entry in the address
+    /// book. When it is full, an idle entry (no connection, no dial, nothing
+    /// queued) of a member no context names makes room.
+    fn make_room(&mut self, member: MemberId) -> bool {
+        if self.peers.contains_key(&member) || self.peers.len() < PEERS_MAX {
+            return true;
+        }
+        let idle = self
+            .peers
+            .iter()
+            .find(|(m, p)| {
+                p.conn.is_none() && !p.dialing && p.queue.is_empty() && !self.is_named(m)
+            })
+            .map(|(m, _)| *m);
+        match idle {
+            Some(evicted) => {
+                self.peers.remove(&evicted);
+                debug!(peer = %evicted.short(), "address book full; forgot an idle stranger");
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sends an encoded peer message to `to`: on its connection, or queued
@@ -688,7 +795,7 @@ impl Driver {
         if to == self.me {
             return;
         }
-        if !self.peers.contains_key(&to) && self.peers.len() >= PEERS_MAX {
+        if !self.make_room(to) {
             return;
         }
         let peer = self.peers.entry(to).or_default();

@@ -21,13 +21,22 @@ pub const CHUNK_BYTES_MAX: usize = FRAME_BYTES_MAX - NOISE_TAG_BYTES - 1;
 /// the engine) plus the peer header.
 pub const PEER_MESSAGE_BYTES_MAX: usize = ctx_core::limits::MESSAGE_BYTES_MAX + 1024;
 
+/// The largest identity proof (member id, signature, hello), read before
+/// the peer is authenticated: one frame's plaintext.
+pub const PROOF_BYTES_MAX: usize = CHUNK_BYTES_MAX;
+
 /// The whole handshake (Noise XX plus the identity proof) must finish within
 /// this, or the connection is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connections on the peer port at once (inbound and outbound together);
-/// an inbound connection above it is closed at once.
-pub const CONNECTIONS_MAX: usize = 256;
+/// Inbound connections on the peer port at once, handshaking or
+/// established; one above it is closed at once.
+pub const CONNECTIONS_INBOUND_MAX: usize = 192;
+
+/// Outbound connections (dials) at once. A budget of their own, so that
+/// strangers holding inbound slots cannot stop this node from dialling
+/// its peers.
+pub const CONNECTIONS_OUTBOUND_MAX: usize = 64;
 
 /// Members in the address book, and entries in one address-book message.
 pub const PEERS_MAX: usize = 4_096;
@@ -66,14 +75,27 @@ pub const PEER_PROBES_MAX: u32 = 3;
 /// whatever the dead connection swallowed.
 pub const PEER_UNACKED_MAX: Duration = Duration::from_secs(30);
 
+/// Two connections with one peer made within this of each other are a
+/// simultaneous dial, settled by member id; a connection made later
+/// replaces the older one.
+pub const SIMULTANEOUS_DIAL_WINDOW: Duration = Duration::from_secs(10);
+
+/// A connection that ends sooner than this after it was made counts as a
+/// failed dial (the backoff grows); one that lasted resets the backoff.
+pub const CONNECTION_STABLE_AFTER: Duration = Duration::from_secs(5);
+
+/// Joins waiting to learn who answers at their address.
+pub const JOINS_MAX: usize = 64;
+
 /// How long `context join --via ADDR` waits to learn who is at ADDR.
 pub const JOIN_RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often every connected peer is sent the whole address book.
 pub const ADDRESS_GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Inputs (peer messages, admin requests, connection events) queued for the
-/// engine task; a full queue makes readers wait (TCP back-pressure).
+/// Inputs queued for the engine task, in each of its two queues: one for
+/// the network (peer messages, connection events), one for admin requests.
+/// A full queue makes its senders wait (for readers, TCP back-pressure).
 pub const INBOX_MAX: usize = 4_096;
 
 /// Inputs the engine task takes in one batch before it commits and sends.

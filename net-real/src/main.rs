@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use ctx_core::Config;
 use ctx_node::client::Client;
 use ctx_node::identity::Identity;
+use ctx_node::limits::CLIENT_TIMEOUT;
 use ctx_node::server::{self, Settings};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -53,23 +54,9 @@ enum Command {
     #[command(subcommand)]
     Context(ContextCommand),
     /// Make a call: a transaction every member applies.
-    Call {
-        context: String,
-        method: String,
-        /// Arguments: a plain word is UTF-8, `u64:N` 8 little-endian bytes,
-        /// `hex:..` raw bytes.
-        args: Vec<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Call(Invocation),
     /// Run a read-only call against this node's state.
-    View {
-        context: String,
-        method: String,
-        args: Vec<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    View(Invocation),
     /// Wait until a transaction is applied on this node.
     Wait {
         context: String,
@@ -85,6 +72,34 @@ enum Command {
     },
     /// Load generator: calls per second and call-to-applied-everywhere latency.
     Bench(bench::BenchArgs),
+}
+
+/// A method and its arguments, for `call` and `view`.
+#[derive(clap::Args)]
+struct Invocation {
+    context: String,
+    method: String,
+    /// Arguments: a plain word is UTF-8, `u64:N` 8 little-endian bytes,
+    /// `hex:..` raw bytes.
+    args: Vec<String>,
+    /// Print the node's JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Invocation {
+    /// Posts to the context's `endpoint` (`call` or `view`); the answer,
+    /// printed first when `--json` asked for it.
+    fn send(&self, client: &Client, endpoint: &str) -> Result<Value> {
+        let answer = client.post(
+            &format!("/v1/contexts/{}/{endpoint}", self.context),
+            &json!({ "method": self.method, "args": self.args }),
+        )?;
+        if self.json {
+            println!("{answer}");
+        }
+        Ok(answer)
+    }
 }
 
 #[derive(Subcommand)]
@@ -171,35 +186,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Context(command) => context_command(&client(), command),
-        Command::Call {
-            context,
-            method,
-            args,
-            json,
-        } => {
-            let answer = client().post(
-                &format!("/v1/contexts/{context}/call"),
-                &json!({ "method": method, "args": args }),
-            )?;
-            if json {
-                println!("{answer}");
-            } else {
+        Command::Call(call) => {
+            let answer = call.send(&client(), "call")?;
+            if !call.json {
                 println!("{} {}", text(&answer, "tx")?, text(&answer, "outcome")?);
             }
             Ok(())
         }
-        Command::View {
-            context,
-            method,
-            args,
-            json,
-        } => {
-            let answer = client().post(
-                &format!("/v1/contexts/{context}/view"),
-                &json!({ "method": method, "args": args }),
-            )?;
-            if json {
-                println!("{answer}");
+        Command::View(view) => {
+            let answer = view.send(&client(), "view")?;
+            if view.json {
                 return Ok(());
             }
             if answer.get("ok").and_then(Value::as_bool) != Some(true) {
@@ -214,7 +210,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             tx,
             timeout_ms,
         } => {
-            let answer = client().post(
+            // The node answers within the wait (at most 120 s); the client
+            // waits a little longer than that, so it hears the answer.
+            let admin = admin.as_deref().unwrap_or(ADMIN_DEFAULT);
+            let patience = Duration::from_millis(timeout_ms) + Duration::from_secs(10);
+            let client = Client::with_timeout(admin, patience.max(CLIENT_TIMEOUT));
+            let answer = client.post(
                 &format!("/v1/contexts/{context}/wait"),
                 &json!({ "tx": tx, "timeout_ms": timeout_ms }),
             )?;

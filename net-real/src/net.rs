@@ -7,7 +7,9 @@
 //! Invariants: a connection is announced only after the Noise handshake and
 //! the identity proof succeeded; a bad frame, a failed decryption or an
 //! undecodable peer message closes that connection only; at most
-//! `CONNECTIONS_MAX` connections exist at once.
+//! `CONNECTIONS_INBOUND_MAX` inbound and `CONNECTIONS_OUTBOUND_MAX` outbound
+//! connections exist at once; a connection whose `ConnUp::closer` is
+//! dropped (the engine task did not keep it) is closed, both ways.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ctx_core::MemberId;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::limits::{
-    CONNECTION_QUEUE_MAX, CONNECTIONS_MAX, DIAL_TIMEOUT, HANDSHAKE_TIMEOUT, PEER_IDLE_BEFORE_PROBE,
-    PEER_PROBE_INTERVAL, PEER_PROBES_MAX, PEER_UNACKED_MAX,
+    CONNECTION_QUEUE_MAX, CONNECTIONS_INBOUND_MAX, CONNECTIONS_OUTBOUND_MAX, DIAL_TIMEOUT,
+    HANDSHAKE_TIMEOUT, PEER_IDLE_BEFORE_PROBE, PEER_PROBE_INTERVAL, PEER_PROBES_MAX,
+    PEER_UNACKED_MAX,
 };
 use crate::peer::{Hello, PeerMessage};
 use crate::secure::{Session, handshake};
@@ -41,6 +44,8 @@ pub struct ConnUp {
     pub dialed: Option<SocketAddr>,
     /// The writer's queue: encoded peer messages.
     pub outbox: mpsc::Sender<Vec<u8>>,
+    /// Dropping it closes the connection (reader and writer).
+    pub closer: oneshot::Sender<()>,
 }
 
 /// What the network tasks tell the engine task.
@@ -90,7 +95,8 @@ fn tune(stream: &TcpStream) {
 pub struct Net {
     secret: [u8; 32],
     hello: Vec<u8>,
-    permits: Arc<Semaphore>,
+    inbound: Arc<Semaphore>,
+    outbound: Arc<Semaphore>,
     next_conn: AtomicU64,
     events: mpsc::Sender<NetEvent>,
 }
@@ -100,7 +106,8 @@ impl Net {
         Arc::new(Net {
             secret,
             hello: hello.encode(),
-            permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            inbound: Arc::new(Semaphore::new(CONNECTIONS_INBOUND_MAX)),
+            outbound: Arc::new(Semaphore::new(CONNECTIONS_OUTBOUND_MAX)),
             next_conn: AtomicU64::new(1),
             events,
         })
@@ -118,8 +125,8 @@ impl Net {
                     continue;
                 }
             };
-            let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
-                warn!(%source, max = CONNECTIONS_MAX, "too many connections; closing a new one");
+            let Ok(permit) = Arc::clone(&self.inbound).try_acquire_owned() else {
+                warn!(%source, max = CONNECTIONS_INBOUND_MAX, "too many inbound connections; closing a new one");
                 continue;
             };
             let net = Arc::clone(&self);
@@ -186,9 +193,9 @@ impl Net {
         addr: SocketAddr,
         expected: Option<MemberId>,
     ) -> Result<(), String> {
-        let permit = Arc::clone(&self.permits)
+        let permit = Arc::clone(&self.outbound)
             .try_acquire_owned()
-            .map_err(|_| format!("too many connections (at most {CONNECTIONS_MAX})"))?;
+            .map_err(|_| format!("too many dials (at most {CONNECTIONS_OUTBOUND_MAX})"))?;
         let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
@@ -233,6 +240,7 @@ impl Net {
         info!(peer = %peer.short(), %dial_addr, initiated, conn, "peer connected");
         let (read, write) = stream.into_split();
         let (outbox, mut queue) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE_MAX);
+        let (closer, mut closed) = oneshot::channel::<()>();
         let up = ConnUp {
             conn,
             member: peer,
@@ -240,6 +248,7 @@ impl Net {
             dial_addr,
             dialed,
             outbox,
+            closer,
         };
         if self.events.send(NetEvent::Up(up)).await.is_err() {
             return;
@@ -256,7 +265,15 @@ impl Net {
         });
         let mut read = tokio::io::BufReader::new(read);
         loop {
-            let bytes = match receiver.recv(&mut read).await {
+            // A half-read message is abandoned with the connection.
+            let received = tokio::select! {
+                _ = &mut closed => {
+                    debug!(peer = %peer.short(), conn, "connection not kept; closed");
+                    break;
+                }
+                received = receiver.recv(&mut read) => received,
+            };
+            let bytes = match received {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     debug!(peer = %peer.short(), conn, error = %e, "peer connection ended");

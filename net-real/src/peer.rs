@@ -12,9 +12,12 @@
 //! Address discovery: a node learns a member's address from a connection it
 //! dialled (the address it dialled), from the member's own hello (its
 //! advertised address, or the connection's source IP with its listen port),
-//! and from gossip. Gossip only fills in members with no known address, and
-//! an address is only a hint: whoever answers there must still prove the
-//! member's identity in the handshake, so a false entry costs a failed dial.
+//! and from gossip. Gossip only fills in members with no known address, in
+//! memory, and an address is only a hint: whoever answers there must still
+//! prove the member's identity in the handshake, so a false entry costs a
+//! failed dial, after which it is forgotten. What a node stores and gossips
+//! on is decided in `driver` (addresses a connection proved, of members its
+//! contexts name).
 
 use std::net::{IpAddr, SocketAddr};
 

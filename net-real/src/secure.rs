@@ -30,7 +30,9 @@ use snow::StatelessTransportState;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::limits::{CHUNK_BYTES_MAX, FRAME_BYTES_MAX, NOISE_TAG_BYTES, PEER_MESSAGE_BYTES_MAX};
+use crate::limits::{
+    CHUNK_BYTES_MAX, FRAME_BYTES_MAX, NOISE_TAG_BYTES, PEER_MESSAGE_BYTES_MAX, PROOF_BYTES_MAX,
+};
 
 /// The Noise protocol of the peer port.
 pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
@@ -50,8 +52,8 @@ pub enum SecureError {
     Io(#[from] std::io::Error),
     #[error("frame of {0} bytes refused (at most {FRAME_BYTES_MAX})")]
     FrameTooLarge(usize),
-    #[error("message of more than {PEER_MESSAGE_BYTES_MAX} bytes refused")]
-    MessageTooLarge,
+    #[error("message of more than {max} bytes refused")]
+    MessageTooLarge { max: usize },
     #[error("noise: {0}")]
     Noise(#[from] snow::Error),
     #[error("empty transport message")]
@@ -182,7 +184,8 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let bytes = postcard::to_stdvec(&proof).expect("encoding into a Vec cannot fail");
     sender.send(stream, &bytes).await?;
-    let bytes = receiver.recv(stream).await?;
+    // Nobody is authenticated yet: the proof may take one frame, no more.
+    let bytes = receiver.recv_at_most(stream, PROOF_BYTES_MAX).await?;
     let proof: Proof = postcard::from_bytes(&bytes)
         .map_err(|e| SecureError::Proof(format!("undecodable: {e}")))?;
     if proof.version != PROOF_VERSION {
@@ -223,7 +226,9 @@ impl Sender {
         message: &[u8],
     ) -> Result<(), SecureError> {
         if message.len() > PEER_MESSAGE_BYTES_MAX {
-            return Err(SecureError::MessageTooLarge);
+            return Err(SecureError::MessageTooLarge {
+                max: PEER_MESSAGE_BYTES_MAX,
+            });
         }
         let mut plain = Vec::with_capacity(CHUNK_BYTES_MAX + 1);
         let mut cipher = vec![0u8; FRAME_BYTES_MAX];
@@ -253,6 +258,15 @@ impl Receiver {
         &mut self,
         reader: &mut R,
     ) -> Result<Vec<u8>, SecureError> {
+        self.recv_at_most(reader, PEER_MESSAGE_BYTES_MAX).await
+    }
+
+    /// Receives one whole message of at most `max` bytes.
+    async fn recv_at_most<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        max: usize,
+    ) -> Result<Vec<u8>, SecureError> {
         let mut plain = vec![0u8; FRAME_BYTES_MAX];
         loop {
             let frame = read_frame(reader).await?;
@@ -261,8 +275,8 @@ impl Receiver {
                 .read_message(self.nonce, &frame, &mut plain)?;
             self.nonce += 1;
             let (&last, chunk) = plain[..len].split_first().ok_or(SecureError::EmptyChunk)?;
-            if self.partial.len() + chunk.len() > PEER_MESSAGE_BYTES_MAX {
-                return Err(SecureError::MessageTooLarge);
+            if self.partial.len() + chunk.len() > max {
+                return Err(SecureError::MessageTooLarge { max });
             }
             self.partial.extend_from_slice(chunk);
             if last != 0 {

@@ -153,6 +153,15 @@ fn bad_admin_requests(a: &TestNode, context: &str) {
     assert!(message.contains("u64:"), "{message}");
     let (status, _) = status_of(client.get("/v1/nothing"));
     assert_eq!(status, 404);
+    // A path that is not even UTF-8 is a JSON 400 too.
+    let (status, message) = status_of(client.post("/v1/contexts/%ff/call", &json!({})));
+    assert_eq!(status, 400, "{message}");
+    // Waiting in a context this node does not hold is a 404, not a timeout.
+    let (status, message) = status_of(client.post(
+        &format!("/v1/contexts/{}/wait", "00".repeat(32)),
+        &json!({"tx": "11".repeat(32), "timeout_ms": 100}),
+    ));
+    assert_eq!(status, 404, "{message}");
     // An app that is not WebAssembly is refused at create, with a clear line.
     let junk = a.dir.join("junk.wasm");
     std::fs::write(&junk, b"\0asm\x01\0\0\0garbage").expect("write");
@@ -184,45 +193,42 @@ fn clone_addr(node: &TestNode, admin: &str) -> TestNode {
     other
 }
 
+/// Connects to `addr`, writes `bytes`, and says whether the node closed
+/// the connection (rather than leaving it open until the read timed out).
+fn closes_after(addr: &str, bytes: &[u8]) -> bool {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream.write_all(bytes).expect("write");
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return e.kind() != std::io::ErrorKind::WouldBlock
+                    && e.kind() != std::io::ErrorKind::TimedOut;
+            }
+        }
+    }
+}
+
 fn bad_peer_traffic(a: &TestNode, b: &TestNode, context: &str) {
     // Garbage instead of a handshake: the node closes that connection.
-    let mut stream = TcpStream::connect(&a.listen).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    stream
-        .write_all(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8])
-        .expect("write");
-    let mut buf = [0u8; 256];
-    let closed = loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(_) => continue,
-            Err(e) => {
-                break e.kind() != std::io::ErrorKind::WouldBlock
-                    && e.kind() != std::io::ErrorKind::TimedOut;
-            }
-        }
-    };
-    assert!(closed, "garbage closes the connection");
+    assert!(
+        closes_after(&a.listen, &[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+        "garbage closes the connection"
+    );
     // An oversized frame is refused before anything is read into memory.
-    let mut stream = TcpStream::connect(&a.listen).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    stream.write_all(&u32::MAX.to_be_bytes()).expect("write");
-    let closed = loop {
-        match stream.read(&mut buf) {
-            Ok(0) => break true,
-            Ok(_) => continue,
-            Err(e) => {
-                break e.kind() != std::io::ErrorKind::WouldBlock
-                    && e.kind() != std::io::ErrorKind::TimedOut;
-            }
-        }
-    };
-    assert!(closed, "an oversized frame closes the connection");
     assert!(a.log().contains("peer handshake failed"));
+    assert!(
+        closes_after(&a.listen, &u32::MAX.to_be_bytes()),
+        "an oversized frame closes the connection"
+    );
+    eventually("the oversized frame is logged", &[a], || {
+        a.log().contains("frame of 4294967295 bytes refused")
+    });
     // The cluster is undisturbed.
     a.cli_ok(&["call", context, "set", "still", "fine"]);
     converged(context, &[a, b]);
@@ -283,5 +289,88 @@ fn run_from_a_config_file() {
     );
     refused("listen = \"127.0.0.1:0\"\n", "no data directory");
     drop(node);
+    support::cleanup(&root);
+}
+
+/// A stranger (any key can complete a handshake) gossips made-up members.
+/// The node may keep them in memory as hints, but it neither stores them
+/// nor passes them on: what it gossips are addresses a connection proved,
+/// of members named in its contexts.
+#[test]
+fn strangers_cannot_poison_the_address_book() {
+    use ctx_core::MemberId;
+    use ctx_node::peer::{Hello, PeerMessage};
+    use ctx_node::secure::{Session, handshake};
+
+    let root = test_dir("gossip");
+    let mut a = TestNode::init(&root, "a");
+    let mut b = TestNode::init(&root, "b");
+    a.start();
+    b.start();
+    let context = kv_cluster(&a, &[&b]);
+
+    let fakes: Vec<(MemberId, std::net::SocketAddr)> = (1..=50u8)
+        .map(|i| (MemberId([i; 32]), "127.0.0.1:9".parse().expect("addr")))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let hello = Hello {
+        listen_port: 9,
+        advertise: None,
+    }
+    .encode();
+    let connect = |secret: [u8; 32]| {
+        let hello = hello.clone();
+        let addr = a.listen.clone();
+        runtime.block_on(async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            let session = handshake(&mut stream, &secret, true, hello, None)
+                .await
+                .expect("any key completes a handshake");
+            (stream, session)
+        })
+    };
+    // The first stranger gossips the fakes.
+    let (mut stream, Session { mut sender, .. }) = connect([7; 32]);
+    runtime
+        .block_on(sender.send(&mut stream, &PeerMessage::encode_peers(&fakes)))
+        .expect("send gossip");
+    eventually("a holds the hints in memory", &[&a], || {
+        a.status().is_some_and(|s| {
+            s["peers"]
+                .as_array()
+                .is_some_and(|peers| peers.len() >= fakes.len())
+        })
+    });
+    // A second stranger is sent a's book on connecting: b, and only b.
+    let (mut stream2, Session { mut receiver, .. }) = connect([8; 32]);
+    let book = runtime
+        .block_on(receiver.recv(&mut stream2))
+        .expect("a sends its book");
+    let Ok(PeerMessage::Peers(entries)) = PeerMessage::decode(&book) else {
+        panic!("the first message is the address book");
+    };
+    let members: Vec<String> = entries.iter().map(|(m, _)| m.to_hex()).collect();
+    assert_eq!(members, vec![b.member.clone()], "a gossips only b");
+    drop((stream, stream2));
+
+    // Nothing of the strangers is stored: after a restart only b is known.
+    a.terminate();
+    a.start();
+    let peers = a.status().expect("status")["peers"].clone();
+    let known: Vec<&str> = peers
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["member"].as_str())
+        .collect();
+    assert_eq!(known, vec![b.member.as_str()], "{peers}");
+    a.cli_ok(&["call", &context, "set", "after", "gossip"]);
+    converged(&context, &[&a, &b]);
+    drop((a, b));
     support::cleanup(&root);
 }
