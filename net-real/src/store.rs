@@ -9,7 +9,9 @@
 //!   context in the same write transaction (the compaction `record` allows).
 //!   Order across contexts does not matter to `Node::restore`, which groups
 //!   records by context.
-//! - table `meta`: `next_seq`, the next sequence number (never reused).
+//! - table `meta`: `schema`, the layout's version (`SCHEMA_VERSION`; a
+//!   database of another version is refused, not misread), and `next_seq`,
+//!   the next sequence number (never reused).
 //! - table `peers`, key member id, value the address to dial it at.
 //!
 //! Invariant: `commit` returns only once its write transaction is durable
@@ -29,11 +31,19 @@ const RECORDS: TableDefinition<([u8; 32], u64), &[u8]> = TableDefinition::new("r
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const PEERS: TableDefinition<[u8; 32], &str> = TableDefinition::new("peers");
 const NEXT_SEQ: &str = "next_seq";
+const SCHEMA: &str = "schema";
+
+/// The version of this layout, stored in `meta` when a database is made.
+pub const SCHEMA_VERSION: u64 = 1;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] redb::Error),
+    #[error(
+        "the database's layout is version {found}; this ctx-node reads version {SCHEMA_VERSION}"
+    )]
+    Schema { found: u64 },
     #[error("stored record of context {context} (sequence {seq}) is damaged: {reason}")]
     Corrupt {
         context: String,
@@ -61,12 +71,21 @@ impl Store {
     /// Opens (or creates) the database and reads everything it holds.
     pub fn open(path: &Path) -> Result<(Store, Loaded), StoreError> {
         let db = Database::create(path).map_err(db_error)?;
-        // Create the tables so that a fresh database reads as empty.
+        // Create the tables so that a fresh database reads as empty, and
+        // stamp a fresh one with its layout's version.
         let write = db.begin_write().map_err(db_error)?;
         {
             write.open_table(RECORDS).map_err(db_error)?;
-            write.open_table(META).map_err(db_error)?;
             write.open_table(PEERS).map_err(db_error)?;
+            let mut meta = write.open_table(META).map_err(db_error)?;
+            let found = meta.get(SCHEMA).map_err(db_error)?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert(SCHEMA, SCHEMA_VERSION).map_err(db_error)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(found) => return Err(StoreError::Schema { found }),
+            }
         }
         write.commit().map_err(db_error)?;
 
@@ -182,9 +201,22 @@ mod tests {
                 .commit(&[Record::Deleted { context: a }], &[])
                 .expect("commit");
         }
-        let (_, loaded) = Store::open(&path).expect("reopen");
+        let (store, loaded) = Store::open(&path).expect("reopen");
         assert_eq!(loaded.records, vec![Record::Joining { context: b, via }]);
         assert_eq!(loaded.peers, vec![(via, addr)]);
+
+        // A database of another layout is refused, and says which.
+        let write = store.db.begin_write().expect("write");
+        write
+            .open_table(META)
+            .expect("meta")
+            .insert(SCHEMA, SCHEMA_VERSION + 1)
+            .expect("insert");
+        write.commit().expect("commit");
+        drop(store);
+        let error = Store::open(&path).err().expect("refused");
+        assert!(matches!(error, StoreError::Schema { found } if found == SCHEMA_VERSION + 1));
+        assert!(error.to_string().contains("version 2"), "{error}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
