@@ -146,6 +146,8 @@ struct Peer {
     addr: Option<SocketAddr>,
     /// Whether a connection proved `addr` (else gossip gave it).
     addr_proven: bool,
+    /// Whether `addr` is in the store.
+    addr_stored: bool,
     conn: Option<Conn>,
     dialing: bool,
     backoff: Duration,
@@ -219,6 +221,7 @@ impl Driver {
                 Peer {
                     addr: Some(addr),
                     addr_proven: true,
+                    addr_stored: true,
                     ..Peer::default()
                 },
             );
@@ -356,6 +359,7 @@ impl Driver {
         }
         if self.next_gossip_at <= instant {
             self.next_gossip_at = instant + ADDRESS_GOSSIP_INTERVAL;
+            self.store_named_addresses();
             let book = PeerMessage::encode_peers(&self.address_book());
             let connected: Vec<MemberId> = self
                 .peers
@@ -408,7 +412,10 @@ impl Driver {
                 }
             }
             Event::Created { context } => info!(context = %context, "context created"),
-            Event::Joined { context } => info!(context = %context, "joined context"),
+            Event::Joined { context } => {
+                info!(context = %context, "joined context");
+                self.store_named_addresses();
+            }
             Event::Left { context } => info!(context = %context, "left context"),
             Event::Reordered {
                 context,
@@ -702,11 +709,13 @@ impl Driver {
         peer.next_dial_at = None;
         let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
         let moved = peer.addr != Some(dial_addr);
-        let newly_proven = moved || !peer.addr_proven;
+        if moved || !peer.addr_proven {
+            peer.addr_stored = false;
+        }
         peer.addr = Some(dial_addr);
         peer.addr_proven = true;
-        if newly_proven && named {
-            self.dirty_peers.push((member, dial_addr));
+        if named {
+            self.store_address(member);
         }
         let book = PeerMessage::encode_peers(&self.address_book());
         self.send(member, book);
@@ -752,6 +761,33 @@ impl Driver {
             .filter(|(m, p)| p.addr_proven && self.is_named(m))
             .filter_map(|(m, p)| Some((*m, p.addr?)))
             .collect()
+    }
+
+    /// Stores `member`'s address with the next commit, if a connection
+    /// proved it and it is not stored yet.
+    fn store_address(&mut self, member: MemberId) {
+        if let Some(peer) = self.peers.get_mut(&member)
+            && peer.addr_proven
+            && !peer.addr_stored
+            && let Some(addr) = peer.addr
+        {
+            peer.addr_stored = true;
+            self.dirty_peers.push((member, addr));
+        }
+    }
+
+    /// Stores the proven addresses of members named since their connection
+    /// was made (a joiner learns its context's members from catchup).
+    fn store_named_addresses(&mut self) {
+        let unstored: Vec<MemberId> = self
+            .peers
+            .iter()
+            .filter(|(m, p)| p.addr_proven && !p.addr_stored && self.is_named(m))
+            .map(|(m, _)| *m)
+            .collect();
+        for member in unstored {
+            self.store_address(member);
+        }
     }
 
     /// Whether the engine names `member` (invited, member or left) in any

@@ -308,6 +308,16 @@ fn strangers_cannot_poison_the_address_book() {
     a.start();
     b.start();
     let context = kv_cluster(&a, &[&b]);
+    // b joined through a before it knew a as a member: a's address is
+    // stored once b is one, so a restarted b can dial a.
+    b.terminate();
+    b.start();
+    let log = b.log();
+    let restored = log
+        .lines()
+        .rfind(|line| line.contains("engine restored"))
+        .expect("b restored");
+    assert!(restored.contains("peers=1"), "{restored}");
 
     let fakes: Vec<(MemberId, std::net::SocketAddr)> = (1..=50u8)
         .map(|i| (MemberId([i; 32]), "127.0.0.1:9".parse().expect("addr")))
