@@ -46,10 +46,10 @@ use tracing::{debug, info, warn};
 use crate::identity::Identity;
 use crate::limits::{
     ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, CONNECTION_STABLE_AFTER, INPUT_BATCH_MAX,
-    JOIN_RESOLVE_TIMEOUT, JOINS_MAX, PEER_QUEUE_MAX, PEERS_MAX, SIMULTANEOUS_DIAL_WINDOW,
-    WAITERS_MAX,
+    JOIN_RESOLVE_TIMEOUT, JOINS_MAX, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MAX, PEERS_MAX,
+    SIMULTANEOUS_DIAL_WINDOW, WAITERS_MAX,
 };
-use crate::net::{ConnId, ConnUp, Net, NetEvent};
+use crate::net::{ConnId, ConnUp, Net, NetEvent, Outbox};
 use crate::peer::PeerMessage;
 use crate::store::{Loaded, Store, StoreError};
 
@@ -136,7 +136,7 @@ struct Conn {
     id: ConnId,
     initiated: bool,
     since: Instant,
-    outbox: mpsc::Sender<Vec<u8>>,
+    outbox: Outbox,
     /// Dropped with the `Conn`, which closes the connection.
     _closer: oneshot::Sender<()>,
 }
@@ -152,8 +152,9 @@ struct Peer {
     dialing: bool,
     backoff: Duration,
     next_dial_at: Option<Instant>,
-    /// Messages waiting for a connection.
+    /// Messages waiting for a connection, and their bytes.
     queue: VecDeque<Vec<u8>>,
+    queue_bytes: usize,
 }
 
 struct PendingJoin {
@@ -596,15 +597,23 @@ impl Driver {
     fn on_net(&mut self, event: NetEvent) {
         match event {
             NetEvent::Up(up) => self.on_up(up),
-            NetEvent::Peer { from, message } => match message {
-                PeerMessage::Engine(bytes) => {
-                    let now = self.now();
-                    if let Err(e) = self.node.handle_message(now, from, &bytes) {
-                        debug!(from = %from.short(), error = %e, "engine refused a message");
+            NetEvent::Peer {
+                from,
+                message,
+                budget,
+            } => {
+                match message {
+                    PeerMessage::Engine(bytes) => {
+                        let now = self.now();
+                        if let Err(e) = self.node.handle_message(now, from, &bytes) {
+                            debug!(from = %from.short(), error = %e, "engine refused a message");
+                        }
                     }
+                    PeerMessage::Peers(entries) => self.on_address_book(entries),
                 }
-                PeerMessage::Peers(entries) => self.on_address_book(entries),
-            },
+                // Handled: its bytes no longer count against the inbox.
+                drop(budget);
+            }
             NetEvent::Down { conn, member } => {
                 if let Some(peer) = self.peers.get_mut(&member)
                     && let Some(lost) = peer.conn.take_if(|c| c.id == conn)
@@ -708,6 +717,7 @@ impl Driver {
         });
         peer.next_dial_at = None;
         let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+        peer.queue_bytes = 0;
         let moved = peer.addr != Some(dial_addr);
         if moved || !peer.addr_proven {
             peer.addr_stored = false;
@@ -850,10 +860,20 @@ impl Driver {
             },
             None => message,
         };
-        if peer.queue.len() >= PEER_QUEUE_MAX {
-            peer.queue.pop_front();
+        while peer.queue.len() >= PEER_QUEUE_MAX
+            || peer.queue_bytes + message.len() > PEER_QUEUE_BYTES_MAX
+        {
+            let Some(oldest) = peer.queue.pop_front() else {
+                break;
+            };
+            peer.queue_bytes -= oldest.len();
         }
+        peer.queue_bytes += message.len();
         peer.queue.push_back(message);
+        debug_assert_eq!(
+            peer.queue_bytes,
+            peer.queue.iter().map(Vec::len).sum::<usize>()
+        );
         self.maybe_dial(to);
     }
 

@@ -49,6 +49,23 @@ pub const PEER_QUEUE_MAX: usize = 1_024;
 /// peer are dropped until it drains; the engine's sync repairs the loss).
 pub const CONNECTION_QUEUE_MAX: usize = 4_096;
 
+/// Bytes queued on one connection's writer, the same way.
+pub const CONNECTION_QUEUE_BYTES_MAX: usize = 32 << 20;
+
+/// Bytes of messages waiting for one peer while it has no connection (the
+/// oldest are dropped past it).
+pub const PEER_QUEUE_BYTES_MAX: usize = 16 << 20;
+
+/// Bytes of peer messages read but not yet handled by the engine task, all
+/// connections together; past it, readers wait (TCP back-pressure).
+pub const INBOX_BYTES_MAX: usize = 64 << 20;
+
+// Every byte budget holds at least one message of the largest size.
+const _: () = assert!(CONNECTION_QUEUE_BYTES_MAX >= PEER_MESSAGE_BYTES_MAX);
+const _: () = assert!(PEER_QUEUE_BYTES_MAX >= PEER_MESSAGE_BYTES_MAX);
+const _: () = assert!(INBOX_BYTES_MAX >= PEER_MESSAGE_BYTES_MAX);
+const _: () = assert!(INBOX_BYTES_MAX <= u32::MAX as usize);
+
 /// The first wait before dialling a peer again after a failure.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 

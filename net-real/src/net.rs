@@ -22,9 +22,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::limits::{
-    CONNECTION_QUEUE_MAX, CONNECTIONS_INBOUND_MAX, CONNECTIONS_OUTBOUND_MAX, DIAL_TIMEOUT,
-    HANDSHAKE_TIMEOUT, PEER_IDLE_BEFORE_PROBE, PEER_PROBE_INTERVAL, PEER_PROBES_MAX,
-    PEER_UNACKED_MAX,
+    CONNECTION_QUEUE_BYTES_MAX, CONNECTION_QUEUE_MAX, CONNECTIONS_INBOUND_MAX,
+    CONNECTIONS_OUTBOUND_MAX, DIAL_TIMEOUT, HANDSHAKE_TIMEOUT, INBOX_BYTES_MAX,
+    PEER_IDLE_BEFORE_PROBE, PEER_PROBE_INTERVAL, PEER_PROBES_MAX, PEER_UNACKED_MAX,
 };
 use crate::peer::{Hello, PeerMessage};
 use crate::secure::{Session, handshake};
@@ -43,9 +43,39 @@ pub struct ConnUp {
     /// The address this node dialled, for a dial.
     pub dialed: Option<SocketAddr>,
     /// The writer's queue: encoded peer messages.
-    pub outbox: mpsc::Sender<Vec<u8>>,
+    pub outbox: Outbox,
     /// Dropping it closes the connection (reader and writer).
     pub closer: oneshot::Sender<()>,
+}
+
+/// One connection's writer queue, bounded in messages
+/// (`CONNECTION_QUEUE_MAX`) and in bytes (`CONNECTION_QUEUE_BYTES_MAX`).
+pub struct Outbox {
+    queue: mpsc::Sender<(Vec<u8>, OwnedSemaphorePermit)>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Outbox {
+    /// Queues a message without waiting; it comes back when the queue is
+    /// full (in messages or bytes) or the connection is gone.
+    pub fn try_send(&self, message: Vec<u8>) -> Result<(), mpsc::error::TrySendError<Vec<u8>>> {
+        use mpsc::error::TrySendError;
+        let Ok(budget) = Arc::clone(&self.bytes).try_acquire_many_owned(budget_of(&message)) else {
+            return Err(TrySendError::Full(message));
+        };
+        self.queue
+            .try_send((message, budget))
+            .map_err(|error| match error {
+                TrySendError::Full((message, _)) => TrySendError::Full(message),
+                TrySendError::Closed((message, _)) => TrySendError::Closed(message),
+            })
+    }
+}
+
+/// The permits a message takes from a byte budget (at least one, so that
+/// empty messages are counted too).
+fn budget_of(message: &[u8]) -> u32 {
+    u32::try_from(message.len().max(1)).unwrap_or(u32::MAX)
 }
 
 /// What the network tasks tell the engine task.
@@ -54,6 +84,9 @@ pub enum NetEvent {
     Peer {
         from: MemberId,
         message: PeerMessage,
+        /// The message's share of `INBOX_BYTES_MAX`, released when the
+        /// engine task drops it.
+        budget: OwnedSemaphorePermit,
     },
     Down {
         conn: ConnId,
@@ -97,6 +130,7 @@ pub struct Net {
     hello: Vec<u8>,
     inbound: Arc<Semaphore>,
     outbound: Arc<Semaphore>,
+    inbox_bytes: Arc<Semaphore>,
     next_conn: AtomicU64,
     events: mpsc::Sender<NetEvent>,
 }
@@ -108,6 +142,7 @@ impl Net {
             hello: hello.encode(),
             inbound: Arc::new(Semaphore::new(CONNECTIONS_INBOUND_MAX)),
             outbound: Arc::new(Semaphore::new(CONNECTIONS_OUTBOUND_MAX)),
+            inbox_bytes: Arc::new(Semaphore::new(INBOX_BYTES_MAX)),
             next_conn: AtomicU64::new(1),
             events,
         })
@@ -239,7 +274,11 @@ impl Net {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         info!(peer = %peer.short(), %dial_addr, initiated, conn, "peer connected");
         let (read, write) = stream.into_split();
-        let (outbox, mut queue) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE_MAX);
+        let (queue_tx, mut queue) = mpsc::channel(CONNECTION_QUEUE_MAX);
+        let outbox = Outbox {
+            queue: queue_tx,
+            bytes: Arc::new(Semaphore::new(CONNECTION_QUEUE_BYTES_MAX)),
+        };
         let (closer, mut closed) = oneshot::channel::<()>();
         let up = ConnUp {
             conn,
@@ -255,7 +294,7 @@ impl Net {
         }
         tokio::spawn(async move {
             let mut write = BufWriter::new(write);
-            while let Some(message) = queue.recv().await {
+            while let Some((message, _budget)) = queue.recv().await {
                 if let Err(e) = sender.send(&mut write, &message).await {
                     debug!(peer = %peer.short(), conn, error = %e, "peer write failed");
                     break;
@@ -280,6 +319,12 @@ impl Net {
                     break;
                 }
             };
+            let Ok(budget) = Arc::clone(&self.inbox_bytes)
+                .acquire_many_owned(budget_of(&bytes))
+                .await
+            else {
+                break; // never closed
+            };
             let message = match PeerMessage::decode(&bytes) {
                 Ok(message) => message,
                 Err(e) => {
@@ -290,6 +335,7 @@ impl Net {
             let event = NetEvent::Peer {
                 from: peer,
                 message,
+                budget,
             };
             if self.events.send(event).await.is_err() {
                 break;
@@ -307,6 +353,40 @@ impl Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn outbox_is_bounded_in_bytes_and_messages() {
+        let (queue, mut writer) = mpsc::channel(3);
+        let outbox = Outbox {
+            queue,
+            bytes: Arc::new(Semaphore::new(10)),
+        };
+        assert!(outbox.try_send(vec![1; 6]).is_ok());
+        let full = outbox.try_send(vec![2; 6]);
+        assert!(matches!(full, Err(mpsc::error::TrySendError::Full(m)) if m == vec![2; 6]));
+        // Once the writer has sent (and dropped) the first, there is room.
+        let (sent, budget) = writer.recv().await.expect("queued");
+        assert_eq!(sent, vec![1; 6]);
+        drop(budget);
+        assert!(outbox.try_send(vec![2; 6]).is_ok());
+        // Small messages hit the message bound instead.
+        assert!(outbox.try_send(vec![]).is_ok());
+        assert!(outbox.try_send(vec![]).is_ok());
+        assert!(matches!(
+            outbox.try_send(vec![]),
+            Err(mpsc::error::TrySendError::Full(_))
+        ));
+        drop(writer);
+        let (queue, _) = mpsc::channel(1);
+        let gone = Outbox {
+            queue,
+            bytes: Arc::new(Semaphore::new(10)),
+        };
+        assert!(matches!(
+            gone.try_send(vec![3]),
+            Err(mpsc::error::TrySendError::Closed(_))
+        ));
+    }
 
     #[tokio::test]
     async fn peer_sockets_notice_a_vanished_peer() {
