@@ -148,6 +148,9 @@ struct Peer {
     addr_proven: bool,
     /// Whether `addr` is in the store.
     addr_stored: bool,
+    /// Whether this node dialled `addr` successfully, and no dial to it
+    /// failed since.
+    addr_dialled: bool,
     conn: Option<Conn>,
     dialing: bool,
     backoff: Duration,
@@ -639,6 +642,7 @@ impl Driver {
                     && let Some(peer) = self.peers.get_mut(&member)
                 {
                     peer.dialing = false;
+                    peer.addr_dialled = false;
                     if !peer.addr_proven {
                         // Gossip gave it and it does not answer as that
                         // member: forget it, so a better one can fill in.
@@ -718,12 +722,21 @@ impl Driver {
         peer.next_dial_at = None;
         let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
         peer.queue_bytes = 0;
+        // An inbound connection only suggests an address (its source IP and
+        // the port its hello names): it does not replace one this node
+        // dialled successfully and has not seen fail since (a multi-homed
+        // peer may dial out from an address nobody can dial in to).
+        let dial_addr = match peer.addr {
+            Some(known) if !initiated && peer.addr_dialled => known,
+            _ => dial_addr,
+        };
         let moved = peer.addr != Some(dial_addr);
         if moved || !peer.addr_proven {
             peer.addr_stored = false;
         }
         peer.addr = Some(dial_addr);
         peer.addr_proven = true;
+        peer.addr_dialled |= initiated;
         if named {
             self.store_address(member);
         }
