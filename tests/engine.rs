@@ -254,8 +254,10 @@ fn a_node_that_crashed_while_catching_up_resumes() {
     net.inflight.clear();
     net.restart(1);
     assert_eq!(net.nodes[1].phase(&c), Some(Phase::Joining));
+    assert_eq!(net.nodes[1].catchup_peers(&c), vec![via], "restored");
     net.advance(10_000);
     assert_eq!(net.nodes[1].phase(&c), Some(Phase::Member));
+    assert!(net.nodes[1].catchup_peers(&c).is_empty(), "done");
     net.assert_converged(&c, &[0, 1]);
 }
 

@@ -494,6 +494,25 @@ impl Node {
         self.contexts.get(context)?.replica.as_ref()
     }
 
+    /// While catching up into `context`: the member asked now, then the
+    /// members it may be redirected to. Empty otherwise. (A driver keeps
+    /// these members' addresses: they are who the catchup talks to before
+    /// the context's membership is known.)
+    pub fn catchup_peers(&self, context: &ContextId) -> Vec<MemberId> {
+        let Some(catchup) = self.contexts.get(context).and_then(|c| c.catchup.as_ref()) else {
+            return Vec::new();
+        };
+        let mut peers = vec![catchup.outstanding.peer];
+        peers.extend(
+            catchup
+                .candidates
+                .iter()
+                .copied()
+                .filter(|m| *m != catchup.outstanding.peer),
+        );
+        peers
+    }
+
     pub fn status(&self, context: &ContextId) -> Option<ContextStatus> {
         let c = self.contexts.get(context)?;
         let replica = c.replica.as_ref();

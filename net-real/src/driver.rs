@@ -45,11 +45,11 @@ use tracing::{debug, info, warn};
 
 use crate::identity::Identity;
 use crate::limits::{
-    ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, CONNECTION_STABLE_AFTER, INPUT_BATCH_MAX,
-    JOIN_RESOLVE_TIMEOUT, JOINS_MAX, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MAX, PEERS_MAX,
-    SIMULTANEOUS_DIAL_WINDOW, WAITERS_MAX,
+    ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, CONNECTION_STABLE_AFTER,
+    CONNECTIONS_OUTBOUND_MAX, INPUT_BATCH_MAX, JOIN_RESOLVE_TIMEOUT, JOINS_MAX,
+    PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MAX, PEERS_MAX, SIMULTANEOUS_DIAL_WINDOW, WAITERS_MAX,
 };
-use crate::net::{ConnId, ConnUp, Net, NetEvent, Outbox};
+use crate::net::{ConnId, ConnUp, DialsBusy, Net, NetEvent, Outbox};
 use crate::peer::PeerMessage;
 use crate::store::{Loaded, Store, StoreError};
 
@@ -226,6 +226,9 @@ impl Driver {
                     addr: Some(addr),
                     addr_proven: true,
                     addr_stored: true,
+                    // Kept until a dial to it fails: an inbound connection
+                    // after a restart only suggests an address.
+                    addr_dialled: true,
                     ..Peer::default()
                 },
             );
@@ -523,15 +526,21 @@ impl Driver {
             .map(|(m, _)| *m);
         match known {
             Some(member) => self.finish_join(context, member, reply),
-            None => {
-                self.joins.push(PendingJoin {
+            None => match self.net.dial(via, None) {
+                Ok(()) => self.joins.push(PendingJoin {
                     via,
                     context,
                     deadline: Instant::now() + JOIN_RESOLVE_TIMEOUT,
                     reply,
-                });
-                self.net.dial(via, None);
-            }
+                }),
+                Err(DialsBusy) => {
+                    let busy = RequestError::Busy {
+                        what: "outbound connections",
+                        max: CONNECTIONS_OUTBOUND_MAX,
+                    };
+                    let _ = reply.send(Err(busy));
+                }
+            },
         }
     }
 
@@ -619,18 +628,9 @@ impl Driver {
             }
             NetEvent::Down { conn, member } => {
                 if let Some(peer) = self.peers.get_mut(&member)
-                    && let Some(lost) = peer.conn.take_if(|c| c.id == conn)
+                    && peer.conn.as_ref().is_some_and(|c| c.id == conn)
                 {
-                    // A connection that did not last counts as a failed
-                    // dial: a peer that accepts and then drops us is not
-                    // redialled in a tight loop.
-                    if lost.since.elapsed() >= CONNECTION_STABLE_AFTER {
-                        peer.backoff = Duration::ZERO;
-                        peer.next_dial_at = None;
-                    } else {
-                        peer.backoff = (peer.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                        peer.next_dial_at = Some(Instant::now() + peer.backoff);
-                    }
+                    peer.lose_connection();
                 }
             }
             NetEvent::DialFailed {
@@ -814,13 +814,14 @@ impl Driver {
     }
 
     /// Whether the engine names `member` (invited, member or left) in any
-    /// context this node holds. The engine decides membership; this only
-    /// decides which addresses are worth keeping.
+    /// context this node holds, or catches up from it. The engine decides
+    /// membership; this only decides which addresses are worth keeping.
     fn is_named(&self, member: &MemberId) -> bool {
         self.node.context_ids().any(|context| {
             self.node
                 .replica(&context)
                 .is_some_and(|replica| replica.membership().status(member).is_some())
+                || self.node.catchup_peers(&context).contains(member)
         })
     }
 
@@ -867,7 +868,7 @@ impl Driver {
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(message)) => {
-                    peer.conn = None;
+                    peer.lose_connection();
                     message
                 }
             },
@@ -900,12 +901,35 @@ impl Driver {
         let Some(addr) = peer.addr else {
             return;
         };
-        peer.dialing = true;
-        self.net.dial(addr, Some(member));
+        match self.net.dial(addr, Some(member)) {
+            Ok(()) => peer.dialing = true,
+            // No slot: nothing is wrong with the peer; try again soon.
+            Err(busy) => {
+                debug!(peer = %member.short(), %busy, "dial postponed");
+                peer.next_dial_at = Some(Instant::now() + BACKOFF_MIN);
+            }
+        }
     }
 }
 
 impl Peer {
+    /// Drops the connection and sets when to dial again: at once after a
+    /// connection that lasted, with a growing backoff after one that did
+    /// not (a peer that accepts and then drops us is not redialled in a
+    /// tight loop).
+    fn lose_connection(&mut self) {
+        let Some(lost) = self.conn.take() else {
+            return;
+        };
+        if lost.since.elapsed() >= CONNECTION_STABLE_AFTER {
+            self.backoff = Duration::ZERO;
+            self.next_dial_at = None;
+        } else {
+            self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+            self.next_dial_at = Some(Instant::now() + self.backoff);
+        }
+    }
+
     /// Messages wait, there is no connection, none is being dialled, and
     /// there is an address to dial.
     fn wants_dial(&self) -> bool {

@@ -95,7 +95,14 @@ pub const PEER_UNACKED_MAX: Duration = Duration::from_secs(30);
 /// Two connections with one peer made within this of each other are a
 /// simultaneous dial, settled by member id; a connection made later
 /// replaces the older one.
-pub const SIMULTANEOUS_DIAL_WINDOW: Duration = Duration::from_secs(10);
+pub const SIMULTANEOUS_DIAL_WINDOW: Duration = Duration::from_secs(30);
+
+// Both sides must see a simultaneous dial as one: the window is well above
+// the longest a dial can take to be announced (connect, then handshake).
+const _: () = assert!(
+    SIMULTANEOUS_DIAL_WINDOW.as_secs()
+        >= 2 * (DIAL_TIMEOUT.as_secs() + HANDSHAKE_TIMEOUT.as_secs())
+);
 
 /// A connection that ends sooner than this after it was made counts as a
 /// failed dial (the backoff grows); one that lasted resets the backoff.

@@ -1,8 +1,9 @@
 //! The peer port's tasks: the listener, dials, and one reader and one writer
 //! per connection. They only move bytes: each established connection is
-//! announced to the engine task (`Input::Up`) with the sender of its
-//! writer's queue, every peer message it reads goes to the engine task
-//! (`Input::Peer`), and its end is announced (`Input::Down`).
+//! announced to the engine task (`NetEvent::Up`) with its writer's queue
+//! (`Outbox`) and its `closer`, every peer message it reads goes to the
+//! engine task (`NetEvent::Peer`) with its share of the inbox's byte
+//! budget, and its end is announced (`NetEvent::Down`).
 //!
 //! Invariants: a connection is announced only after the Noise handshake and
 //! the identity proof succeeded; a bad frame, a failed decryption or an
@@ -77,6 +78,11 @@ impl Outbox {
 fn budget_of(message: &[u8]) -> u32 {
     u32::try_from(message.len().max(1)).unwrap_or(u32::MAX)
 }
+
+/// Every outbound connection slot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many outbound connections (at most {CONNECTIONS_OUTBOUND_MAX}); try again")]
+pub struct DialsBusy;
 
 /// What the network tasks tell the engine task.
 pub enum NetEvent {
@@ -206,10 +212,20 @@ impl Net {
 
     /// Dials `addr`; `expected` is the member that should answer there (none
     /// when resolving an address for a join).
-    pub fn dial(self: &Arc<Net>, addr: SocketAddr, expected: Option<MemberId>) {
+    /// Refused at once, without a dial, when every outbound slot is taken:
+    /// that says nothing about the peer, so it is not reported as a failed
+    /// dial.
+    pub fn dial(
+        self: &Arc<Net>,
+        addr: SocketAddr,
+        expected: Option<MemberId>,
+    ) -> Result<(), DialsBusy> {
+        let permit = Arc::clone(&self.outbound)
+            .try_acquire_owned()
+            .map_err(|_| DialsBusy)?;
         let net = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(error) = Arc::clone(&net).try_dial(addr, expected).await {
+            if let Err(error) = Arc::clone(&net).try_dial(addr, expected, permit).await {
                 debug!(%addr, %error, "dial failed");
                 let _ = net
                     .events
@@ -221,16 +237,15 @@ impl Net {
                     .await;
             }
         });
+        Ok(())
     }
 
     async fn try_dial(
         self: Arc<Net>,
         addr: SocketAddr,
         expected: Option<MemberId>,
+        permit: OwnedSemaphorePermit,
     ) -> Result<(), String> {
-        let permit = Arc::clone(&self.outbound)
-            .try_acquire_owned()
-            .map_err(|_| format!("too many dials (at most {CONNECTIONS_OUTBOUND_MAX})"))?;
         let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?

@@ -75,8 +75,7 @@ impl Store {
         // stamp a fresh one with its layout's version.
         let write = db.begin_write().map_err(db_error)?;
         {
-            write.open_table(RECORDS).map_err(db_error)?;
-            write.open_table(PEERS).map_err(db_error)?;
+            // The version first: another layout's tables are not opened.
             let mut meta = write.open_table(META).map_err(db_error)?;
             let found = meta.get(SCHEMA).map_err(db_error)?.map(|v| v.value());
             match found {
@@ -86,6 +85,8 @@ impl Store {
                 Some(SCHEMA_VERSION) => {}
                 Some(found) => return Err(StoreError::Schema { found }),
             }
+            write.open_table(RECORDS).map_err(db_error)?;
+            write.open_table(PEERS).map_err(db_error)?;
         }
         write.commit().map_err(db_error)?;
 

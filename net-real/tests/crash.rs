@@ -80,3 +80,37 @@ fn kill_nine_mid_stream_loses_nothing_acknowledged() {
     drop((a, b, c));
     cleanup(&root);
 }
+
+/// A joiner killed right after `join` answered (its catchup under way) comes
+/// back knowing whom it was catching up from, and finishes joining.
+#[test]
+fn a_join_interrupted_by_kill_nine_resumes() {
+    let root = test_dir("join-crash");
+    let mut a = TestNode::init(&root, "a");
+    let mut b = TestNode::init(&root, "b");
+    a.start();
+    b.start();
+    let out = a.cli_ok(&["context", "create", "--app", support::KV]);
+    let context = out.trim().to_owned();
+    for i in 0..200 {
+        a.call(&context, "set", &[&format!("k{i}"), "v"])
+            .expect("a writes");
+    }
+    a.cli_ok(&["context", "invite", &context, &b.member]);
+    b.cli_ok(&["context", "join", &context, "--via", &a.listen, "--no-wait"]);
+    b.kill9();
+    b.start();
+    let log = b.log();
+    let restored = log
+        .lines()
+        .rfind(|line| line.contains("engine restored"))
+        .expect("b restored");
+    assert!(
+        restored.contains("contexts=1") && restored.contains("peers=1"),
+        "the join and a's address were stored with it: {restored}"
+    );
+    converged(&context, &[&a, &b]);
+    assert_eq!(get_api(&b, &context, "k199").as_deref(), Some("v"));
+    drop((a, b));
+    cleanup(&root);
+}
