@@ -312,11 +312,7 @@ fn strangers_cannot_poison_the_address_book() {
     // stored once b is one, so a restarted b can dial a.
     b.terminate();
     b.start();
-    let log = b.log();
-    let restored = log
-        .lines()
-        .rfind(|line| line.contains("engine restored"))
-        .expect("b restored");
+    let restored = b.restored_line();
     assert!(restored.contains("peers=1"), "{restored}");
 
     let fakes: Vec<(MemberId, std::net::SocketAddr)> = (1..=50u8)

@@ -100,11 +100,7 @@ fn a_join_interrupted_by_kill_nine_resumes() {
     b.cli_ok(&["context", "join", &context, "--via", &a.listen, "--no-wait"]);
     b.kill9();
     b.start();
-    let log = b.log();
-    let restored = log
-        .lines()
-        .rfind(|line| line.contains("engine restored"))
-        .expect("b restored");
+    let restored = b.restored_line();
     assert!(
         restored.contains("contexts=1") && restored.contains("peers=1"),
         "the join and a's address were stored with it: {restored}"

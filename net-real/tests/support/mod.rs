@@ -167,6 +167,16 @@ impl TestNode {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
     }
 
+    /// The last start's "engine restored" log line (what the store held:
+    /// records, contexts, peers).
+    pub fn restored_line(&self) -> String {
+        self.log()
+            .lines()
+            .rfind(|line| line.contains("engine restored"))
+            .unwrap_or_else(|| panic!("{} logged no restore", self.name))
+            .to_owned()
+    }
+
     /// Runs a client subcommand against this node; stdout on success,
     /// stderr on failure.
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
