@@ -169,10 +169,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         let Path(text) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|rejection| bad(format!("bad path: {}", rejection.body_text())))?;
-        ContextId::from_hex(&text)
-            .map(Ctx)
-            .map_err(|_| bad(format!("bad context id {text:?}: expected 64 hex digits")))
+        id_of(&text, "context", ContextId::from_hex).map(Ctx)
     }
+}
+
+/// A 32-byte id from its hex text, or a 400 that names it.
+fn id_of<T, E>(
+    text: &str,
+    what: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ApiError> {
+    parse(text).map_err(|_| bad(format!("bad {what} id {text:?}: expected 64 hex digits")))
 }
 
 fn hex_of(text: &str, what: &str) -> Result<Vec<u8>, ApiError> {
@@ -256,12 +263,7 @@ async fn invite(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body: InviteBody = body_json(body).await?;
-    let member = MemberId::from_hex(&body.member).map_err(|_| {
-        bad(format!(
-            "bad member id {:?}: expected 64 hex digits",
-            body.member
-        ))
-    })?;
+    let member = id_of(&body.member, "member", MemberId::from_hex)?;
     let tx = admin
         .ask(|reply| AdminRequest::Invite {
             context,
@@ -335,6 +337,13 @@ struct CallBody {
 }
 
 impl CallBody {
+    /// Reads a call or view body: the method and its input.
+    async fn read(body: Body) -> Result<(String, Vec<u8>), ApiError> {
+        let body: CallBody = body_json(body).await?;
+        let input = body.input()?;
+        Ok((body.method, input))
+    }
+
     fn input(&self) -> Result<Vec<u8>, ApiError> {
         match (&self.args, &self.input) {
             (Some(args), None) => encode_cli_args(args).map_err(|e| bad(e.to_string())),
@@ -358,9 +367,7 @@ async fn call(
     Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body: CallBody = body_json(body).await?;
-    let input = body.input()?;
-    let method = body.method;
+    let (method, input) = CallBody::read(body).await?;
     let receipt = admin
         .ask(|reply| AdminRequest::Call {
             context,
@@ -377,9 +384,7 @@ async fn view(
     Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body: CallBody = body_json(body).await?;
-    let input = body.input()?;
-    let method = body.method;
+    let (method, input) = CallBody::read(body).await?;
     let result = admin
         .ask(|reply| AdminRequest::View {
             context,
@@ -412,22 +417,11 @@ async fn wait(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body: WaitBody = body_json(body).await?;
-    let tx = TxId::from_hex(&body.tx)
-        .map_err(|_| bad(format!("bad tx id {:?}: expected 64 hex digits", body.tx)))?;
+    let tx = id_of(&body.tx, "tx", TxId::from_hex)?;
     let limit = Duration::from_millis(body.timeout_ms.unwrap_or(10_000)).min(WAIT_TIMEOUT_MAX);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    admin
-        .engine
-        .send(AdminRequest::Wait {
-            context,
-            tx,
-            reply: reply_tx,
-        })
-        .await
-        .map_err(|_| ApiError::from(RequestError::ShuttingDown))?;
-    let applied = match tokio::time::timeout(limit, reply_rx).await {
-        Ok(Ok(answer)) => answer?,
-        Ok(Err(_)) => return Err(RequestError::ShuttingDown.into()),
+    let asked = admin.ask(|reply| AdminRequest::Wait { context, tx, reply });
+    let applied = match tokio::time::timeout(limit, asked).await {
+        Ok(answer) => answer??,
         Err(_) => false,
     };
     ok(json!({ "applied": applied }))

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use ctx_node::client::Client;
+use ctx_node::identity::bound_addresses;
 use serde_json::{Value, json};
 
 /// How long a started node may take to report its addresses.
@@ -89,11 +90,9 @@ fn spawn(exe: &Path, dir: &Path) -> Result<Spawned> {
     };
     let started = Instant::now();
     loop {
-        let admin = std::fs::read_to_string(dir.join("admin.addr"));
-        let listen = std::fs::read_to_string(dir.join("listen.addr"));
-        if let (Ok(admin), Ok(listen)) = (admin, listen) {
-            node.admin = admin.trim().to_owned();
-            node.listen = listen.trim().to_owned();
+        if let Some((listen, admin)) = bound_addresses(dir) {
+            node.listen = listen;
+            node.admin = admin;
             return Ok(node);
         }
         if started.elapsed() > START_TIMEOUT {
@@ -147,7 +146,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let nodes: Vec<Spawned> = (0..args.nodes)
         .map(|i| spawn(&exe, &root.join(format!("n{i}"))))
         .collect::<Result<_>>()?;
-    let result = load(&args, &nodes, &exe);
+    let result = load(&args, &nodes);
     drop(nodes);
     if temporary {
         let _ = std::fs::remove_dir_all(&root);
@@ -155,15 +154,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     result
 }
 
-fn load(args: &BenchArgs, nodes: &[Spawned], exe: &Path) -> Result<()> {
-    let kv = exe
-        .ancestors()
-        .map(|dir| dir.join("scenarios/apps/kv.wat"))
-        .find(|path| path.exists());
-    let app = match kv {
-        Some(path) => std::fs::read(path)?,
-        None => include_bytes!("../../scenarios/apps/kv.wat").to_vec(),
-    };
+fn load(args: &BenchArgs, nodes: &[Spawned]) -> Result<()> {
+    let app = include_bytes!("../../scenarios/apps/kv.wat");
     let first = Client::new(&nodes[0].admin);
     let context = field(
         &first.post("/v1/contexts", &json!({ "app": hex::encode(app) }))?,

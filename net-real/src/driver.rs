@@ -354,11 +354,7 @@ impl Driver {
         for member in redial {
             self.maybe_dial(member);
         }
-        let (expired, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.joins)
-            .into_iter()
-            .partition(|j| j.deadline <= instant);
-        self.joins = waiting;
-        for join in expired {
+        for join in self.take_joins(|j| j.deadline <= instant) {
             let _ = join.reply.send(Err(RequestError::Unreachable {
                 addr: join.via,
                 reason: "no answer in time".into(),
@@ -368,15 +364,7 @@ impl Driver {
             self.next_gossip_at = instant + ADDRESS_GOSSIP_INTERVAL;
             self.store_named_addresses();
             let book = PeerMessage::encode_peers(&self.address_book());
-            let connected: Vec<MemberId> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.conn.is_some())
-                .map(|(m, _)| *m)
-                .collect();
-            for member in connected {
-                self.send(member, book.clone());
-            }
+            self.send_to_connected(&book, None);
         }
     }
 
@@ -453,9 +441,7 @@ impl Driver {
         match request {
             AdminRequest::Status { reply } => {
                 let report = self.status();
-                self.deferred.push(Box::new(move || {
-                    let _ = reply.send(report);
-                }));
+                self.reply_after_commit(reply, report);
             }
             AdminRequest::Create { app, reply } => {
                 let result = self.node.create_context(now, &app);
@@ -500,13 +486,10 @@ impl Driver {
         }
     }
 
-    fn reply_after_commit<T: Send + 'static>(
-        &mut self,
-        reply: Reply<T>,
-        result: Result<T, RequestError>,
-    ) {
+    /// Sends `answer` once this batch's records are committed.
+    fn reply_after_commit<T: Send + 'static>(&mut self, reply: oneshot::Sender<T>, answer: T) {
         self.deferred.push(Box::new(move || {
-            let _ = reply.send(result);
+            let _ = reply.send(answer);
         }));
     }
 
@@ -542,6 +525,11 @@ impl Driver {
                 }
             },
         }
+    }
+
+    /// Removes and returns the pending joins that `which` picks.
+    fn take_joins(&mut self, which: impl FnMut(&mut PendingJoin) -> bool) -> Vec<PendingJoin> {
+        self.joins.extract_if(.., which).collect()
     }
 
     fn finish_join(&mut self, context: ContextId, via: MemberId, reply: Reply<MemberId>) {
@@ -648,15 +636,10 @@ impl Driver {
                         // member: forget it, so a better one can fill in.
                         peer.addr = None;
                     }
-                    peer.backoff = (peer.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                    peer.next_dial_at = Some(Instant::now() + peer.backoff);
+                    peer.back_off();
                     debug!(peer = %member.short(), %addr, %error, backoff_ms = peer.backoff.as_millis() as u64, "dial failed");
                 }
-                let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.joins)
-                    .into_iter()
-                    .partition(|j| j.via == addr);
-                self.joins = waiting;
-                for join in failed {
+                for join in self.take_joins(|j| j.via == addr) {
                     let _ = join.reply.send(Err(RequestError::Unreachable {
                         addr,
                         reason: error.clone(),
@@ -678,11 +661,7 @@ impl Driver {
         } = up;
         // Joins waiting to learn who answers at the dialled address.
         if let Some(dialed) = dialed {
-            let (resolved, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.joins)
-                .into_iter()
-                .partition(|j| j.via == dialed);
-            self.joins = waiting;
-            for join in resolved {
+            for join in self.take_joins(|j| j.via == dialed) {
                 self.finish_join(join.context, member, join.reply);
             }
         }
@@ -748,15 +727,7 @@ impl Driver {
         if moved && named {
             // Tell the others where the member is.
             let entry = PeerMessage::encode_peers(&[(member, dial_addr)]);
-            let others: Vec<MemberId> = self
-                .peers
-                .iter()
-                .filter(|(m, p)| **m != member && p.conn.is_some())
-                .map(|(m, _)| *m)
-                .collect();
-            for other in others {
-                self.send(other, entry.clone());
-            }
+            self.send_to_connected(&entry, Some(member));
         }
     }
 
@@ -891,6 +862,19 @@ impl Driver {
         self.maybe_dial(to);
     }
 
+    /// Sends `message` to every connected peer but `except`.
+    fn send_to_connected(&mut self, message: &[u8], except: Option<MemberId>) {
+        let connected: Vec<MemberId> = self
+            .peers
+            .iter()
+            .filter(|(m, p)| p.conn.is_some() && Some(**m) != except)
+            .map(|(m, _)| *m)
+            .collect();
+        for member in connected {
+            self.send(member, message.to_vec());
+        }
+    }
+
     fn maybe_dial(&mut self, member: MemberId) {
         let Some(peer) = self.peers.get_mut(&member) else {
             return;
@@ -925,9 +909,15 @@ impl Peer {
             self.backoff = Duration::ZERO;
             self.next_dial_at = None;
         } else {
-            self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-            self.next_dial_at = Some(Instant::now() + self.backoff);
+            self.back_off();
         }
+    }
+
+    /// After a failure: doubles the wait before the next dial (within
+    /// `BACKOFF_MIN..=BACKOFF_MAX`) and schedules it.
+    fn back_off(&mut self) {
+        self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        self.next_dial_at = Some(Instant::now() + self.backoff);
     }
 
     /// Messages wait, there is no connection, none is being dialled, and

@@ -142,6 +142,15 @@ pub fn write_line(dir: &Path, name: &str, line: &str) -> Result<(), IdentityErro
     fs::rename(&tmp, &path).map_err(io)
 }
 
+/// The (peer, admin) addresses a running node wrote into `dir` at start,
+/// once both are there. Nothing to read yet is `None`.
+pub fn bound_addresses(dir: &Path) -> Option<(String, String)> {
+    let read = |name| fs::read_to_string(dir.join(name)).ok();
+    let listen = read(LISTEN_ADDR_FILE)?;
+    let admin = read(ADMIN_ADDR_FILE)?;
+    Some((listen.trim().to_owned(), admin.trim().to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,7 +172,8 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<()> {
     let admin = cli.admin.clone();
-    let client = || Client::new(admin.as_deref().unwrap_or(ADMIN_DEFAULT));
+    let admin_addr = admin.as_deref().unwrap_or(ADMIN_DEFAULT);
+    let client = || Client::new(admin_addr);
     match cli.command {
         Command::Init { data_dir } => {
             let identity = Identity::init(&data_dir)?;
@@ -212,9 +213,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         } => {
             // The node answers within the wait (at most 120 s); the client
             // waits a little longer than that, so it hears the answer.
-            let admin = admin.as_deref().unwrap_or(ADMIN_DEFAULT);
             let patience = Duration::from_millis(timeout_ms) + Duration::from_secs(10);
-            let client = Client::with_timeout(admin, patience.max(CLIENT_TIMEOUT));
+            let client = Client::with_timeout(admin_addr, patience.max(CLIENT_TIMEOUT));
             let answer = client.post(
                 &format!("/v1/contexts/{context}/wait"),
                 &json!({ "tx": tx, "timeout_ms": timeout_ms }),

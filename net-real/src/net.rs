@@ -181,20 +181,10 @@ impl Net {
         source: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
-        tune(&stream);
-        let shaken = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            handshake(&mut stream, &self.secret, false, self.hello.clone(), None),
-        )
-        .await;
-        let session = match shaken {
-            Ok(Ok(session)) => session,
-            Ok(Err(e)) => {
-                warn!(%source, error = %e, "peer handshake failed; connection closed");
-                return;
-            }
-            Err(_) => {
-                warn!(%source, "peer handshake timed out; connection closed");
+        let session = match self.shake(&mut stream, false, None).await {
+            Ok(session) => session,
+            Err(error) => {
+                warn!(%source, %error, "peer handshake failed; connection closed");
                 return;
             }
         };
@@ -211,10 +201,9 @@ impl Net {
     }
 
     /// Dials `addr`; `expected` is the member that should answer there (none
-    /// when resolving an address for a join).
-    /// Refused at once, without a dial, when every outbound slot is taken:
-    /// that says nothing about the peer, so it is not reported as a failed
-    /// dial.
+    /// when resolving an address for a join). Refused at once, without a
+    /// dial, when every outbound slot is taken: that says nothing about the
+    /// peer, so it is not reported as a failed dial.
     pub fn dial(
         self: &Arc<Net>,
         addr: SocketAddr,
@@ -225,50 +214,56 @@ impl Net {
             .map_err(|_| DialsBusy)?;
         let net = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(error) = Arc::clone(&net).try_dial(addr, expected, permit).await {
-                debug!(%addr, %error, "dial failed");
-                let _ = net
-                    .events
-                    .send(NetEvent::DialFailed {
+            match net.try_dial(addr, expected).await {
+                Ok((stream, session)) => {
+                    net.run_connection(stream, session, true, addr, Some(addr), permit)
+                        .await;
+                }
+                Err(error) => {
+                    debug!(%addr, %error, "dial failed");
+                    let failed = NetEvent::DialFailed {
                         addr,
                         member: expected,
                         error,
-                    })
-                    .await;
+                    };
+                    let _ = net.events.send(failed).await;
+                }
             }
         });
         Ok(())
     }
 
+    /// Connects to `addr` and completes the handshake.
     async fn try_dial(
-        self: Arc<Net>,
+        &self,
         addr: SocketAddr,
         expected: Option<MemberId>,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<(), String> {
+    ) -> Result<(TcpStream, Session), String> {
         let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        tune(&stream);
-        let session = tokio::time::timeout(
+        let session = self.shake(&mut stream, true, expected).await?;
+        Ok((stream, session))
+    }
+
+    /// Sets the socket's options, then runs the handshake within
+    /// `HANDSHAKE_TIMEOUT`.
+    async fn shake(
+        &self,
+        stream: &mut TcpStream,
+        initiator: bool,
+        expected: Option<MemberId>,
+    ) -> Result<Session, String> {
+        tune(stream);
+        let hello = self.hello.clone();
+        tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
-            handshake(
-                &mut stream,
-                &self.secret,
-                true,
-                self.hello.clone(),
-                expected,
-            ),
+            handshake(stream, &self.secret, initiator, hello, expected),
         )
         .await
         .map_err(|_| "handshake timed out".to_string())?
-        .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(async move {
-            self.run_connection(stream, session, true, addr, Some(addr), permit)
-                .await
-        });
-        Ok(())
+        .map_err(|e| format!("handshake: {e}"))
     }
 
     async fn run_connection(

@@ -57,27 +57,15 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
         path: db_path.clone(),
         source,
     })?;
+    // The listener and the address it is bound to (the port, for port 0).
     let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, what, source })
+        let fail = |source| ServerError::Bind { addr, what, source };
+        let listener = TcpListener::bind(addr).await.map_err(fail)?;
+        let bound = listener.local_addr().map_err(fail)?;
+        Ok::<_, ServerError>((listener, bound))
     };
-    let peer_listener = bind(settings.listen, "peer port").await?;
-    let admin_listener = bind(settings.admin, "admin API").await?;
-    let listen = peer_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: settings.listen,
-            what: "peer port",
-            source,
-        })?;
-    let admin = admin_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: settings.admin,
-            what: "admin API",
-            source,
-        })?;
+    let (peer_listener, listen) = bind(settings.listen, "peer port").await?;
+    let (admin_listener, admin) = bind(settings.admin, "admin API").await?;
 
     let (net_tx, net_rx) = mpsc::channel(INBOX_MAX);
     let (admin_tx, admin_rx) = mpsc::channel(INBOX_MAX);

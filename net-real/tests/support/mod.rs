@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ctx_node::client::Client;
+use ctx_node::identity::{ADMIN_ADDR_FILE, LISTEN_ADDR_FILE, bound_addresses};
 use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ctx-node");
@@ -100,7 +101,7 @@ impl TestNode {
     /// directory) and waits for it to report its addresses.
     pub fn start_with(&mut self, args: &[&str]) {
         assert!(self.child.is_none(), "{} already runs", self.name);
-        for file in ["listen.addr", "admin.addr"] {
+        for file in [LISTEN_ADDR_FILE, ADMIN_ADDR_FILE] {
             let _ = std::fs::remove_file(self.dir.join(file));
         }
         let log = std::fs::OpenOptions::new()
@@ -121,11 +122,9 @@ impl TestNode {
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            let listen = std::fs::read_to_string(self.dir.join("listen.addr"));
-            let admin = std::fs::read_to_string(self.dir.join("admin.addr"));
-            if let (Ok(listen), Ok(admin)) = (listen, admin) {
-                self.listen = listen.trim().to_owned();
-                self.admin = admin.trim().to_owned();
+            if let Some((listen, admin)) = bound_addresses(&self.dir) {
+                self.listen = listen;
+                self.admin = admin;
                 break;
             }
             if let Some(status) = self
@@ -316,15 +315,16 @@ pub fn kv_cluster(creator: &TestNode, others: &[&TestNode]) -> String {
 /// `view get KEY` on a node: the value as text, or None when absent.
 pub fn get(node: &TestNode, context: &str, key: &str) -> Option<String> {
     let out = node.cli(&["view", context, "get", key, "--json"]).ok()?;
-    let answer: Value = serde_json::from_str(&out).ok()?;
+    value_of(&serde_json::from_str(&out).ok()?)
+}
+
+/// The text of a `view get` answer; None when it failed or found nothing.
+fn value_of(answer: &Value) -> Option<String> {
     if answer["ok"] != true {
         return None;
     }
     let bytes = hex::decode(answer["return"].as_str()?).ok()?;
-    if bytes.is_empty() {
-        return None;
-    }
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `get KEY` through the admin API: the value as text, None when absent.
@@ -336,8 +336,7 @@ pub fn get_api(node: &TestNode, context: &str, key: &str) -> Option<String> {
             &json!({ "method": "get", "args": [key] }),
         )
         .ok()?;
-    let bytes = hex::decode(answer["return"].as_str()?).ok()?;
-    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+    value_of(&answer)
 }
 
 /// The process id of a running node.
