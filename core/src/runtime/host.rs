@@ -22,9 +22,6 @@ pub(super) fn call_error(error: &wasmi::Error, host: &mut Host) -> CallError {
     match error.as_trap_code() {
         Some(TrapCode::OutOfFuel) => CallError::OutOfFuel,
         Some(code) => CallError::Trap(code.trap_message().to_owned()),
-        None if host.pending.take().is_some() => CallError::Trap(
-            "storage_read and storage_remove cannot be tail-called (return_call)".to_owned(),
-        ),
         None => CallError::Trap(error.to_string()),
     }
 }
@@ -48,11 +45,19 @@ pub(super) struct Host {
     pub(super) logs: Vec<String>,
     /// Set by a host function that aborts the call.
     pub(super) abort: Option<CallError>,
-    /// Set by a host function that needs the state to answer.
-    pub(super) pending: Option<Pending>,
+    /// The committed state, lent for the duration of one call.
+    state: LentState,
 }
 
 impl Host {
+    pub(super) fn new(limits: StoreLimits, chunk_shift: Option<u32>) -> Host {
+        Host {
+            limits,
+            chunk_shift,
+            ..Host::default()
+        }
+    }
+
     /// Records that a host function wrote `range` of the memory.
     pub(super) fn mark(&mut self, range: &Range<usize>) {
         if let Some(shift) = self.chunk_shift {
@@ -64,19 +69,57 @@ impl Host {
         self.input.clear();
         self.input.extend_from_slice(input);
         debug_assert!(self.overlay.is_empty() && self.return_value.is_empty());
-        debug_assert!(self.logs.is_empty() && self.abort.is_none() && self.pending.is_none());
+        debug_assert!(self.logs.is_empty() && self.abort.is_none());
+    }
+
+    /// The committed state of the call in progress.
+    fn state(&self) -> Result<&dyn StateRead, CallError> {
+        let Some(state) = self.state.0 else {
+            return Err(CallError::Trap("no state is lent to this call".to_owned()));
+        };
+        // SAFETY: `state` was made by `lend_state` from a `&dyn StateRead`
+        // that outlives the call: `lend_state` runs the call inside its own
+        // borrow of the state and clears this pointer before it returns.
+        // Host functions run only inside that call, on this thread, and
+        // nothing here mutates the state, so the shared borrow is valid.
+        Ok(unsafe { state.as_ref() })
     }
 }
 
-/// A host function's request for the state, served between two steps of a
-/// resumable call.
-#[derive(Debug)]
-pub(super) enum Pending {
-    /// `storage_read` of a key the overlay does not hold, into `dst`.
-    Read { key: Key, dst: Range<usize> },
-    /// `storage_remove` of a key the overlay does not hold (already counted
-    /// against `CALL_WRITES_MAX`).
-    Remove { key: Key },
+/// The committed state a call runs against, lent to the store for the
+/// duration of that call only, so that the storage host functions answer
+/// directly (the store outlives any one borrow of the state, so it cannot
+/// hold a reference). Set and cleared by [`lend_state`]; `None` between
+/// calls.
+#[derive(Default)]
+struct LentState(Option<std::ptr::NonNull<dyn StateRead + 'static>>);
+
+// SAFETY: between calls the pointer is `None`; during a call, the store is
+// used only on the thread that lent the state (the call borrows the store
+// mutably for its whole duration), so moving a store to another thread never
+// moves a pointer that will be used there.
+unsafe impl Send for LentState {}
+
+/// Runs `call` with `state` lent to the store's host functions, and takes
+/// the loan back before returning, whatever `call` returns. (If `call`
+/// panics, the store is dropped while unwinding: `App::call` holds it
+/// outside the `App` during a call.)
+pub(super) fn lend_state<R>(
+    store: &mut Store<Host>,
+    state: &dyn StateRead,
+    call: impl FnOnce(&mut Store<Host>) -> R,
+) -> R {
+    let pointer = std::ptr::NonNull::from(state);
+    // SAFETY: only the lifetime is erased, so that the store can hold the
+    // pointer; it is cleared below, while `state` is still borrowed, and
+    // `Host::state` is the only place that reads it.
+    let erased: std::ptr::NonNull<dyn StateRead + 'static> =
+        unsafe { std::mem::transmute(pointer) };
+    assert!(store.data().state.0.is_none(), "a state is already lent");
+    store.data_mut().state.0 = Some(erased);
+    let result = call(store);
+    store.data_mut().state.0 = None;
+    result
 }
 
 /// The host error a host function returns to stop the execution; what to do
@@ -220,15 +263,15 @@ pub(super) fn input_read(mut caller: Caller<'_, Host>, ptr: i32) -> HostResult<(
     })
 }
 
-/// Answers from the overlay when it holds the key; otherwise stops the
-/// execution for `serve` to answer from the state and resume it.
+/// Answers from the call's overlay when it holds the key, else from the
+/// committed state.
 pub(super) fn storage_read(
     mut caller: Caller<'_, Host>,
     key_ptr: i32,
     val_ptr: i32,
     val_cap: i32,
 ) -> HostResult<i32> {
-    let answer = host(&mut caller, |caller| {
+    host(&mut caller, |caller| {
         charge(caller, STORAGE_CALL_FUEL)?;
         let memory_len = memory_len(caller)?;
         let key_range = span("storage_read key", key_ptr, 32, memory_len)?;
@@ -240,23 +283,20 @@ pub(super) fn storage_read(
         )?;
         let (memory, host) = memory_and_host(caller)?;
         let key = key_at(memory, key_range);
-        let (length, copied) = match host.overlay.get(&key) {
-            None => {
-                host.pending = Some(Pending::Read { key, dst });
-                return Ok(None);
-            }
-            Some(None) => return Ok(Some(-1)),
-            Some(Some(value)) => {
-                let copied = value.len().min(dst.len());
-                memory[dst.start..dst.start + copied].copy_from_slice(&value[..copied]);
-                (length_i32(value.len()), copied)
-            }
+        let value = match host.overlay.get(&key) {
+            Some(written) => written.as_deref(),
+            None => host.state()?.get(&key),
         };
-        host.mark(&(dst.start..dst.start + copied));
-        charge(caller, bytes_fuel(copied))?;
-        Ok(Some(length))
-    })?;
-    answer.map_or_else(stop, Ok)
+        let Some(value) = value else {
+            return Ok(-1);
+        };
+        let length = length_i32(value.len());
+        let copied = dst.start..dst.start + value.len().min(dst.len());
+        memory[copied.clone()].copy_from_slice(&value[..copied.len()]);
+        host.mark(&copied);
+        charge(caller, bytes_fuel(copied.len()))?;
+        Ok(length)
+    })
 }
 
 pub(super) fn storage_write(
@@ -285,24 +325,24 @@ pub(super) fn storage_write(
     })
 }
 
-/// Answers from the overlay when it holds the key; otherwise stops the
-/// execution for `serve` to answer from the state and resume it.
+/// Removes the key in the call's overlay; answers whether it existed, in
+/// the overlay when it holds the key, else in the committed state.
 pub(super) fn storage_remove(mut caller: Caller<'_, Host>, key_ptr: i32) -> HostResult<i32> {
-    let answer = host(&mut caller, |caller| {
+    host(&mut caller, |caller| {
         charge(caller, STORAGE_CALL_FUEL)?;
         let key_range = span("storage_remove key", key_ptr, 32, memory_len(caller)?)?;
         let (memory, host) = memory_and_host(caller)?;
         let key = key_at(memory, key_range);
         if let Some(value) = host.overlay.get_mut(&key) {
-            return Ok(Some(i32::from(value.take().is_some())));
+            return Ok(i32::from(value.take().is_some()));
         }
         if host.overlay.len() >= CALL_WRITES_MAX {
             return Err(writes_exceeded());
         }
-        host.pending = Some(Pending::Remove { key });
-        Ok(None)
-    })?;
-    answer.map_or_else(stop, Ok)
+        let existed = host.state()?.get(&key).is_some();
+        host.overlay.insert(key, None);
+        Ok(i32::from(existed))
+    })
 }
 
 pub(super) fn value_return(mut caller: Caller<'_, Host>, ptr: i32, len: i32) -> HostResult<()> {
@@ -384,46 +424,4 @@ pub(super) fn new_linker(engine: &Engine) -> Linker<Host> {
     })();
     assert!(defined.is_ok(), "host functions defined twice");
     linker
-}
-
-/// Answers a host function's request for the state; returns its result.
-pub(super) fn serve(
-    store: &mut Store<Host>,
-    request: Pending,
-    state: &dyn StateRead,
-) -> Result<i32, CallError> {
-    match request {
-        Pending::Read { key, dst } => {
-            let Some(value) = state.get(&key) else {
-                return Ok(-1);
-            };
-            let copied = value.len().min(dst.len());
-            let fuel_left = store.get_fuel().unwrap_or(0);
-            let cost = bytes_fuel(copied);
-            if fuel_left < cost {
-                return Err(CallError::OutOfFuel);
-            }
-            store
-                .set_fuel(fuel_left - cost)
-                .map_err(|e| CallError::Trap(format!("cannot set fuel: {e}")))?;
-            let memory = store.data().memory.ok_or_else(no_memory)?;
-            let (data, host) = memory.data_and_store_mut(&mut *store);
-            host.mark(&(dst.start..dst.start + copied));
-            // The range was checked against the memory by the host function,
-            // and the memory cannot shrink.
-            let window = data.get_mut(dst.start..dst.start + copied).ok_or_else(|| {
-                CallError::Trap("storage_read: value buffer out of bounds".into())
-            })?;
-            window.copy_from_slice(&value[..copied]);
-            Ok(length_i32(value.len()))
-        }
-        Pending::Remove { key } => {
-            let existed = state.get(&key).is_some();
-            let host = store.data_mut();
-            assert!(host.overlay.len() < CALL_WRITES_MAX);
-            let previous = host.overlay.insert(key, None);
-            assert!(previous.is_none());
-            Ok(i32::from(existed))
-        }
-    }
 }

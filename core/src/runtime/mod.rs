@@ -52,7 +52,7 @@ use std::ops::Range;
 
 use wasmi::{
     Caller, CompilationMode, Config, Engine, Extern, ExternType, Global, Instance, Linker, Memory,
-    Module, Mutability, ResumableCall, Store, StoreLimits, StoreLimitsBuilder, TrapCode, Val,
+    Module, Mutability, Store, StoreLimits, StoreLimitsBuilder, TrapCode, Val,
 };
 use wasmparser::{CompositeInnerType, ExternalKind, Operator, Parser, Payload, TypeRef};
 
@@ -370,14 +370,11 @@ impl App {
             .memories(1)
             .instances(1)
             .build();
-        let host = Host {
-            limits,
-            chunk_shift: match self.reset {
-                Reset::Tracked { chunk_shift } => Some(chunk_shift),
-                Reset::Compare | Reset::Rebuild => None,
-            },
-            ..Host::default()
+        let chunk_shift = match self.reset {
+            Reset::Tracked { chunk_shift } => Some(chunk_shift),
+            Reset::Compare | Reset::Rebuild => None,
         };
+        let host = Host::new(limits, chunk_shift);
         let mut store = Store::new(self.module.engine(), host);
         store.limiter(|host| &mut host.limits);
         let instance = self
@@ -431,7 +428,6 @@ fn run(
     let writes = std::mem::take(&mut host.overlay);
     let return_value = std::mem::take(&mut host.return_value);
     let logs = std::mem::take(&mut host.logs);
-    host.pending = None;
     host.abort = None;
     let fuel_left = outcome?;
     assert!(fuel_left <= fuel);
@@ -444,43 +440,24 @@ fn run(
     })
 }
 
-/// Executes the method to completion, serving the host requests that need
-/// the state. Returns the fuel left.
+/// Executes the method to completion, with `state` lent to the host
+/// functions. Returns the fuel left.
 fn execute(
     live: &mut Live,
     method: &str,
     state: &dyn StateRead,
     fuel: u64,
 ) -> Result<u64, CallError> {
+    let func = live
+        .instance
+        .get_func(&live.store, method)
+        .ok_or_else(|| CallError::UnknownMethod(method.to_owned()))?;
     let store = &mut live.store;
     store
         .set_fuel(fuel)
         .map_err(|e| CallError::Trap(format!("cannot set fuel: {e}")))?;
-    let func = live
-        .instance
-        .get_func(&*store, method)
-        .ok_or_else(|| CallError::UnknownMethod(method.to_owned()))?;
-    let mut step = func.call_resumable(&mut *store, &[], &mut []);
-    loop {
-        let trap = match step {
-            Ok(ResumableCall::Finished) => break,
-            Ok(ResumableCall::OutOfFuel(_)) => return Err(CallError::OutOfFuel),
-            Ok(ResumableCall::HostTrap(trap)) => trap,
-            Err(error) => return Err(call_error(&error, store.data_mut())),
-        };
-        // A host function stopped the execution: either to abort the call,
-        // or to ask for the state, which the store cannot hold (it outlives
-        // the borrow of `state`).
-        let host = store.data_mut();
-        if let Some(error) = host.abort.take() {
-            return Err(error);
-        }
-        let Some(request) = host.pending.take() else {
-            return Err(CallError::Trap(trap.host_error().to_string()));
-        };
-        let result = serve(store, request, state)?;
-        step = trap.resume(&mut *store, &[Val::I32(result)], &mut []);
-    }
+    lend_state(store, state, |store| func.call(&mut *store, &[], &mut []))
+        .map_err(|error| call_error(&error, store.data_mut()))?;
     store
         .get_fuel()
         .map_err(|e| CallError::Trap(format!("cannot read fuel: {e}")))

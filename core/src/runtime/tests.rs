@@ -805,15 +805,120 @@ fn input_functions() {
     assert_eq!(returned_i32s(&out), [3]);
 }
 
+/// Every host function reached by a tail call (`return_call`) from a
+/// helper, with the caller's locals holding sentinels: each call must give
+/// its own result, and leave the caller's frame alone. `$extra` is spliced
+/// into the module (a `data.drop` there makes the runtime rebuild the
+/// instance after every call).
+fn tail_module(extra: &str) -> String {
+    format!(
+        r#"
+    (module
+      (import "env" "input_len"      (func $input_len (result i32)))
+      (import "env" "input_read"     (func $input_read (param i32)))
+      (import "env" "storage_read"   (func $storage_read (param i32 i32 i32) (result i32)))
+      (import "env" "storage_write"  (func $storage_write (param i32 i32 i32)))
+      (import "env" "storage_remove" (func $storage_remove (param i32) (result i32)))
+      (import "env" "value_return"   (func $value_return (param i32 i32)))
+      (import "env" "log"            (func $log (param i32 i32)))
+      (import "env" "fail"           (func $fail (param i32 i32)))
+      (memory (export "memory") 1)
+      ;; key 1 at 0x1000 (written by the call), key 2 at 0x1020 (in the
+      ;; state beforehand), key 3 at 0x1040 (absent); a value at 0x2000
+      (data (i32.const 0x1000) "\01")
+      (data (i32.const 0x1020) "\02")
+      (data (i32.const 0x1040) "\03")
+      (data (i32.const 0x2000) "hello")
+      {extra}
+      (func $t_input_len (result i32) (return_call $input_len))
+      (func $t_input_read (param i32) (return_call $input_read (local.get 0)))
+      (func $t_read (param i32 i32 i32) (result i32)
+        (return_call $storage_read (local.get 0) (local.get 1) (local.get 2)))
+      (func $t_write (param i32 i32 i32)
+        (return_call $storage_write (local.get 0) (local.get 1) (local.get 2)))
+      (func $t_remove (param i32) (result i32) (return_call $storage_remove (local.get 0)))
+      (func $t_return (param i32 i32) (return_call $value_return (local.get 0) (local.get 1)))
+      (func $t_log (param i32 i32) (return_call $log (local.get 0) (local.get 1)))
+      (func $t_fail (param i32 i32) (return_call $fail (local.get 0) (local.get 1)))
+      ;; Records one i32 result at 0x3000 + 4 * $slot.
+      (func $put (param $slot i32) (param $value i32)
+        (i32.store (i32.add (i32.const 0x3000) (i32.shl (local.get $slot) (i32.const 2)))
+                   (local.get $value)))
+      (func (export "check")
+        (local $sentinel i32) (local $other i64)
+        (local.set $sentinel (i32.const 77))
+        (local.set $other (i64.const 0x1122334455667788))
+        (call $put (i32.const 0) (call $t_read (i32.const 0x1040) (i32.const 0x4000) (i32.const 8)))
+        (call $t_write (i32.const 0x1000) (i32.const 0x2000) (i32.const 5))
+        (call $put (i32.const 1) (call $t_read (i32.const 0x1000) (i32.const 0x4000) (i32.const 8)))
+        (call $put (i32.const 2) (call $t_remove (i32.const 0x1000)))
+        (call $put (i32.const 3) (call $t_remove (i32.const 0x1000)))
+        (call $put (i32.const 4) (call $t_read (i32.const 0x1000) (i32.const 0x4000) (i32.const 8)))
+        (call $put (i32.const 5) (call $t_read (i32.const 0x1020) (i32.const 0x4010) (i32.const 8)))
+        (call $put (i32.const 6) (call $t_remove (i32.const 0x1020)))
+        (call $put (i32.const 7) (call $t_remove (i32.const 0x1040)))
+        (call $put (i32.const 8) (call $t_input_len))
+        (call $t_input_read (i32.const 0x5000))
+        (call $put (i32.const 9) (i32.load (i32.const 0x5000)))
+        (call $t_log (i32.const 0x2000) (i32.const 5))
+        (call $put (i32.const 10) (local.get $sentinel))
+        (call $put (i32.const 11) (i32.wrap_i64 (local.get $other)))
+        (call $put (i32.const 12) (i32.load (i32.const 0x4010)))
+        (call $t_return (i32.const 0x3000) (i32.const 52)))
+      (func (export "fail") (call $t_fail (i32.const 0x2000) (i32.const 5)))
+    )
+    "#
+    )
+}
+
 #[test]
-fn tail_calls_to_state_functions_work() {
-    // A method is `() -> ()`, so it cannot tail-call `storage_read` (which
-    // returns i32) itself: a tail call to it always returns into a wasm
-    // frame, where the call can be resumed.
-    let mut probe = Harness::new(PROBE);
-    assert_eq!(returned_i32s(&probe.probe("tail_read", &[]).unwrap()), [-1]);
-    probe.probe("write", &[0x1000, 0x2000, 5]).unwrap();
-    assert_eq!(returned_i32s(&probe.probe("tail_read", &[]).unwrap()), [5]);
+fn tail_calls_to_every_host_function_return_their_results() {
+    let rebuilt = "(data $passive \"x\") (func $drop (data.drop $passive))";
+    let cases = [
+        (tail_module(""), None, Reset::Tracked { chunk_shift: 10 }),
+        (tail_module(""), Some(Reset::Compare), Reset::Compare),
+        (tail_module(rebuilt), None, Reset::Rebuild),
+    ];
+    for (source, forced, expected) in cases {
+        let mut app = Harness::new(&source);
+        if let Some(reset) = forced {
+            app.app.set_reset(reset);
+        }
+        assert_eq!(app.app.reset, expected);
+        app.state.0.insert(probe_key(2), b"stored".to_vec());
+        for _ in 0..2 {
+            let output = app.call_raw("check", &[9, 8, 7, 6]).unwrap();
+            let results = returned_i32s(&output);
+            let expected_results = [
+                -1,          // absent key
+                5,           // the call's own write
+                1,           // removed from the overlay
+                0,           // removed twice
+                -1,          // gone
+                6,           // from the state
+                1,           // removed from the state
+                0,           // removing an absent key
+                4,           // input_len
+                0x0607_0809, // input_read
+                77,          // the caller's locals are untouched
+                0x5566_7788,
+                i32::from_le_bytes(*b"stor"), // the state's value was copied
+            ];
+            assert_eq!(results, expected_results, "reset {expected:?}");
+            assert_eq!(output.logs, ["hello"]);
+            assert_eq!(
+                output.writes,
+                [
+                    (probe_key(1), None),
+                    (probe_key(2), None),
+                    (probe_key(3), None)
+                ]
+            );
+            // Put key 2 back for the second round.
+            app.state.0.insert(probe_key(2), b"stored".to_vec());
+        }
+        assert_eq!(app.call("fail", &[]), app_failed("hello"));
+    }
 }
 
 #[test]
