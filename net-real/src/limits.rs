@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+/// The native stack of every thread of the node (the engine's and tokio's
+/// workers): at least what an app's call needs, with room to spare.
+pub const THREAD_STACK_BYTES: usize = 4 * 1024 * 1024;
+const _: () = assert!(THREAD_STACK_BYTES >= ctx_core::runtime::CALL_NATIVE_STACK_BYTES_MIN);
+
 /// The largest frame on the peer port: one Noise message (the protocol's
 /// maximum). A length prefix above it closes the connection before anything
 /// is allocated.

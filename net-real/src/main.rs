@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use ctx_core::Config;
 use ctx_node::client::Client;
 use ctx_node::identity::Identity;
-use ctx_node::limits::CLIENT_TIMEOUT;
+use ctx_node::limits::{self, CLIENT_TIMEOUT};
 use ctx_node::server::{self, Settings};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -433,18 +433,30 @@ fn run(args: RunArgs, admin: Option<String>) -> Result<()> {
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(limits::THREAD_STACK_BYTES)
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            let _ = stop.send(true);
-        });
-        server::run(settings, stopped).await
-    })?;
-    Ok(())
+    // The engine runs on the thread that drives `block_on`: give it a known
+    // stack, whatever the main thread's is.
+    let engine = std::thread::Builder::new()
+        .name("ctx-node".to_owned())
+        .stack_size(limits::THREAD_STACK_BYTES)
+        .spawn(move || {
+            runtime.block_on(async move {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("shutting down");
+                    let _ = stop.send(true);
+                });
+                server::run(settings, stopped).await
+            })
+        })
+        .context("starting the engine thread")?;
+    match engine.join() {
+        Ok(result) => Ok(result?),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 async fn wait_for_signal() {

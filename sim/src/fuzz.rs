@@ -26,6 +26,11 @@ pub const SHRINK_RUNS_MAX: usize = 2_000;
 /// Unshrunk failing scenarios written besides the shrunk one, at most.
 pub const FAILURES_SAVED_MAX: usize = 20;
 
+/// The native stack of each worker thread: every world runs its engines'
+/// app calls there.
+const WORKER_STACK_BYTES: usize = 4 * 1024 * 1024;
+const _: () = assert!(WORKER_STACK_BYTES >= ctx_core::runtime::CALL_NATIVE_STACK_BYTES_MIN);
+
 /// What to fuzz.
 #[derive(Clone, Debug)]
 pub struct FuzzOptions {
@@ -98,7 +103,8 @@ pub fn fuzz(
     let deadline = options.duration.map(|d| started + d);
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
-            scope.spawn(|| {
+            let worker = std::thread::Builder::new().stack_size(WORKER_STACK_BYTES);
+            let spawned = worker.spawn_scoped(scope, || {
                 loop {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         break;
@@ -139,6 +145,7 @@ pub fn fuzz(
                     progress(done.fetch_add(1, Ordering::Relaxed) + 1, count);
                 }
             });
+            spawned.expect("a fuzz worker thread starts");
         }
     });
     let mut failures = failures.into_inner().expect("no panics while held");

@@ -70,6 +70,29 @@ pub const APP_MEMORY_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const APP_TABLES_MAX: usize = 16;
 pub const APP_TABLE_ELEMENTS_MAX: usize = 64 * 1024;
 
+/// Nested calls one call may make (the method's frame included): a deeper
+/// recursion traps with "call stack exhausted".
+pub const RECURSION_DEPTH_MAX: usize = 1000;
+
+/// Bytes of wasmi's value stack one call may use: every frame takes 8 bytes
+/// per local (parameters included) and per operand of its deepest point.
+pub const STACK_BYTES_MAX: usize = 1_000_000;
+
+/// The native stack a thread must have to compile an app and run its calls.
+/// Whatever the app does, a call uses a bounded amount of native stack:
+/// WebAssembly calls and recursion live on wasmi's own stack (bounded by
+/// [`RECURSION_DEPTH_MAX`] and [`STACK_BYTES_MAX`]), host functions never
+/// call back into the app, and wasmi is built with its loop dispatch
+/// (`portable-dispatch`; its default tail-call dispatch leaks native stack
+/// on some paths, such as every refused `memory.grow`, which let one method
+/// abort the process).
+///
+/// Measured (`calls_run_on_the_minimum_native_stack` at decreasing sizes):
+/// 64 KiB suffice with wasmi optimized (the workspace's test and release
+/// profiles), 1 MiB with everything unoptimized. Rust's spawned threads and
+/// tokio's workers have 2 MiB by default; the drivers set theirs explicitly.
+pub const CALL_NATIVE_STACK_BYTES_MIN: usize = 2 * 1024 * 1024;
+
 /// Fuel charged for a call to any host function, on top of wasmi's own cost
 /// of the call instruction.
 pub const HOST_CALL_FUEL: u64 = 20;
@@ -481,7 +504,11 @@ fn new_engine() -> Engine {
         .allow_start_fn(false)
         // One memory, 32-bit: the one the runtime resets and the ABI uses.
         .wasm_multi_memory(false)
-        .wasm_memory64(false);
+        .wasm_memory64(false)
+        // The module's own limits (docs/ABI.md), pinned rather than left to
+        // wasmi's defaults: a deeper recursion traps, the same everywhere.
+        .set_max_recursion_depth(RECURSION_DEPTH_MAX)
+        .set_max_stack_height(STACK_BYTES_MAX);
     Engine::new(&config)
 }
 

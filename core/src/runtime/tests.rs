@@ -1285,3 +1285,55 @@ fn app_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<App>();
 }
+
+/// Methods that ask for what the limits refuse, over and over: each refusal
+/// must leave nothing behind on the native stack.
+const GROWER: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (table $t 1 funcref)
+  ;; memory.grow beyond APP_MEMORY_BYTES_MAX returns -1, 100 000 times
+  (func (export "grow_memory")
+    (local $i i32)
+    (loop $next
+      (drop (memory.grow (i32.const 300)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $i) (i32.const 100000)))))
+  ;; table.grow beyond APP_TABLE_ELEMENTS_MAX returns -1, 100 000 times
+  (func (export "grow_table")
+    (local $i i32)
+    (loop $next
+      (drop (table.grow $t (ref.null func) (i32.const 100000)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $next (i32.lt_u (local.get $i) (i32.const 100000)))))
+)
+"#;
+
+/// Runs `f` on a thread with a native stack of `bytes`.
+fn on_stack<T: Send + 'static>(bytes: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(bytes)
+        .spawn(f)
+        .expect("spawn")
+        .join()
+        .expect("no panic")
+}
+
+#[test]
+fn calls_run_on_the_minimum_native_stack() {
+    // Compiling included: a driver compiles an app on the thread that calls it.
+    on_stack(CALL_NATIVE_STACK_BYTES_MIN, || {
+        let mut probe = Harness::new(PROBE);
+        assert!(probe.probe("recurse", &[]).is_err());
+        let mut kv = Harness::new(KV);
+        kv.call("set", &[b"a", b"b"]).unwrap();
+        assert!(kv.call("spin", &[]).is_err());
+        // wasmi 2.0's default tail-call dispatch left ~176 bytes of native
+        // stack behind per refused `memory.grow`: this aborted the process.
+        let mut app = Harness::new(GROWER);
+        for method in ["grow_memory", "grow_table", "grow_memory"] {
+            let output = app.call(method, &[]).expect("the loop ends");
+            assert!(output.fuel_used > 400_000, "{method}: {}", output.fuel_used);
+        }
+    });
+}
