@@ -54,7 +54,7 @@ use wasmi::{
     Caller, CompilationMode, Config, Engine, Extern, ExternType, Global, Instance, Linker, Memory,
     Module, Mutability, Store, StoreLimits, StoreLimitsBuilder, TrapCode, Val,
 };
-use wasmparser::{CompositeInnerType, ExternalKind, Operator, Parser, Payload, TypeRef};
+use wasmparser::{ExternalKind, Operator, Parser, Payload, TypeRef};
 
 use crate::ids::Key;
 use crate::limits::{
@@ -71,11 +71,14 @@ pub const APP_TABLES_MAX: usize = 16;
 pub const APP_TABLE_ELEMENTS_MAX: usize = 64 * 1024;
 
 /// Nested calls one call may make (the method's frame included): a deeper
-/// recursion traps with "call stack exhausted".
+/// recursion traps with "call stack exhausted". The instrumentation for the
+/// reset adds no frame, so a module gets exactly this depth.
 pub const RECURSION_DEPTH_MAX: usize = 1000;
 
 /// Bytes of wasmi's value stack one call may use: every frame takes 8 bytes
 /// per local (parameters included) and per operand of its deepest point.
+/// The instrumentation adds neither locals nor operand depth, so a module's
+/// frames are the size plain wasmi gives them.
 pub const STACK_BYTES_MAX: usize = 1_000_000;
 
 /// The native stack a thread must have to compile an app and run its calls.
@@ -527,8 +530,9 @@ fn compile_module(
     }
     if !analysis.untrackable {
         let chunk_shift = chunk_shift(analysis.memory_bytes);
-        // This fails only if the added locals break a limit (a function
-        // already near wasmi's 30 000 locals): then compare instead.
+        // The instrumentation adds no local and no operand depth, so this
+        // fails only if the added code breaks some limit of wasmi's
+        // translation (none is known): then compare instead.
         if let Ok(module) = compile(&rewrite(wasm, analysis, Some(chunk_shift))?) {
             return Ok((module, Reset::Tracked { chunk_shift }));
         }
