@@ -1,0 +1,183 @@
+//! Authoring and accepting transactions into a copy.
+//!
+//! Owns: the one path into a replica (`Held::insert`), which queues the
+//! transaction's record and events in the same step (the first half of the
+//! durability rule, see `out`); the release of pending transactions once
+//! their parents are accepted; the refusal of whatever waits for a
+//! transaction the DAG refused.
+//!
+//! Invariants:
+//! - a transaction is inserted only once all its parents are in the replica
+//!   (`offer` holds it in the pending set otherwise), so `Replica::insert`
+//!   refuses only invalid ones;
+//! - a transaction this node authors is built on its replica's heads, so it
+//!   is always insertable;
+//! - a transaction that arrives again while pending makes its missing
+//!   parents be fetched from the sender, which holds them.
+
+use crate::ids::{ContextId, MemberId, TxId};
+use crate::membership::MemberStatus;
+use crate::replica::{InsertError, Outcome};
+use crate::time::Time;
+use crate::tx::{TX_FORMAT_VERSION, Tx, TxBody, TxKind, check_structure};
+
+use super::context::Held;
+use super::out::{Event, Out};
+use super::{CallReceipt, CommandError, Env, Phase};
+
+impl Held {
+    /// Makes, applies, persists and pushes a transaction of this node's.
+    /// The context is in phase `Member` (or becomes it now, for the join at
+    /// the end of a catchup).
+    pub(super) fn author(
+        &mut self,
+        context: ContextId,
+        kind: TxKind,
+        env: &Env,
+        out: &mut Out,
+    ) -> Result<CallReceipt, CommandError> {
+        self.author_tx(context, kind, env, out)
+            .map(|(_, receipt)| receipt)
+    }
+
+    /// `author`, also returning the transaction.
+    pub(super) fn author_tx(
+        &mut self,
+        context: ContextId,
+        kind: TxKind,
+        env: &Env,
+        out: &mut Out,
+    ) -> Result<(Tx, CallReceipt), CommandError> {
+        // A join is authored by an invited node; everything else by a member.
+        let required = match kind {
+            TxKind::Join => MemberStatus::Invited,
+            _ => MemberStatus::Member,
+        };
+        if self.replica.status(&env.me) != Some(required) {
+            return Err(CommandError::NotAMember(context, Some(Phase::Member)));
+        }
+        let (parents, height) = self.replica.next_parents();
+        let body = TxBody {
+            version: TX_FORMAT_VERSION,
+            context,
+            author: env.me,
+            height,
+            parents,
+            kind,
+        };
+        // Refuse an over-limit call as a command error, before signing.
+        check_structure(&body)?;
+        let tx = Tx::sign(body, &env.key);
+        let id = tx.id();
+        // The members before this transaction applies (a leave, or an
+        // invite, changes them).
+        let others = self.other_members(&env.me);
+        let outcome = self
+            .accept(context, tx.clone(), out)
+            .expect("a transaction built on this node's heads is insertable");
+        debug_assert!(self.replica.contains(&id), "accepted");
+        if let Outcome::Failed(error) = &outcome {
+            out.event(Event::CallFailed {
+                context,
+                tx: id,
+                error: error.clone(),
+            });
+        }
+        for member in others {
+            out.push_tx(context, member, &tx, &self.replica);
+        }
+        Ok((tx, CallReceipt { tx: id, outcome }))
+    }
+
+    /// Inserts a transaction whose parents are accepted, persists it, reports
+    /// it, and then releases whatever waited for it.
+    pub(super) fn accept(
+        &mut self,
+        context: ContextId,
+        tx: Tx,
+        out: &mut Out,
+    ) -> Result<Outcome, InsertError> {
+        let id = tx.id();
+        let outcome = self.insert(context, tx, out)?;
+        let mut ready = self.pending.release(&id);
+        while let Some(next) = ready.pop() {
+            let next_id = next.id();
+            match self.insert(context, next, out) {
+                Ok(_) => ready.extend(self.pending.release(&next_id)),
+                Err(error) => self.drop_invalid(context, next_id, &error, out),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Inserts one transaction whose parents are accepted; persists and
+    /// reports it. The only path into the replica.
+    fn insert(
+        &mut self,
+        context: ContextId,
+        tx: Tx,
+        out: &mut Out,
+    ) -> Result<Outcome, InsertError> {
+        debug_assert!(
+            tx.parents().iter().all(|p| self.replica.contains(p)),
+            "only a transaction whose parents are accepted is inserted"
+        );
+        let id = tx.id();
+        let signed = tx.signed().clone();
+        let inserted = self.replica.insert(tx)?;
+        out.accepted(context, id, signed, &inserted);
+        Ok(inserted.outcome)
+    }
+
+    /// A transaction the DAG refused can never be accepted: neither can
+    /// anything waiting for it.
+    pub(super) fn drop_invalid(
+        &mut self,
+        context: ContextId,
+        id: TxId,
+        error: &InsertError,
+        out: &mut Out,
+    ) {
+        self.pending.discard_descendants(&id);
+        out.event(Event::Dropped {
+            context,
+            tx: id,
+            reason: error.to_string(),
+        });
+    }
+
+    /// Takes a verified transaction from `from`: accepts it if its parents
+    /// are here, holds it and fetches them otherwise, ignores a duplicate.
+    pub(super) fn offer(
+        &mut self,
+        context: ContextId,
+        env: &mut Env,
+        out: &mut Out,
+        now: Time,
+        from: MemberId,
+        tx: Tx,
+    ) {
+        let id = tx.id();
+        if self.replica.contains(&id) {
+            return;
+        }
+        if self.pending.contains(&id) {
+            // Sent again while still waiting for its parents: the sender
+            // holds them (it accepted this transaction), and it may be the
+            // only one that does, as for a leaver's own last transactions.
+            self.start_fetch(context, env, out, now, from, Vec::new());
+            return;
+        }
+        if tx.parents().iter().all(|p| self.replica.contains(p)) {
+            if let Err(error) = self.accept(context, tx, out) {
+                self.drop_invalid(context, id, &error, out);
+            }
+            return;
+        }
+        if tx.context() != context {
+            return;
+        }
+        self.pending.hold(tx, |p| self.replica.contains(p));
+        self.start_fetch(context, env, out, now, from, Vec::new());
+    }
+}

@@ -1,0 +1,200 @@
+//! One context on this node: its phase, as a type whose variants own what the
+//! phase needs.
+//!
+//! ```text
+//!   Joining(Catchup) ──stream ends, invited or member──► Member(Held)
+//!      │  (Requested → App → Stream(Held))                   │
+//!      │                                           leave, others remain
+//!      ▼                                                     ▼
+//!   deleted ◄──────────── LeaveAck / status Left ── Leaving { held, leave }
+//! ```
+//!
+//! Owns: the phase and the data each phase has, and nothing else: a joiner
+//! has its catchup (and, once the application is known, the copy its stream
+//! fills); a member has its copy (`Held`: replica, pending set, the fetch in
+//! flight); a leaver has its copy and the leave it pushes. So a member's
+//! replica is simply there, a joiner has no leave, a leaver no catchup.
+//!
+//! Invariants:
+//! - at most one fetch per copy is in flight (`Held::fetch`);
+//! - the pending set is empty until the copy exists (only a copy takes
+//!   transactions), so it lives in the copy;
+//! - a copy is never dropped while the context is held: it moves from the
+//!   catchup's stream to `Member` and from `Member` to `Leaving`, with its
+//!   pending set and its fetch;
+//! - a leave is this node's own `Leave` transaction, in its copy.
+
+use crate::ids::{ContextId, MemberId, TxId};
+use crate::membership::MemberStatus;
+use crate::pending::Pending;
+use crate::replica::Replica;
+use crate::time::Time;
+use crate::tx::{Tx, TxKind};
+use crate::wire::RequestId;
+
+use super::Phase;
+use super::catchup::Catchup;
+
+/// A request waiting for its answer.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Outstanding {
+    pub(super) request: RequestId,
+    pub(super) peer: MemberId,
+    pub(super) deadline: Time,
+}
+
+impl Outstanding {
+    /// Whether a message from `from` about `request` is the answer.
+    pub(super) fn answered_by(&self, request: RequestId, from: MemberId) -> bool {
+        self.request == request && self.peer == from
+    }
+}
+
+/// This node's copy of a context, once it knows the application.
+pub(super) struct Held {
+    pub(super) replica: Replica,
+    /// Transactions waiting for their parents.
+    pub(super) pending: Pending,
+    /// The one fetch in flight, if any.
+    pub(super) fetch: Option<Outstanding>,
+}
+
+impl Held {
+    pub(super) fn new(replica: Replica) -> Held {
+        Held {
+            replica,
+            pending: Pending::default(),
+            fetch: None,
+        }
+    }
+
+    /// Members of the context other than this node, sorted.
+    pub(super) fn other_members(&self, me: &MemberId) -> Vec<MemberId> {
+        self.replica
+            .membership()
+            .members()
+            .filter(|m| m != me)
+            .collect()
+    }
+}
+
+/// A leaver's leave: its own `Leave`, pushed until a member acknowledges it.
+pub(super) struct Leave {
+    pub(super) tx: Tx,
+    /// When to push it again.
+    pub(super) push_at: Time,
+}
+
+impl Leave {
+    pub(super) fn new(tx: Tx, push_at: Time, me: &MemberId) -> Leave {
+        assert!(
+            tx.author() == *me && matches!(tx.kind(), TxKind::Leave),
+            "a leaver pushes its own leave"
+        );
+        Leave { tx, push_at }
+    }
+}
+
+/// Where this node stands in a context, with what it needs there.
+pub(super) enum State {
+    /// Catching up; not yet a member.
+    Joining(Catchup),
+    /// A full member.
+    Member(Held),
+    /// Left: pushes its leave until a member acknowledges it, then deletes.
+    Leaving { held: Held, leave: Leave },
+}
+
+pub(super) struct Context {
+    pub(super) id: ContextId,
+    /// When to run the next anti-entropy round (a member's only).
+    pub(super) next_tick_at: Time,
+    pub(super) state: State,
+}
+
+impl Context {
+    pub(super) fn new(id: ContextId, next_tick_at: Time, state: State) -> Context {
+        Context {
+            id,
+            next_tick_at,
+            state,
+        }
+    }
+
+    /// The public tag of the state.
+    pub(super) fn phase(&self) -> Phase {
+        match self.state {
+            State::Joining(_) => Phase::Joining,
+            State::Member(_) => Phase::Member,
+            State::Leaving { .. } => Phase::Leaving,
+        }
+    }
+
+    /// This node's copy, in any phase that has one.
+    pub(super) fn held(&self) -> Option<&Held> {
+        match &self.state {
+            State::Joining(catchup) => catchup.held(),
+            State::Member(held) | State::Leaving { held, .. } => Some(held),
+        }
+    }
+
+    pub(super) fn held_mut(&mut self) -> Option<&mut Held> {
+        match &mut self.state {
+            State::Joining(catchup) => catchup.held_mut(),
+            State::Member(held) | State::Leaving { held, .. } => Some(held),
+        }
+    }
+
+    pub(super) fn replica(&self) -> Option<&Replica> {
+        self.held().map(|held| &held.replica)
+    }
+
+    /// The earliest of this context's timers.
+    pub(super) fn next_deadline(&self) -> Time {
+        let fetch = self.held().and_then(|h| h.fetch).map(|f| f.deadline);
+        let own = match &self.state {
+            State::Joining(catchup) => Some(catchup.outstanding.deadline),
+            State::Member(_) => None,
+            State::Leaving { leave, .. } => Some(leave.push_at),
+        };
+        [fetch, own]
+            .into_iter()
+            .flatten()
+            .fold(self.next_tick_at, Time::min)
+    }
+
+    /// The copy this node serves `peer`'s sync requests (heads, fetch,
+    /// stream, app) from and takes its pushes into: any node the membership
+    /// names, including one that left, so that a node holding a stale view
+    /// of its own membership (it caught up from a member that had not yet
+    /// seen its earlier leave) can still learn where it stands. A joiner
+    /// serves no one.
+    pub(super) fn serving(&self, peer: &MemberId) -> Option<&Held> {
+        match &self.state {
+            State::Member(held) | State::Leaving { held, .. }
+                if held.replica.status(peer).is_some() =>
+            {
+                Some(held)
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn serves(&self, peer: &MemberId) -> bool {
+        self.serving(peer).is_some()
+    }
+
+    /// Whether this node is leaving and `leave` is the leave it pushes.
+    pub(super) fn acknowledges(&self, leave: TxId) -> bool {
+        matches!(&self.state, State::Leaving { leave: own, .. } if own.tx.id() == leave)
+    }
+}
+
+/// Whether `peer` may catch up from this member's copy: it must be invited
+/// (or already a member, resuming).
+pub(super) fn accepts_catchup(held: &Held, peer: &MemberId) -> bool {
+    matches!(
+        held.replica.status(peer),
+        Some(MemberStatus::Member | MemberStatus::Invited)
+    )
+}

@@ -1,0 +1,90 @@
+//! The leave handshake.
+//!
+//! ```text
+//!   leaver                                 member
+//!   Leave (authored, pushed)          ──►  accepts it (and so everything the leaver had)
+//!   Leave again, every request timeout ──► LeaveAck { leave } once accepted here
+//!   deletes its copy (`Record::Deleted`, `Event::Left`)
+//! ```
+//!
+//! Owns: the transition Member → Leaving (or straight to deleted, for a
+//! last member or a node still catching up), the leaver's push timer, and
+//! the acknowledgement that ends it. (A member's side, acknowledging, is in
+//! `sync`, with the other pushes.)
+//!
+//! Invariants: a leaver keeps its copy, with its pending set and its fetch,
+//! until a member acknowledges the very leave it pushes; so nothing a leaver
+//! accepted is lost with its copy.
+
+use crate::ids::ContextId;
+use crate::time::Time;
+use crate::tx::TxKind;
+
+use super::context::{Context, Leave, State};
+use super::out::Out;
+use super::{CommandError, Env, Node, Phase};
+
+impl Node {
+    /// Leaves a context (see `Node::leave`).
+    pub(super) fn leave_context(
+        &mut self,
+        now: Time,
+        context: ContextId,
+    ) -> Result<(), CommandError> {
+        // Taken out of the map so that its state moves by value; put back
+        // unless deleted.
+        let c = self
+            .contexts
+            .remove(&context)
+            .ok_or(CommandError::UnknownContext(context))?;
+        let Context {
+            id,
+            next_tick_at,
+            state,
+        } = c;
+        let mut held = match state {
+            State::Joining(_) => {
+                self.out.deleted(context);
+                return Ok(());
+            }
+            State::Leaving { .. } => {
+                self.contexts
+                    .insert(context, Context::new(id, next_tick_at, state));
+                return Err(CommandError::NotAMember(context, Some(Phase::Leaving)));
+            }
+            State::Member(held) => held,
+        };
+        let tx = match held.author_tx(context, TxKind::Leave, &self.env, &mut self.out) {
+            Ok((tx, _)) => tx,
+            Err(error) => {
+                self.contexts
+                    .insert(context, Context::new(id, next_tick_at, State::Member(held)));
+                return Err(error);
+            }
+        };
+        if held.other_members(&self.env.me).is_empty() {
+            self.out.deleted(context);
+            return Ok(());
+        }
+        let leave = Leave::new(tx, self.env.timeout_at(now), &self.env.me);
+        let state = State::Leaving { held, leave };
+        self.contexts
+            .insert(context, Context::new(id, next_tick_at, state));
+        Ok(())
+    }
+}
+
+impl Context {
+    /// The leave timer: push the leave again to every other member.
+    pub(super) fn leave_timer(&mut self, env: &Env, out: &mut Out, now: Time) {
+        let context = self.id;
+        if let State::Leaving { held, leave } = &mut self.state
+            && leave.push_at <= now
+        {
+            leave.push_at = env.timeout_at(now);
+            for member in held.other_members(&env.me) {
+                out.push_tx(context, member, &leave.tx, &held.replica);
+            }
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The engine as a driver sees it: a node hosting any number of contexts, fed
+//! inputs with the current time and drained of outputs.
+//!
+//! ```text
+//!   driver                          Node
+//!   ──────                          ────
+//!   create_context/invite/join/     ─► commands (return at once)
+//!   leave/call/view
+//!   handle_message(now, from, bytes) ─► a peer's message
+//!   handle_timeout(now)              ─► timers that are due
+//!   poll_persist()   ◄─ records to make durable     (drain FIRST)
+//!   poll_transmit()  ◄─ messages to send to peers   (then these)
+//!   poll_event()     ◄─ Joined, Applied, Left, CallFailed, ...
+//!   poll_timeout()   ◄─ when to call handle_timeout next
+//! ```
+//!
+//! This file owns the public API, the dispatch of each input to the context
+//! it is about, and what every procedure shares (`Env`: identity,
+//! configuration, generator, verifier, request ids). The rest is in:
+//!
+//! - `context` — a context's phase as a type whose variants own what the
+//!   phase needs (a joiner its catchup; a member its copy; a leaver its copy
+//!   and its leave), so an impossible combination cannot be built;
+//! - `out` — the one output struct: records, messages and events, and the
+//!   durability rule between them (a transaction's `Record::Tx` is queued
+//!   before any message that reveals it, so a driver that drains
+//!   `poll_persist` before `poll_transmit` never exposes an unpersisted
+//!   transaction);
+//! - `accept` — authoring and accepting transactions, and the pending set's
+//!   releases;
+//! - `sync` — pushes, anti-entropy, fetches and the answers a copy serves;
+//! - `catchup` — how a joiner gets a copy, and how a member serves one;
+//! - `leave` — the leave handshake;
+//! - `restore` — rebuilding a node from its records;
+//! - `stress` — every random draw, and the stress hooks.
+//!
+//! Invariants held here: a message is dispatched only to a context this
+//! node holds (a catchup request for another is refused); after every
+//! message a member's phase agrees with its own status in the replicated
+//! membership (`Node::reconcile_phase`); timers run for every context that
+//! is due, in context order.
+//!
+//! Nothing here reads a clock, performs I/O or draws ambient randomness:
+//! time comes in as `now`, randomness from the seeded generator the driver
+//! gives at construction.
+
+mod accept;
+mod catchup;
+mod context;
+mod leave;
+mod out;
+mod restore;
+mod stress;
+mod sync;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::ids::{ContextId, Hash, Key, MemberId, TxId};
+use crate::limits::{CONTEXTS_MAX, SYNC_BATCH_BYTES_MAX, SYNC_BATCH_TXS_MAX};
+use crate::membership::MemberStatus;
+use crate::record::Record;
+use crate::replica::{Outcome, Replica, ReplicaError};
+use crate::runtime::{AppError, CallError, wasm_from_source};
+use crate::time::Time;
+use crate::tx::{TX_FORMAT_VERSION, Tx, TxBody, TxError, TxKind};
+use crate::verify::Verifier;
+use crate::wire::{Body, Envelope, RefuseReason, RequestId, WireError};
+
+use catchup::Catchup;
+use context::{Context, Held, State};
+use out::Out;
+
+pub use out::{Event, Transmit};
+
+/// Timing and batching of the protocol. Every member of a context may use
+/// different values: none of them affects what a context converges to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// How often a member sends its heads to one random other member.
+    pub sync_interval_ms: u64,
+    /// How long a request waits for its answer before it is sent again (to
+    /// another member, for a catchup that keeps failing).
+    pub request_timeout_ms: u64,
+    /// Transactions per sync or catchup batch.
+    pub sync_batch_txs_max: usize,
+    /// Bytes per sync or catchup batch (about).
+    pub sync_batch_bytes_max: usize,
+    /// Stress hooks (like FoundationDB's BUGGIFY), for simulation only: the
+    /// engine sometimes takes rare but legal paths (tiny sync batches, early
+    /// timer firings, redundant and abandoned requests), drawn from its
+    /// seeded generator. Never on in a real node.
+    pub stress: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sync_interval_ms: 1_000,
+            request_timeout_ms: 1_500,
+            sync_batch_txs_max: SYNC_BATCH_TXS_MAX,
+            sync_batch_bytes_max: SYNC_BATCH_BYTES_MAX,
+            stress: false,
+        }
+    }
+}
+
+/// Where this node stands in a context: the tag of the context's state
+/// (`context::State`, whose variants own what each phase needs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Catching up; not yet a member.
+    Joining,
+    /// A full member.
+    Member,
+    /// Left: waits for one member to acknowledge its leave, then deletes.
+    Leaving,
+}
+
+/// Why a local command was refused. Nothing changed.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    #[error("no context {0:?} on this node")]
+    UnknownContext(ContextId),
+    #[error("this node already holds context {0:?}")]
+    AlreadyHeld(ContextId),
+    #[error("this node is not a member of context {0:?} (phase: {1:?})")]
+    NotAMember(ContextId, Option<Phase>),
+    #[error("a node cannot join through itself")]
+    JoinViaSelf,
+    #[error("this node hosts the maximum of {CONTEXTS_MAX} contexts")]
+    TooManyContexts,
+    #[error("application: {0}")]
+    App(#[from] AppError),
+    #[error("transaction: {0}")]
+    Tx(#[from] TxError),
+    #[error("context: {0}")]
+    Replica(#[from] ReplicaError),
+    #[error("call failed: {0}")]
+    Call(#[from] CallError),
+}
+
+/// Why a received message was refused. Nothing changed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum MessageError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("transaction: {0}")]
+    Tx(#[from] TxError),
+}
+
+/// Why a node could not be rebuilt from its records.
+#[derive(Debug, Error)]
+pub enum RestoreError {
+    #[error("context {0:?}: {1}")]
+    Tx(ContextId, TxError),
+    #[error("context {0:?}: {1}")]
+    Replica(ContextId, ReplicaError),
+    #[error("context {0:?}: a transaction record before the context was opened")]
+    TxBeforeOpen(ContextId),
+}
+
+/// The result of a local call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallReceipt {
+    pub tx: TxId,
+    /// The outcome at its first execution here. Concurrent transactions
+    /// ordered before it may still change it (for example a transfer that a
+    /// concurrent one leaves without funds).
+    pub outcome: Outcome,
+}
+
+/// A summary of one context on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextStatus {
+    pub context: ContextId,
+    pub phase: Phase,
+    pub applied: usize,
+    pub pending: usize,
+    pub heads: Vec<TxId>,
+    /// `None` while catching up and the application is not yet known.
+    pub state_root: Option<Hash>,
+    pub members: Vec<MemberId>,
+}
+
+/// What every procedure of a node shares: its identity, configuration,
+/// generator (drawn from in `stress` only), verifier and request ids.
+struct Env {
+    config: Config,
+    key: SigningKey,
+    me: MemberId,
+    rng: ChaCha8Rng,
+    verifier: Arc<dyn Verifier>,
+    next_request: RequestId,
+}
+
+impl Env {
+    /// A fresh request id: never 0 (which matches nothing) and never reused.
+    fn next_request_id(&mut self) -> RequestId {
+        let id = self.next_request;
+        self.next_request += 1;
+        debug_assert!(id > 0);
+        id
+    }
+
+    /// When a request sent at `now` times out.
+    fn timeout_at(&self, now: Time) -> Time {
+        now + self.config.request_timeout_ms
+    }
+}
+
+/// A node: one identity hosting any number of contexts.
+pub struct Node {
+    env: Env,
+    contexts: BTreeMap<ContextId, Context>,
+    out: Out,
+}
+
+impl Node {
+    /// A node with no contexts. `secret` is its ed25519 secret key (the driver
+    /// stores it); `seed` seeds every random choice the engine makes.
+    pub fn new(
+        config: Config,
+        secret: [u8; 32],
+        seed: [u8; 32],
+        verifier: Arc<dyn Verifier>,
+    ) -> Node {
+        let key = SigningKey::from_bytes(&secret);
+        let me = MemberId(key.verifying_key().to_bytes());
+        Node {
+            env: Env {
+                config,
+                key,
+                me,
+                rng: ChaCha8Rng::from_seed(seed),
+                verifier,
+                next_request: 1,
+            },
+            contexts: BTreeMap::new(),
+            out: Out::new(me),
+        }
+    }
+
+    /// The member id of a secret key.
+    pub fn member_id_of(secret: &[u8; 32]) -> MemberId {
+        MemberId(SigningKey::from_bytes(secret).verifying_key().to_bytes())
+    }
+
+    /// Rebuilds a node from the records it persisted, in the order it emitted
+    /// them. Transactions are not re-verified (this node verified them before
+    /// persisting) and each context's order is executed once.
+    pub fn restore(
+        config: Config,
+        secret: [u8; 32],
+        seed: [u8; 32],
+        verifier: Arc<dyn Verifier>,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Node, RestoreError> {
+        let mut node = Node::new(config, secret, seed, verifier);
+        node.restore_records(records)?;
+        Ok(node)
+    }
+
+    // ----- identity and queries ------------------------------------------
+
+    pub fn member_id(&self) -> MemberId {
+        self.env.me
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.env.config
+    }
+
+    /// The contexts this node holds (any phase), sorted.
+    pub fn context_ids(&self) -> impl Iterator<Item = ContextId> + '_ {
+        self.contexts.keys().copied()
+    }
+
+    pub fn phase(&self, context: &ContextId) -> Option<Phase> {
+        self.contexts.get(context).map(Context::phase)
+    }
+
+    /// This node's copy of a context, once it holds the application.
+    pub fn replica(&self, context: &ContextId) -> Option<&Replica> {
+        self.contexts.get(context)?.replica()
+    }
+
+    /// While catching up into `context`: the member asked now, then the
+    /// members it may be redirected to. Empty otherwise. (A driver keeps
+    /// these members' addresses: they are who the catchup talks to before
+    /// the context's membership is known.)
+    pub fn catchup_peers(&self, context: &ContextId) -> Vec<MemberId> {
+        match self.contexts.get(context).map(|c| &c.state) {
+            Some(State::Joining(catchup)) => catchup.peers(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn status(&self, context: &ContextId) -> Option<ContextStatus> {
+        let c = self.contexts.get(context)?;
+        let replica = c.replica();
+        Some(ContextStatus {
+            context: *context,
+            phase: c.phase(),
+            applied: replica.map_or(0, Replica::applied),
+            pending: c.held().map_or(0, |held| held.pending.len()),
+            heads: replica.map_or_else(Vec::new, |r| r.heads().iter().copied().collect()),
+            state_root: replica.map(Replica::state_root),
+            members: replica.map_or_else(Vec::new, |r| r.membership().members().collect()),
+        })
+    }
+
+    /// A value of the context's state.
+    pub fn get(&self, context: &ContextId, key: &Key) -> Option<&[u8]> {
+        self.replica(context)?.state().get(key)
+    }
+
+    /// Runs a read-only call against this node's current state of a context.
+    pub fn view(
+        &mut self,
+        context: &ContextId,
+        method: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, CommandError> {
+        let c = self
+            .contexts
+            .get_mut(context)
+            .ok_or(CommandError::UnknownContext(*context))?;
+        let phase = c.phase();
+        let held = c
+            .held_mut()
+            .ok_or(CommandError::NotAMember(*context, Some(phase)))?;
+        Ok(held.replica.view(method, input)?)
+    }
+
+    // ----- outputs ---------------------------------------------------------
+
+    /// The next record to make durable. Drain these before `poll_transmit`.
+    pub fn poll_persist(&mut self) -> Option<Record> {
+        self.out.poll_persist()
+    }
+
+    /// The next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.poll_transmit()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.poll_event()
+    }
+
+    /// When `handle_timeout` should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.contexts.values().map(Context::next_deadline).min()
+    }
+
+    // ----- commands ----------------------------------------------------------
+
+    /// Creates a context running `app` (WebAssembly binary or text); this node
+    /// is its first member.
+    pub fn create_context(&mut self, now: Time, app: &[u8]) -> Result<ContextId, CommandError> {
+        if self.contexts.len() >= CONTEXTS_MAX {
+            return Err(CommandError::TooManyContexts);
+        }
+        let blob = wasm_from_source(app)?;
+        let id = self.env.context_id();
+        let body = TxBody {
+            version: TX_FORMAT_VERSION,
+            context: id,
+            author: self.env.me,
+            height: 0,
+            parents: Vec::new(),
+            kind: TxKind::Create {
+                app_hash: Hash(*blake3::hash(&blob).as_bytes()),
+                app_bytes: blob.len() as u64,
+            },
+        };
+        let genesis = Tx::sign(body, &self.env.key);
+        let blob = Arc::new(blob);
+        let replica = Replica::new(genesis.clone(), Arc::clone(&blob))?;
+        self.out.persist(Record::Opened {
+            context: id,
+            genesis: genesis.signed().clone(),
+            app: blob.to_vec(),
+        });
+        let tick = self.env.tick_after(now);
+        let c = Context::new(id, tick, State::Member(Held::new(replica)));
+        let previous = self.contexts.insert(id, c);
+        assert!(previous.is_none(), "a fresh context id");
+        self.out.event(Event::Created { context: id });
+        Ok(id)
+    }
+
+    /// Invites `member` into a context: it may then catch up and join.
+    pub fn invite(
+        &mut self,
+        now: Time,
+        context: ContextId,
+        member: MemberId,
+    ) -> Result<TxId, CommandError> {
+        let _ = now;
+        self.author(context, TxKind::Invite { member })
+            .map(|r| r.tx)
+    }
+
+    /// Makes an application call: a transaction every member applies.
+    pub fn call(
+        &mut self,
+        now: Time,
+        context: ContextId,
+        method: &str,
+        input: Vec<u8>,
+    ) -> Result<CallReceipt, CommandError> {
+        let _ = now;
+        let kind = TxKind::Call {
+            method: method.to_owned(),
+            input,
+        };
+        self.author(context, kind)
+    }
+
+    /// Starts catching up into `context` from `via`, a member. This node
+    /// becomes a member (`Event::Joined`) once caught up.
+    pub fn join(
+        &mut self,
+        now: Time,
+        context: ContextId,
+        via: MemberId,
+    ) -> Result<(), CommandError> {
+        if self.contexts.contains_key(&context) {
+            return Err(CommandError::AlreadyHeld(context));
+        }
+        if via == self.env.me {
+            return Err(CommandError::JoinViaSelf);
+        }
+        if self.contexts.len() >= CONTEXTS_MAX {
+            return Err(CommandError::TooManyContexts);
+        }
+        self.out.persist(Record::Joining { context, via });
+        let mut catchup = Catchup::requested(via, now);
+        catchup.send_step(context, &mut self.env, &mut self.out, via, now);
+        self.contexts
+            .insert(context, Context::joining(context, catchup));
+        Ok(())
+    }
+
+    /// Leaves a context. A member pushes its `Leave` and deletes its copy once
+    /// another member has it; a node still catching up deletes at once.
+    pub fn leave(&mut self, now: Time, context: ContextId) -> Result<(), CommandError> {
+        self.leave_context(now, context)
+    }
+
+    /// Makes, applies, persists and pushes a transaction of this node's.
+    fn author(&mut self, context: ContextId, kind: TxKind) -> Result<CallReceipt, CommandError> {
+        let c = self
+            .contexts
+            .get_mut(&context)
+            .ok_or(CommandError::UnknownContext(context))?;
+        let phase = c.phase();
+        match &mut c.state {
+            State::Member(held) => held.author(context, kind, &self.env, &mut self.out),
+            State::Joining(_) | State::Leaving { .. } => {
+                Err(CommandError::NotAMember(context, Some(phase)))
+            }
+        }
+    }
+
+    // ----- inputs --------------------------------------------------------
+
+    /// A message from peer `from`. Bad bytes are refused with an error and
+    /// change nothing; messages about contexts this node does not hold are
+    /// ignored (a catchup request is refused).
+    pub fn handle_message(
+        &mut self,
+        now: Time,
+        from: MemberId,
+        bytes: &[u8],
+    ) -> Result<(), MessageError> {
+        let envelope = Envelope::decode(bytes)?;
+        if from == self.env.me {
+            return Ok(());
+        }
+        let context = envelope.context;
+        let Some(c) = self.contexts.get_mut(&context) else {
+            if let Body::CatchupRequest { request } = envelope.body {
+                let reason = RefuseReason::UnknownContext;
+                let body = Body::CatchupRefused { request, reason };
+                self.out.send(context, from, body);
+            }
+            return Ok(());
+        };
+        debug_assert_eq!(c.id, context);
+        let (env, out) = (&mut self.env, &mut self.out);
+        match envelope.body {
+            Body::Tx(signed) => c.on_tx(env, out, now, from, signed)?,
+            Body::Heads { heads, reply } => c.on_heads(env, out, now, from, heads, reply),
+            Body::Fetch {
+                request,
+                want,
+                have,
+            } => c.on_fetch(env, out, from, request, &want, &have),
+            Body::Stream { request, after } => c.on_stream(env, out, from, request, after),
+            Body::Txs {
+                request,
+                txs,
+                more,
+                complete,
+            } => c.on_txs(env, out, now, from, request, txs, more, complete)?,
+            Body::CatchupRequest { request } => c.on_catchup_request(out, from, request),
+            Body::CatchupAccepted {
+                request,
+                genesis,
+                members,
+            } => c.on_catchup_accepted(env, out, now, from, request, genesis, members)?,
+            Body::CatchupRefused { request, reason } => {
+                c.on_catchup_refused(env, out, now, from, request, reason)
+            }
+            Body::AppRequest { request, offset } => c.on_app_request(out, from, request, offset),
+            Body::AppChunk {
+                request,
+                offset,
+                bytes,
+            } => c.on_app_chunk(env, out, now, from, request, offset, bytes),
+            Body::LeaveAck { leave } => {
+                if c.acknowledges(leave) {
+                    self.delete(context);
+                }
+            }
+        }
+        self.reconcile_phase(context);
+        Ok(())
+    }
+
+    /// A member's phase follows its own status in the replicated
+    /// membership, which a message can change: a node that caught up from a
+    /// member with a stale view (one that had not yet seen this node's
+    /// earlier leave) believes it is a member until it learns the leave.
+    /// Invited again since: it joins at once. Not invited again: its leave
+    /// stands and it deletes its copy.
+    fn reconcile_phase(&mut self, context: ContextId) {
+        let Some(c) = self.contexts.get_mut(&context) else {
+            return;
+        };
+        let State::Member(held) = &mut c.state else {
+            return;
+        };
+        match held.replica.status(&self.env.me) {
+            Some(MemberStatus::Member) => {}
+            Some(MemberStatus::Invited) => {
+                held.author(context, TxKind::Join, &self.env, &mut self.out)
+                    .expect("an invited member with a replica may join");
+            }
+            Some(MemberStatus::Left) | None => self.delete(context),
+        }
+    }
+
+    /// Runs every timer due at `now`, context by context in order: the
+    /// fetch's, the catchup's, the leave's, then the sync round.
+    pub fn handle_timeout(&mut self, now: Time) {
+        // No timer adds or removes a context, and one context's timers touch
+        // only that context (and the shared generator and outputs).
+        for c in self.contexts.values_mut() {
+            if c.next_deadline() > now {
+                continue;
+            }
+            c.fetch_timer(now);
+            c.catchup_timer(&mut self.env, &mut self.out, now);
+            c.leave_timer(&self.env, &mut self.out, now);
+            c.sync_timer(&mut self.env, &mut self.out, now);
+        }
+    }
+
+    // ----- plumbing -----------------------------------------------------------------------
+
+    /// Deletes this node's copy of a context it holds.
+    fn delete(&mut self, context: ContextId) {
+        let removed = self.contexts.remove(&context);
+        assert!(removed.is_some(), "only a held context is deleted");
+        self.out.deleted(context);
+    }
+}

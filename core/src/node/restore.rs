@@ -1,0 +1,131 @@
+//! Rebuilding a node from the records it persisted.
+//!
+//! Owns: the reading of a record log (in the order it was emitted) into
+//! contexts, and the phase each restored context resumes in, decided by
+//! this node's own status in the restored membership:
+//! - a member resumes as a member;
+//! - a node that left resumes leaving, pushing the last leave it authored;
+//! - a node whose copy does not make it a member (it crashed while catching
+//!   up) resumes the stream after the last transaction it persisted, from
+//!   the member it joined through;
+//! - a node that never got the application asks to be accepted again.
+//!
+//! Invariants: transactions are not re-verified (this node verified them
+//! before persisting them) and each context's order is executed once; no
+//! output is queued and no random draw is made; every restored timer is due
+//! at once (`Time::ZERO`), except a sync round before there is a copy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::ids::{ContextId, MemberId};
+use crate::membership::MemberStatus;
+use crate::record::Record;
+use crate::replica::Replica;
+use crate::time::Time;
+use crate::tx::{SignedTx, Tx, TxKind};
+
+use super::catchup::Catchup;
+use super::context::{Context, Held, Leave, State};
+use super::{Node, RestoreError};
+
+/// What the records say of one context.
+#[derive(Default)]
+struct Saved {
+    joining_via: Option<MemberId>,
+    opened: Option<(SignedTx, Vec<u8>)>,
+    txs: Vec<SignedTx>,
+}
+
+impl Node {
+    /// Adds the contexts `records` describe to a new node (see
+    /// `Node::restore`).
+    pub(super) fn restore_records(
+        &mut self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<(), RestoreError> {
+        assert!(self.contexts.is_empty(), "restored into a new node");
+        let mut saved: BTreeMap<ContextId, Saved> = BTreeMap::new();
+        for record in records {
+            match record {
+                Record::Joining { context, via } => {
+                    saved.entry(context).or_default().joining_via = Some(via);
+                }
+                Record::Opened {
+                    context,
+                    genesis,
+                    app,
+                } => saved.entry(context).or_default().opened = Some((genesis, app)),
+                Record::Tx { context, tx } => {
+                    let entry = saved.get_mut(&context).filter(|s| s.opened.is_some());
+                    entry
+                        .ok_or(RestoreError::TxBeforeOpen(context))?
+                        .txs
+                        .push(tx);
+                }
+                Record::Deleted { context } => {
+                    saved.remove(&context);
+                }
+            }
+        }
+        for (id, saved) in saved {
+            let context = match saved.opened {
+                None => {
+                    let via = saved
+                        .joining_via
+                        .expect("a saved context is joining or opened");
+                    // The application never arrived: ask `via` again, at once.
+                    Context::joining(id, Catchup::requested(via, Time::ZERO))
+                }
+                Some((genesis, app)) => {
+                    let genesis =
+                        Tx::from_signed_unverified(genesis).map_err(|e| RestoreError::Tx(id, e))?;
+                    let txs = saved
+                        .txs
+                        .into_iter()
+                        .map(Tx::from_signed_unverified)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| RestoreError::Tx(id, e))?;
+                    let replica = Replica::rebuild(genesis, Arc::new(app), txs)
+                        .map_err(|e| RestoreError::Replica(id, e))?;
+                    self.restored(id, replica, saved.joining_via)
+                }
+            };
+            self.contexts.insert(id, context);
+        }
+        Ok(())
+    }
+
+    /// A context with a copy, in the phase this node's status in it says.
+    fn restored(&self, id: ContextId, replica: Replica, via: Option<MemberId>) -> Context {
+        let me = self.env.me;
+        let status = replica.status(&me);
+        let held = Held::new(replica);
+        let state = match status {
+            Some(MemberStatus::Member) => State::Member(held),
+            Some(MemberStatus::Left) => {
+                let tx = own_last_leave(&held.replica, &me)
+                    .expect("a member that left authored its leave");
+                let leave = Leave::new(tx, Time::ZERO, &me);
+                State::Leaving { held, leave }
+            }
+            Some(MemberStatus::Invited) | None => {
+                // Crashed while catching up: continue the stream.
+                let candidates = held.other_members(&me);
+                let peer = via.or_else(|| candidates.first().copied()).unwrap_or(me);
+                State::Joining(Catchup::resumed(held, peer, candidates))
+            }
+        };
+        Context::new(id, Time::ZERO, state)
+    }
+}
+
+/// The last `Leave` this node authored, in the order.
+fn own_last_leave(replica: &Replica, me: &MemberId) -> Option<Tx> {
+    replica
+        .order()
+        .map(|tx_id| replica.tx(&tx_id).expect("ordered"))
+        .filter(|tx| tx.author() == *me && matches!(tx.kind(), TxKind::Leave))
+        .last()
+        .cloned()
+}

@@ -1,0 +1,373 @@
+//! Sync between copies: pushes, anti-entropy (heads), fetches of what is
+//! missing, and the answers a copy serves (fetch, stream).
+//!
+//! Owns: the one fetch in flight per copy and its continuation, the periodic
+//! exchange of heads, and the handling of a pushed transaction (including
+//! the acknowledgement of a leave).
+//!
+//! Invariants:
+//! - at most one fetch per copy is in flight; its `want` is non-empty and
+//!   holds at most `SYNC_IDS_MAX` ids, and so does every `have` and `heads`
+//!   this node sends;
+//! - only nodes the membership names are served (`Context::serving`), and
+//!   only members take part in anti-entropy;
+//! - a leave is acknowledged only once it is accepted here, hence once
+//!   everything the leaver had is.
+
+use crate::ids::{ContextId, MemberId, TxId};
+use crate::limits::SYNC_IDS_MAX;
+use crate::membership::MemberStatus;
+use crate::replica::Replica;
+use crate::time::Time;
+use crate::tx::{OrderKey, SignedTx, Tx, TxError, TxKind};
+use crate::wire::{Body, RequestId};
+
+use super::Env;
+use super::MessageError;
+use super::catchup::CatchupStep;
+use super::context::{Context, Held, Outstanding, State};
+use super::out::Out;
+
+impl Context {
+    /// A pushed transaction.
+    pub(super) fn on_tx(
+        &mut self,
+        env: &mut Env,
+        out: &mut Out,
+        now: Time,
+        from: MemberId,
+        signed: SignedTx,
+    ) -> Result<(), MessageError> {
+        let context = self.id;
+        let serves = self.serves(&from);
+        let Some(held) = self.held_mut() else {
+            return Ok(());
+        };
+        let is_leave_of_sender = signed.body.author == from && signed.body.kind == TxKind::Leave;
+        // A leaver pushes its leave until acknowledged, even after this member
+        // applied it (and so stopped serving the leaver): acknowledge again.
+        let known = is_leave_of_sender && held.replica.contains(&signed.body.id());
+        if !known && !serves {
+            return Ok(());
+        }
+        let tx = Tx::from_signed(signed, env.verifier.as_ref())?;
+        let id = tx.id();
+        held.offer(context, env, out, now, from, tx);
+        // Acknowledge a leave once it is accepted here: the leaver may delete.
+        if is_leave_of_sender && held.replica.contains(&id) {
+            out.send(context, from, Body::LeaveAck { leave: id });
+        }
+        Ok(())
+    }
+
+    /// A member's heads: fetch what is unknown here, and answer with this
+    /// node's heads if they differ (unless this is the answer).
+    pub(super) fn on_heads(
+        &mut self,
+        env: &mut Env,
+        out: &mut Out,
+        now: Time,
+        from: MemberId,
+        heads: Vec<TxId>,
+        reply: bool,
+    ) {
+        let context = self.id;
+        let State::Member(held) = &mut self.state else {
+            return;
+        };
+        if held.replica.status(&from).is_none() {
+            return;
+        }
+        let unknown: Vec<TxId> = heads
+            .iter()
+            .filter(|id| !held.replica.contains(id) && !held.pending.contains(id))
+            .copied()
+            .take(SYNC_IDS_MAX)
+            .collect();
+        let mine: Vec<TxId> = held.replica.heads().iter().copied().collect();
+        let differ = {
+            let mut theirs = heads;
+            theirs.sort_unstable();
+            theirs.dedup();
+            theirs != mine
+        };
+        if !unknown.is_empty() || !held.pending.missing().is_empty() {
+            held.start_fetch(context, env, out, now, from, unknown);
+        }
+        if differ && !reply {
+            let heads = heads_to_send(&held.replica);
+            out.send(context, from, Body::Heads { heads, reply: true });
+        }
+    }
+
+    /// Serves a fetch: what `want` needs that is not in the past of `have`.
+    pub(super) fn on_fetch(
+        &self,
+        env: &mut Env,
+        out: &mut Out,
+        from: MemberId,
+        request: RequestId,
+        want: &[TxId],
+        have: &[TxId],
+    ) {
+        let Some(held) = self.serving(&from) else {
+            return;
+        };
+        let txs_max = env.batch_txs_max();
+        let (txs, complete) = held.replica.missing_for(
+            &want[..want.len().min(SYNC_IDS_MAX)],
+            &have[..have.len().min(SYNC_IDS_MAX)],
+            txs_max,
+            env.config.sync_batch_bytes_max,
+        );
+        let txs = txs.iter().map(|tx| tx.signed().clone()).collect();
+        out.send(
+            self.id,
+            from,
+            Body::Txs {
+                request,
+                txs,
+                more: None,
+                complete,
+            },
+        );
+    }
+
+    /// Serves a catchup stream: the order after `after`, one batch.
+    pub(super) fn on_stream(
+        &self,
+        env: &mut Env,
+        out: &mut Out,
+        from: MemberId,
+        request: RequestId,
+        after: Option<OrderKey>,
+    ) {
+        let Some(held) = self.serving(&from) else {
+            return;
+        };
+        let txs_max = env.batch_txs_max();
+        let (txs, more) = held
+            .replica
+            .order_after(after, txs_max, env.config.sync_batch_bytes_max);
+        let complete = more.is_none();
+        out.send(
+            self.id,
+            from,
+            Body::Txs {
+                request,
+                txs,
+                more,
+                complete,
+            },
+        );
+    }
+
+    /// A batch of transactions: the answer to this copy's fetch, or to a
+    /// joiner's stream request. Anything else is stale and ignored.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_txs(
+        &mut self,
+        env: &mut Env,
+        out: &mut Out,
+        now: Time,
+        from: MemberId,
+        request: RequestId,
+        batch: Vec<SignedTx>,
+        more: Option<OrderKey>,
+        complete: bool,
+    ) -> Result<(), MessageError> {
+        let context = self.id;
+        if let State::Joining(catchup) = &mut self.state
+            && let CatchupStep::Stream(stream) = &mut catchup.step
+            && catchup.outstanding.answered_by(request, from)
+        {
+            debug_assert!(
+                stream.held.fetch.is_none_or(|f| f.request != request),
+                "request ids are never reused"
+            );
+            let (_, error) = stream.held.take_batch(context, env, out, now, from, batch);
+            match more {
+                Some(after) => {
+                    stream.after = Some(after);
+                    catchup.attempts = 0;
+                    if env.stress(6) {
+                        // Redundant: ask twice; the first answer will be stale.
+                        catchup.send_step(context, env, out, from, now);
+                    }
+                    catchup.send_step(context, env, out, from, now);
+                }
+                None => match stream.held.replica.status(&env.me) {
+                    Some(MemberStatus::Invited | MemberStatus::Member) => {
+                        self.finish_catchup(env, out, now);
+                    }
+                    // Not invited in the order we were given: ask again
+                    // later, maybe elsewhere (the invite may still be
+                    // travelling).
+                    _ => catchup.retry_later(env, now),
+                },
+            }
+            return error.map_or(Ok(()), |e| Err(e.into()));
+        }
+        let Some(held) = self.held_mut() else {
+            return Ok(());
+        };
+        if !held.fetch.is_some_and(|f| f.answered_by(request, from)) {
+            return Ok(());
+        }
+        held.fetch = None;
+        let received = batch.len();
+        let (progressed, error) = held.take_batch(context, env, out, now, from, batch);
+        let still_missing = !held.pending.missing().is_empty();
+        if still_missing && (progressed || !complete) && received > 0 {
+            held.start_fetch(context, env, out, now, from, Vec::new());
+        }
+        error.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// The fetch timer: a fetch unanswered by its deadline is abandoned (the
+    /// next sync round asks again).
+    pub(super) fn fetch_timer(&mut self, now: Time) {
+        if let Some(held) = self.held_mut()
+            && held.fetch.is_some_and(|f| f.deadline <= now)
+        {
+            held.fetch = None;
+        }
+    }
+
+    /// The sync timer: schedules the next round, and runs this one if a
+    /// member.
+    pub(super) fn sync_timer(&mut self, env: &mut Env, out: &mut Out, now: Time) {
+        if self.next_tick_at > now {
+            return;
+        }
+        self.next_tick_at = env.tick_after(now);
+        let context = self.id;
+        if let State::Member(held) = &mut self.state {
+            held.sync_tick(context, env, out, now);
+        }
+    }
+}
+
+impl Held {
+    /// Verifies a batch and offers every valid transaction in it, in order.
+    /// Returns whether more transactions are applied than before, and the
+    /// first verification error.
+    fn take_batch(
+        &mut self,
+        context: ContextId,
+        env: &mut Env,
+        out: &mut Out,
+        now: Time,
+        from: MemberId,
+        batch: Vec<SignedTx>,
+    ) -> (bool, Option<TxError>) {
+        let (txs, error) = Tx::from_signed_batch(batch, env.verifier.as_ref());
+        let applied_before = self.replica.applied();
+        for tx in txs {
+            self.offer(context, env, out, now, from, tx);
+        }
+        (self.replica.applied() > applied_before, error)
+    }
+
+    /// Anti-entropy: heads to one random other member; missing parents are
+    /// fetched from one.
+    fn sync_tick(&mut self, context: ContextId, env: &mut Env, out: &mut Out, now: Time) {
+        let others = self.other_members(&env.me);
+        if others.is_empty() {
+            return;
+        }
+        let peer = others[env.pick(others.len())];
+        let heads = heads_to_send(&self.replica);
+        if env.stress(6) {
+            // Redundant: heads to a second peer too.
+            let second = others[env.pick(others.len())];
+            if second != peer {
+                let heads = heads.clone();
+                out.send(
+                    context,
+                    second,
+                    Body::Heads {
+                        heads,
+                        reply: false,
+                    },
+                );
+            }
+        }
+        if env.stress(8) {
+            // Abandon the fetch in flight: its answer will match nothing.
+            self.fetch = None;
+        }
+        out.send(
+            context,
+            peer,
+            Body::Heads {
+                heads,
+                reply: false,
+            },
+        );
+        if !self.pending.missing().is_empty() {
+            self.start_fetch(context, env, out, now, peer, Vec::new());
+        }
+    }
+
+    /// Asks `peer` for what this node misses: `want` and the parents pending
+    /// transactions wait for. At most one fetch per copy is in flight.
+    pub(super) fn start_fetch(
+        &mut self,
+        context: ContextId,
+        env: &mut Env,
+        out: &mut Out,
+        now: Time,
+        peer: MemberId,
+        mut want: Vec<TxId>,
+    ) {
+        if self.fetch.is_some() {
+            return;
+        }
+        want.extend(self.pending.missing().iter().copied());
+        want.sort_unstable();
+        want.dedup();
+        want.truncate(SYNC_IDS_MAX);
+        if want.is_empty() {
+            return;
+        }
+        let have = heads_to_send(&self.replica);
+        let request = env.next_request_id();
+        self.fetch = Some(Outstanding {
+            request,
+            peer,
+            deadline: env.timeout_at(now),
+        });
+        debug_assert!(want.len() <= SYNC_IDS_MAX && have.len() <= SYNC_IDS_MAX);
+        out.send(
+            context,
+            peer,
+            Body::Fetch {
+                request,
+                want,
+                have,
+            },
+        );
+    }
+}
+
+/// This node's heads, the highest ones if there are more than fit.
+pub(super) fn heads_to_send(replica: &Replica) -> Vec<TxId> {
+    let heads = replica.heads();
+    if heads.len() <= SYNC_IDS_MAX {
+        return heads.iter().copied().collect();
+    }
+    let mut keys: Vec<OrderKey> = heads
+        .iter()
+        .filter_map(|id| replica.tx(id))
+        .map(Tx::order_key)
+        .collect();
+    keys.sort_unstable();
+    let mut ids: Vec<TxId> = keys[keys.len() - SYNC_IDS_MAX..]
+        .iter()
+        .map(|k| k.id)
+        .collect();
+    ids.sort_unstable();
+    debug_assert_eq!(ids.len(), SYNC_IDS_MAX);
+    ids
+}
