@@ -4,8 +4,48 @@
 //! [`Verifier`] instead of calling ed25519 directly, so that the simulator can
 //! check each (transaction, signature) pair once per run rather than once per
 //! member, while the real node checks every one.
+//!
+//! # One rule on every path
+//!
+//! Whether a transaction is accepted must be a function of its bytes alone:
+//! a member that accepts a transaction another member refuses has split the
+//! context, and a dishonest author would craft one on purpose. So a
+//! signature is valid or not by one rule, whichever path checks it: one by
+//! one (a push), in a batch (catchup and fetched batches), or memoized (the
+//! simulator). The rule is **ZIP-215**, as `ed25519-zebra` implements it:
+//!
+//! - the key `A` and the point `R` are any encodings of curve points, small
+//!   order and non-canonical encodings included;
+//! - `s` must be canonical (below the group order);
+//! - the equation is the cofactored one, `[8][s]B = [8]R + [8][k]A` with
+//!   `k = SHA-512(R || A || message)`.
+//!
+//! Because the single equation is cofactored, the batch equation (a random
+//! linear combination of the single ones, also multiplied by 8) holds for
+//! every batch of valid signatures and fails, except with probability
+//! about 2^-128, for any batch holding an invalid one: torsion components in
+//! `R` or `A` cancel in both. The previous rule, ed25519-dalek's strict
+//! single check beside its batch check, disagreed exactly there: a signature
+//! whose `R` carries a torsion component fails the strict (cofactorless)
+//! equation yet passes the batch one with probability 1/8, so one author
+//! could make a transaction that catchup accepts and a push refuses.
+//!
+//! The batch's 128-bit coefficients must be unpredictable to whoever made
+//! the signatures, or errors could be made to cancel. The engine has no
+//! ambient randomness, so they are drawn from ChaCha20 seeded with a hash of
+//! the whole batch (every key, signature and message): changing any
+//! signature changes every coefficient, so cancelling errors means finding
+//! a hash input that makes a chosen 128-bit linear relation hold.
+//!
+//! What ZIP-215 accepts that strict rules refuse is harmless here: only the
+//! holder of a key's secret can make a valid signature for it, except for a
+//! small-order key, for which anyone can. A member id is the key its holder
+//! chose; `Node::invite` refuses a small-order id, so an honest member never
+//! brings one into a context.
 
-use ed25519_dalek::{Signature as DalekSignature, VerifyingKey};
+use ed25519_zebra::{Signature as ZebraSignature, VerificationKey, VerificationKeyBytes};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 
 use crate::ids::{MemberId, TxId};
 use crate::tx::Signature;
@@ -31,41 +71,46 @@ pub trait Verifier: Send + Sync {
     }
 }
 
-/// Real ed25519 verification (strict: no malleable signatures, no small-order
-/// keys), batched where there is more than one signature.
+/// Real ed25519 verification under ZIP-215 (see the module doc), batched
+/// where there is more than one signature.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Ed25519Verifier;
 
 impl Verifier for Ed25519Verifier {
     fn verify(&self, check: SignatureCheck<'_>) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(check.author.as_bytes()) else {
+        let Ok(key) = VerificationKey::try_from(check.author.0) else {
             return false;
         };
-        let signature = DalekSignature::from_bytes(&check.signature.0);
-        key.verify_strict(check.id.as_bytes(), &signature).is_ok()
+        let signature = ZebraSignature::from_bytes(&check.signature.0);
+        key.verify(&signature, check.id.as_bytes()).is_ok()
     }
 
     fn verify_all(&self, checks: &[SignatureCheck<'_>]) -> bool {
         if checks.len() < 2 {
             return checks.iter().all(|check| self.verify(*check));
         }
-        let mut keys = Vec::with_capacity(checks.len());
+        let mut batch = ed25519_zebra::batch::Verifier::new();
+        let mut seed = blake3::Hasher::new_derive_key("ctx 2026 ed25519 batch coefficients");
         for check in checks {
-            let Ok(key) = VerifyingKey::from_bytes(check.author.as_bytes()) else {
-                return false;
-            };
-            // Batch verification is not strict about small-order keys, so
-            // refuse those here to agree with `verify`.
-            if key.is_weak() {
-                return false;
-            }
-            keys.push(key);
+            seed.update(&check.author.0);
+            seed.update(&check.signature.0);
+            seed.update(check.id.as_bytes());
+            batch.queue((
+                VerificationKeyBytes::from(check.author.0),
+                ZebraSignature::from_bytes(&check.signature.0),
+                check.id.as_bytes(),
+            ));
         }
-        let messages: Vec<&[u8]> = checks.iter().map(|c| c.id.as_bytes().as_slice()).collect();
-        let signatures: Vec<DalekSignature> = checks
-            .iter()
-            .map(|c| DalekSignature::from_bytes(&c.signature.0))
-            .collect();
-        ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+        let coefficients = ChaCha20Rng::from_seed(*seed.finalize().as_bytes());
+        batch.verify(coefficients).is_ok()
+    }
+}
+
+/// Whether `member` is a key of small order, for which anyone can make a
+/// signature that ZIP-215 accepts (or not a curve point at all).
+pub fn is_weak_member_id(member: &MemberId) -> bool {
+    match ed25519_dalek::VerifyingKey::from_bytes(&member.0) {
+        Ok(key) => key.is_weak(),
+        Err(_) => true,
     }
 }

@@ -134,6 +134,10 @@ pub enum CommandError {
     NotAMember(ContextId, Option<Phase>),
     #[error("a node cannot join through itself")]
     JoinViaSelf,
+    #[error(
+        "member {0:?} is a weak key (not a curve point, or of small order) that anyone could sign for: refused"
+    )]
+    WeakMember(MemberId),
     #[error("this node hosts the maximum of {CONTEXTS_MAX} contexts")]
     TooManyContexts,
     #[error("application: {0}")]
@@ -405,6 +409,9 @@ impl Node {
         member: MemberId,
     ) -> Result<TxId, CommandError> {
         let _ = now;
+        if crate::verify::is_weak_member_id(&member) {
+            return Err(CommandError::WeakMember(member));
+        }
         self.author(context, TxKind::Invite { member })
             .map(|r| r.tx)
     }
