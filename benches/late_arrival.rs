@@ -73,6 +73,7 @@ impl Chain {
             0,
             Vec::new(),
             TxKind::Create {
+                runtime_version: ctx_core::runtime::RUNTIME_VERSION,
                 app_hash: Hash(*blake3::hash(&app).as_bytes()),
                 app_bytes: app.len() as u64,
             },

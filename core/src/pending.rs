@@ -175,6 +175,7 @@ mod tests {
 
     fn genesis() -> Tx {
         let kind = TxKind::Create {
+            runtime_version: crate::runtime::RUNTIME_VERSION,
             app_hash: Hash([1; 32]),
             app_bytes: 1,
         };

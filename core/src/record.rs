@@ -17,8 +17,9 @@ use crate::ids::{ContextId, MemberId};
 use crate::tx::SignedTx;
 use crate::wire::{WireError, decode_versioned};
 
-/// The format version of stored records.
-pub const RECORD_VERSION: u8 = 1;
+/// The format version of stored records. Version 2 holds transactions of
+/// format 2 (`crate::tx::TX_FORMAT_VERSION`).
+pub const RECORD_VERSION: u8 = 2;
 
 /// The largest record: the app blob plus room for the genesis.
 pub const RECORD_BYTES_MAX: usize = crate::limits::APP_BYTES_MAX + 64 * 1024;

@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::ids::{ContextId, Hash, Key, MemberId, TxId};
 use crate::limits::{APP_BYTES_MAX, CALL_FUEL_MAX, TX_PARENTS_MAX};
 use crate::membership::{MemberStatus, Membership, MembershipUndo};
-use crate::runtime::{App, AppError, Application, CallError, StateRead};
+use crate::runtime::{App, AppError, Application, CallError, RUNTIME_VERSION, StateRead};
 use crate::state::{FixedHasher, State, UndoEntry, fixed_hasher};
 use crate::tx::{OrderKey, SignedTx, Tx, TxKind};
 
@@ -80,6 +80,10 @@ pub enum ReplicaError {
     NotGenesis,
     #[error("the application blob does not match the genesis (hash or size)")]
     AppMismatch,
+    #[error(
+        "the context runs runtime version {context}, and this build runs version {supported} only: it would execute the context's calls differently"
+    )]
+    RuntimeVersion { context: u32, supported: u32 },
     #[error("application: {0}")]
     App(#[from] AppError),
     #[error("replaying persisted transaction: {0}")]
@@ -126,6 +130,18 @@ pub struct Replica {
     heads: BTreeSet<TxId>,
     state: State,
     membership: Membership,
+}
+
+/// Whether this build runs calls as `runtime_version` says: a context of
+/// another version is refused, never executed differently.
+pub fn check_runtime_version(runtime_version: u32) -> Result<(), ReplicaError> {
+    if runtime_version != RUNTIME_VERSION {
+        return Err(ReplicaError::RuntimeVersion {
+            context: runtime_version,
+            supported: RUNTIME_VERSION,
+        });
+    }
+    Ok(())
 }
 
 impl Replica {
@@ -195,10 +211,12 @@ impl Replica {
         let TxKind::Create {
             app_hash,
             app_bytes,
+            runtime_version,
         } = genesis.kind()
         else {
             return Err(ReplicaError::NotGenesis);
         };
+        check_runtime_version(*runtime_version)?;
         if app_blob.len() > APP_BYTES_MAX
             || *app_bytes != app_blob.len() as u64
             || *app_hash != Hash(*blake3::hash(app_blob).as_bytes())
@@ -653,6 +671,7 @@ mod tests {
 
     fn genesis_of(signer: &SigningKey, app: &[u8]) -> Tx {
         let kind = TxKind::Create {
+            runtime_version: crate::runtime::RUNTIME_VERSION,
             app_hash: Hash(*blake3::hash(app).as_bytes()),
             app_bytes: app.len() as u64,
         };
@@ -829,6 +848,28 @@ mod tests {
             Replica::new(genesis, Arc::new(flipped)),
             Err(ReplicaError::AppMismatch)
         ));
+    }
+
+    #[test]
+    fn new_refuses_a_context_of_another_runtime_version() {
+        let a = key(1);
+        let app = kv_app();
+        for version in [0, RUNTIME_VERSION + 1, u32::MAX] {
+            let kind = TxKind::Create {
+                runtime_version: version,
+                app_hash: Hash(*blake3::hash(app.as_slice()).as_bytes()),
+                app_bytes: app.len() as u64,
+            };
+            let genesis = sign_raw(&a, CONTEXT, vec![], 0, kind);
+            let refused = Replica::new(genesis, app.clone()).map(|_| ());
+            assert_eq!(
+                refused.map_err(|e| e.to_string()),
+                Err(format!(
+                    "the context runs runtime version {version}, and this build runs version \
+                     {RUNTIME_VERSION} only: it would execute the context's calls differently"
+                ))
+            );
+        }
     }
 
     #[test]

@@ -25,15 +25,22 @@ use crate::ids::{ContextId, Hash, MemberId, TxId};
 use crate::limits::{INPUT_BYTES_MAX, METHOD_NAME_BYTES_MAX, TX_PARENTS_MAX};
 use crate::verify::{SignatureCheck, Verifier};
 
-/// The format version every transaction body carries.
-pub const TX_FORMAT_VERSION: u8 = 1;
+/// The format version every transaction body carries. Version 2: a
+/// `Create` names the runtime version its context runs.
+pub const TX_FORMAT_VERSION: u8 = 2;
 
 /// What a transaction does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxKind {
-    /// The genesis of a context: its author is the first member, and the
-    /// application is the blob with this hash and size.
-    Create { app_hash: Hash, app_bytes: u64 },
+    /// The genesis of a context: its author is the first member, the
+    /// application is the blob with this hash and size, and every call runs
+    /// as runtime version `runtime_version` defines (the fuel schedule and
+    /// the instrumentation: `crate::runtime::RUNTIME_VERSION`).
+    Create {
+        app_hash: Hash,
+        app_bytes: u64,
+        runtime_version: u32,
+    },
     /// A member invites `member`, who may then catch up and join.
     Invite { member: MemberId },
     /// The invited author, caught up, becomes a member.
@@ -412,6 +419,7 @@ mod tests {
 
     fn genesis(key: &SigningKey) -> TxBody {
         let kind = TxKind::Create {
+            runtime_version: crate::runtime::RUNTIME_VERSION,
             app_hash: Hash([1; 32]),
             app_bytes: 10,
         };
@@ -434,6 +442,7 @@ mod tests {
         let tx = Tx::sign(genesis(&k), &k);
         let mut forged = tx.signed().clone();
         forged.body.kind = TxKind::Create {
+            runtime_version: crate::runtime::RUNTIME_VERSION,
             app_hash: Hash([2; 32]),
             app_bytes: 10,
         };
@@ -467,6 +476,7 @@ mod tests {
                 body(
                     &k,
                     TxKind::Create {
+                        runtime_version: crate::runtime::RUNTIME_VERSION,
                         app_hash: Hash([0; 32]),
                         app_bytes: 1,
                     },

@@ -13,8 +13,9 @@ use crate::ids::{ContextId, MemberId, TxId};
 use crate::limits::MESSAGE_BYTES_MAX;
 use crate::tx::{OrderKey, SignedTx};
 
-/// The wire format version this build speaks.
-pub const WIRE_VERSION: u8 = 1;
+/// The wire format version this build speaks. Version 2 carries
+/// transactions of format 2 (`crate::tx::TX_FORMAT_VERSION`).
+pub const WIRE_VERSION: u8 = 2;
 
 /// Identifies a request so its response can be matched to it.
 pub type RequestId = u64;
@@ -195,9 +196,14 @@ mod tests {
         )
         .encode();
         assert_eq!(Envelope::decode(&[]), Err(WireError::Empty));
-        let mut other_version = good.clone();
-        other_version[0] = 2;
-        assert_eq!(Envelope::decode(&other_version), Err(WireError::Version(2)));
+        for version in [1, WIRE_VERSION + 1] {
+            let mut other_version = good.clone();
+            other_version[0] = version;
+            assert_eq!(
+                Envelope::decode(&other_version),
+                Err(WireError::Version(version))
+            );
+        }
         assert!(matches!(
             Envelope::decode(&good[..good.len() - 1]),
             Err(WireError::Malformed(_))

@@ -412,6 +412,9 @@ impl Driver {
                 self.store_named_addresses();
             }
             Event::Left { context } => info!(context = %context, "left context"),
+            Event::JoinAbandoned { context, reason } => {
+                tracing::error!(context = %context, %reason, "join abandoned")
+            }
             Event::Reordered {
                 context,
                 reexecuted,

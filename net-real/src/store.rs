@@ -34,7 +34,8 @@ const NEXT_SEQ: &str = "next_seq";
 const SCHEMA: &str = "schema";
 
 /// The version of this layout, stored in `meta` when a database is made.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version 2: records of `ctx_core::record::RECORD_VERSION` 2.
+pub const SCHEMA_VERSION: u64 = 2;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -25,7 +25,9 @@
 //! - the application blob only grows, chunk by chunk at its end, up to the
 //!   genesis's `app_bytes` (and `APP_BYTES_MAX`);
 //! - the copy exists from the step the blob matched its genesis on, and is
-//!   never dropped afterwards.
+//!   never dropped afterwards;
+//! - a genesis of a runtime version this build does not run ends the join
+//!   (`Accepted::Abandon`): no copy of it is ever made.
 
 use std::sync::Arc;
 
@@ -33,7 +35,7 @@ use crate::ids::{ContextId, MemberId};
 use crate::limits::{APP_BYTES_MAX, APP_CHUNK_BYTES, SYNC_IDS_MAX};
 use crate::membership::MemberStatus;
 use crate::record::Record;
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaError, check_runtime_version};
 use crate::time::Time;
 use crate::tx::{OrderKey, SignedTx, Tx, TxError, TxKind};
 use crate::wire::{Body, RefuseReason, RequestId};
@@ -44,6 +46,14 @@ use super::{Env, MessageError};
 
 /// Attempts at one responder before a catchup is redirected.
 pub(super) const CATCHUP_ATTEMPTS_PER_PEER: u32 = 2;
+
+/// What a joiner does after a responder accepted its catchup.
+pub(super) enum Accepted {
+    /// Go on (or ignore an answer that matches no request).
+    Continue,
+    /// Give the join up: this build cannot run the context.
+    Abandon(ReplicaError),
+}
 
 /// Progress of a catchup.
 pub(super) enum CatchupStep {
@@ -250,7 +260,8 @@ impl Context {
     // ----- the joiner's side ---------------------------------------------------
 
     /// The responder accepted: learn the genesis and the members, then fetch
-    /// the application.
+    /// the application; or give the join up, when this build cannot run the
+    /// context.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_catchup_accepted(
         &mut self,
@@ -261,22 +272,36 @@ impl Context {
         request: RequestId,
         genesis: SignedTx,
         members: Vec<MemberId>,
-    ) -> Result<(), MessageError> {
+    ) -> Result<Accepted, MessageError> {
         let context = self.id;
         let State::Joining(catchup) = &mut self.state else {
-            return Ok(());
+            return Ok(Accepted::Continue);
         };
         if !matches!(catchup.step, CatchupStep::Requested)
             || !catchup.outstanding.answered_by(request, from)
         {
-            return Ok(());
+            return Ok(Accepted::Continue);
         }
         let genesis = Tx::from_signed(genesis, env.verifier.as_ref())?;
-        if genesis.context() != context || !matches!(genesis.kind(), TxKind::Create { .. }) {
+        let TxKind::Create {
+            runtime_version, ..
+        } = genesis.kind()
+        else {
             return Err(MessageError::Tx(TxError::WrongContext {
                 expected: context,
                 found: genesis.context(),
             }));
+        };
+        if genesis.context() != context {
+            return Err(MessageError::Tx(TxError::WrongContext {
+                expected: context,
+                found: genesis.context(),
+            }));
+        }
+        // A context this build would run differently: no member can serve
+        // a catchup this node could complete, so the join ends here.
+        if let Err(unsupported) = check_runtime_version(*runtime_version) {
+            return Ok(Accepted::Abandon(unsupported));
         }
         catchup.candidates = members
             .into_iter()
@@ -289,7 +314,7 @@ impl Context {
         };
         catchup.attempts = 0;
         catchup.send_step(context, env, out, from, now);
-        Ok(())
+        Ok(Accepted::Continue)
     }
 
     pub(super) fn on_catchup_refused(

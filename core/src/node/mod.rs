@@ -73,7 +73,7 @@ use crate::tx::{TX_FORMAT_VERSION, Tx, TxBody, TxError, TxKind};
 use crate::verify::Verifier;
 use crate::wire::{Body, Envelope, RefuseReason, RequestId, WireError};
 
-use catchup::Catchup;
+use catchup::{Accepted, Catchup};
 use context::{Context, Held, State};
 use out::Out;
 
@@ -381,6 +381,7 @@ impl Node {
             height: 0,
             parents: Vec::new(),
             kind: TxKind::Create {
+                runtime_version: crate::runtime::RUNTIME_VERSION,
                 app_hash: Hash(*blake3::hash(&blob).as_bytes()),
                 app_bytes: blob.len() as u64,
             },
@@ -524,7 +525,15 @@ impl Node {
                 request,
                 genesis,
                 members,
-            } => c.on_catchup_accepted(env, out, now, from, request, genesis, members)?,
+            } => match c.on_catchup_accepted(env, out, now, from, request, genesis, members)? {
+                Accepted::Continue => {}
+                Accepted::Abandon(error) => {
+                    let reason = error.to_string();
+                    self.out.event(Event::JoinAbandoned { context, reason });
+                    self.delete(context);
+                    return Ok(());
+                }
+            },
             Body::CatchupRefused { request, reason } => {
                 c.on_catchup_refused(env, out, now, from, request, reason)
             }

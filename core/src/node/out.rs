@@ -48,6 +48,9 @@ pub enum Event {
     Created { context: ContextId },
     /// This node caught up and is a member.
     Joined { context: ContextId },
+    /// This node gave up joining (the context runs a runtime version this
+    /// build does not) and deleted what it had of it.
+    JoinAbandoned { context: ContextId, reason: String },
     /// This node left and deleted its copy.
     Left { context: ContextId },
     /// A transaction was accepted and applied for the first time.

@@ -62,6 +62,21 @@ use crate::limits::{
     LOG_LINE_BYTES_MAX, METHOD_NAME_BYTES_MAX, RETURN_BYTES_MAX, VALUE_BYTES_MAX,
 };
 
+/// The version of how a call runs: the fuel schedule (wasmi's metering and
+/// the host functions' charges below), the module's limits, and the
+/// instrumentation for the reset. Two builds with the same version give
+/// every call the same outcome and the same fuel; a change to any of these
+/// must bump it. Every context's genesis names the version its calls run
+/// as, and a node refuses a context of another version rather than
+/// execute its history differently (`ReplicaError::RuntimeVersion`).
+/// `runtime::tests::the_runtime_version_pins_fuel_and_outcomes` fails when
+/// the schedule changes without it.
+///
+/// Version 1: wasmi 2.0 with fuel and its loop dispatch, the limits of
+/// `docs/ABI.md`, the store and bulk-write instrumentation through scratch
+/// globals.
+pub const RUNTIME_VERSION: u32 = 1;
+
 /// Linear memory one application instance may grow to. A `memory.grow`
 /// beyond it returns -1, as the WebAssembly specification allows.
 pub const APP_MEMORY_BYTES_MAX: usize = 16 * 1024 * 1024;

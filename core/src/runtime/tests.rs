@@ -1315,3 +1315,42 @@ fn calls_run_on_the_minimum_native_stack() {
         }
     });
 }
+
+/// What a call does and costs under [`RUNTIME_VERSION`]: the fuel of calls
+/// that exercise wasmi's metering, every kind of host charge and the
+/// instrumentation of stores and bulk writes. A change to the fuel
+/// schedule, the engine's configuration or the instrumentation moves one of
+/// these figures: then bump `RUNTIME_VERSION` and set them anew, since every
+/// context created before would execute differently.
+#[test]
+fn the_runtime_version_pins_fuel_and_outcomes() {
+    assert_eq!(
+        RUNTIME_VERSION, 1,
+        "update the figures below with the version"
+    );
+    let fuel = |source: &str, method: &str, args: &[&[u8]]| {
+        let mut app = Harness::new(source);
+        app.call("set", &[b"present", b"value"]).ok();
+        match app.call(method, args) {
+            Ok(output) => output.fuel_used,
+            Err(error) => panic!("{method}: {error}"),
+        }
+    };
+    let figures = [
+        ("kv set", fuel(KV, "set", &[b"colour", b"blue"])),
+        ("kv get", fuel(KV, "get", &[b"present"])),
+        ("kv remove", fuel(KV, "remove", &[b"present"])),
+        ("counter add", fuel(COUNTER, "add", &[b"k", &u64_arg(5)])),
+        ("probe scribble (memory.fill)", fuel(PROBE, "scribble", &[])),
+        ("probe sequence", fuel(PROBE, "sequence", &[])),
+    ];
+    let pinned = [
+        ("kv set", 329),
+        ("kv get", 340),
+        ("kv remove", 298),
+        ("counter add", 482),
+        ("probe scribble (memory.fill)", 1156),
+        ("probe sequence", 646),
+    ];
+    assert_eq!(figures, pinned);
+}
