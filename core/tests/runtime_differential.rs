@@ -1,9 +1,9 @@
 //! A differential test of the application runtime (`ctx_core::runtime`).
 //!
-//! Random ABI-conforming modules from `wasm-smith` (only the `env` host
-//! functions of `docs/ABI.md` imported, one 32-bit memory exported as
-//! `"memory"`, no start function) each get a sequence of calls, and every call
-//! runs on three runners:
+//! Random ABI-conforming modules (only the `env` host functions of
+//! `docs/ABI.md` imported, one 32-bit memory exported as `"memory"`, no
+//! start function) each get a sequence of calls, and every call runs on
+//! three runners:
 //!
 //! 1. *reused*: one [`App`] for the whole sequence (the instance the runtime
 //!    resets after each call);
@@ -22,15 +22,27 @@
 //! compared with plain wasmi: the runtime's instrumentation for the reset
 //! costs fuel. See [`OOF_PLAIN_SHARE_MIN`] for the rule near exhaustion.
 //!
-//! Bounded in `cargo test` ([`MODULES_DEFAULT`] modules); more with
-//! `CTX_DIFF_MODULES=N` (seeds from `CTX_DIFF_FIRST`, default 0). One seed,
+//! The modules come in two families, each its own test:
+//!
+//! - `wasm-smith`'s, with `dump:` wrapper methods that return or store the
+//!   whole memory and the globals after the method (see [`wrapper`]);
+//! - *poke* modules built here to aim at the reset (see [`run_poke_module`]):
+//!   every store and bulk write, at every chunk of the tracked reset and its
+//!   boundaries, each call dumping the memory it starts with, so a byte the
+//!   reset missed is a difference between the reused and the fresh instance.
+//!
+//! Bounded in `cargo test` ([`MODULES_DEFAULT`] wasm-smith modules,
+//! [`POKE_MODULES_DEFAULT`] poke modules); more with `CTX_DIFF_MODULES=N`
+//! (for each family, seeds from `CTX_DIFF_FIRST`, default 0). One seed,
 //! with every call printed: `CTX_DIFF_SEED=S cargo test -p ctx-core --test
-//! runtime_differential random -- --nocapture`.
+//! runtime_differential random -- --nocapture` (`poke` for the poke
+//! module of that seed).
 //!
 //! Beside the random part, hand-written cases pin down behaviours the
 //! runtime got wrong before (findings 1 to 3 of issue 12), which the random
 //! part did not reach; each test's comment says what went wrong.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -151,12 +163,56 @@ struct Plain {
     linker: Linker<PlainHost>,
     /// The methods: exported functions of type `() -> ()`, sorted.
     methods: Vec<String>,
+    /// The memory as instantiation leaves it (taken at the first call).
+    memory_initial: OnceCell<Vec<u8>>,
 }
 
 /// A call's result and the fuel it consumed (also when it failed).
 struct Run {
     result: Result<CallOutput, CallError>,
     fuel_used: u64,
+    /// What the call changed in the memory it started with, for the
+    /// statistics (see [`MemoryChange`]).
+    changed: MemoryChange,
+}
+
+/// Which chunks of the runtime's tracked reset (of [`reset_chunk_bytes`])
+/// a call changed, measured on plain wasmi: the bytes of the initial memory
+/// that differ from the initial image when the call ends, however it ends.
+#[derive(Debug, Clone, Copy, Default)]
+struct MemoryChange {
+    /// Bit `c` for chunk `c`.
+    chunks: u64,
+    /// Whether the last chunk of the memory (which holds its last byte)
+    /// changed.
+    last_chunk: bool,
+}
+
+impl MemoryChange {
+    fn of(memory: &[u8], initial: &[u8]) -> MemoryChange {
+        let chunk_bytes = reset_chunk_bytes(initial.len() as u64) as usize;
+        let mut change = MemoryChange::default();
+        let pieces = memory.chunks(chunk_bytes).zip(initial.chunks(chunk_bytes));
+        let last = initial.len().div_ceil(chunk_bytes).saturating_sub(1);
+        for (chunk, (now, then)) in pieces.enumerate() {
+            if now != then {
+                assert!(chunk < 64, "64 chunks cover the memory");
+                change.chunks |= 1 << chunk;
+                change.last_chunk |= chunk == last;
+            }
+        }
+        change
+    }
+}
+
+/// The chunk size of the runtime's tracked reset for a memory of
+/// `memory_bytes`: the smallest power of two of at least 1 KiB such that
+/// 64 chunks cover the memory. This restates `chunk_shift` in
+/// `core/src/runtime/reset.rs` only to aim writes at chunk boundaries and
+/// to count them; if the runtime changes its chunks, the comparisons stay
+/// exactly as strong and only the aim gets worse.
+fn reset_chunk_bytes(memory_bytes: u64) -> u64 {
+    memory_bytes.div_ceil(64).max(1 << 10).next_power_of_two()
 }
 
 type Host<T> = Result<T, wasmi::Error>;
@@ -175,6 +231,7 @@ impl Plain {
             linker: plain_linker(&engine),
             module,
             methods,
+            memory_initial: OnceCell::new(),
         })
     }
 
@@ -207,6 +264,7 @@ impl Plain {
         let no_fuel = |result| Run {
             result,
             fuel_used: 0,
+            changed: MemoryChange::default(),
         };
         if method.len() > METHOD_NAME_BYTES_MAX {
             return no_fuel(Err(CallError::LimitExceeded(format!(
@@ -233,10 +291,14 @@ impl Plain {
             return no_fuel(Err(CallError::Trap("no memory".into())));
         };
         store.data_mut().memory = Some(memory);
+        let memory_initial = self
+            .memory_initial
+            .get_or_init(|| memory.data(&store).to_vec());
         store.set_fuel(fuel).expect("fuel metering is on");
         let func = instance.get_func(&store, method).expect("a method");
         let outcome = func.call(&mut store, &[], &mut []);
         let fuel_used = fuel - store.get_fuel().expect("fuel metering is on");
+        let changed = MemoryChange::of(memory.data(&store), memory_initial);
         let host = store.data_mut();
         let result = match outcome {
             Ok(()) => Ok(CallOutput {
@@ -254,7 +316,11 @@ impl Plain {
                 },
             }),
         };
-        Run { result, fuel_used }
+        Run {
+            result,
+            fuel_used,
+            changed,
+        }
     }
 }
 
@@ -829,21 +895,35 @@ impl Shape {
     }
 }
 
-/// The wrapper `dump:<method>`: reads the input to address 0, calls the
-/// method, returns (a prefix of) the memory as its return value, and writes
-/// the mutable globals' values to the state, so that what the random code
-/// leaves in memory and globals is compared between the runners (and the
-/// reset is checked by the next call). Uses only the host functions the
-/// module imports.
-fn wrapper(shape: &Shape, method: u32) -> wasm_encoder::Function {
+/// The wrapper `dump:<method>`: reads the input to `input_at`, calls the
+/// method, returns the memory's first 64 KiB as its return value and writes
+/// every further 64 KiB of it, and the mutable globals' values, to the
+/// state, so that what the random code leaves in memory and globals is
+/// compared between the runners, and so is what the reset left behind
+/// before the call (a byte the reset missed, unless the call overwrites
+/// it, shows as a difference between the reused and the fresh instance).
+/// Uses only the host functions the module imports.
+///
+/// Where the input goes matters: a host function marks the chunks it
+/// writes, so input read to address 0 marked the first chunk on every call,
+/// where most random stores land, and hid every store the instrumentation
+/// forgot to mark there. So `input_at` is away from the bottom of the
+/// memory (see [`input_address`]), and the wrapper's own scratch (keys,
+/// globals) is in the input's chunk.
+fn wrapper(shape: &Shape, method: u32, input_at: i32) -> wasm_encoder::Function {
     use wasm_encoder::Instruction as I;
     use wasmparser::ValType;
-    let dump_bytes = shape.memory_bytes.min(65536) as i32;
+    let memarg = wasm_encoder::MemArg {
+        offset: 0,
+        align: 3,
+        memory_index: 0,
+    };
+    let dump_bytes = shape.memory_bytes.min(DUMP_WINDOW_BYTES) as i32;
     let mut body = wasm_encoder::Function::new([]);
     if let Some(input_read) = shape.import("input_read")
         && dump_bytes > 0
     {
-        body.instruction(&I::I32Const(0));
+        body.instruction(&I::I32Const(input_at));
         body.instruction(&I::Call(input_read));
     }
     body.instruction(&I::Call(method));
@@ -852,14 +932,33 @@ fn wrapper(shape: &Shape, method: u32) -> wasm_encoder::Function {
         body.instruction(&I::I32Const(dump_bytes));
         body.instruction(&I::Call(value_return));
     }
+    let Some(storage_write) = shape.import("storage_write") else {
+        body.instruction(&I::End);
+        return body;
+    };
+    // The windows past the first, each under the key [DUMP_KEY_TAG + w,
+    // 0...] written at `input_at` (after the method: its scratch).
+    let windows = shape.memory_bytes.div_ceil(DUMP_WINDOW_BYTES);
+    for window in 1..windows {
+        let key = [DUMP_KEY_TAG + window as i64, 0, 0, 0];
+        for (k, word) in key.into_iter().enumerate() {
+            body.instruction(&I::I32Const(input_at + 8 * k as i32));
+            body.instruction(&I::I64Const(word));
+            body.instruction(&I::I64Store(memarg));
+        }
+        let start = window * DUMP_WINDOW_BYTES;
+        let len = (shape.memory_bytes - start).min(DUMP_WINDOW_BYTES);
+        body.instruction(&I::I32Const(input_at));
+        body.instruction(&I::I32Const(start as i32));
+        body.instruction(&I::I32Const(len as i32));
+        body.instruction(&I::Call(storage_write));
+    }
     let globals = &shape.mutable_globals[..shape.mutable_globals.len().min(4)];
-    if let Some(storage_write) = shape.import("storage_write")
-        && !globals.is_empty()
-        && dump_bytes >= 64
-    {
-        // Each global as an i64 at 8 * k (a reference: its nullness).
+    if !globals.is_empty() && dump_bytes > 0 {
+        // Each global as an i64 at input_at + 8 * k (a reference: its
+        // nullness).
         for (k, &(index, ty)) in globals.iter().enumerate() {
-            body.instruction(&I::I32Const(8 * k as i32));
+            body.instruction(&I::I32Const(input_at + 8 * k as i32));
             body.instruction(&I::GlobalGet(index));
             let to_i64: &[I] = match ty {
                 ValType::I32 => &[I::I64ExtendI32U],
@@ -872,20 +971,42 @@ fn wrapper(shape: &Shape, method: u32) -> wasm_encoder::Function {
             for instruction in to_i64 {
                 body.instruction(instruction);
             }
-            body.instruction(&I::I64Store(wasm_encoder::MemArg {
-                offset: 0,
-                align: 3,
-                memory_index: 0,
-            }));
+            body.instruction(&I::I64Store(memarg));
         }
-        // Key: the last 32 bytes of the dumped prefix; value: the globals.
-        body.instruction(&I::I32Const(dump_bytes - 32));
-        body.instruction(&I::I32Const(0));
+        // Key: the 32 bytes after the globals; value: the globals.
+        body.instruction(&I::I32Const(input_at + 32));
+        body.instruction(&I::I32Const(input_at));
         body.instruction(&I::I32Const(8 * globals.len() as i32));
         body.instruction(&I::Call(storage_write));
     }
     body.instruction(&I::End);
     body
+}
+
+/// The memory is dumped in windows of this many bytes: the most one
+/// `value_return` or one stored value may carry.
+const DUMP_WINDOW_BYTES: u64 = 65536;
+const _: () = assert!(DUMP_WINDOW_BYTES as usize <= RETURN_BYTES_MAX);
+const _: () = assert!(DUMP_WINDOW_BYTES as usize <= VALUE_BYTES_MAX);
+
+/// The first 8 bytes of the key of a dumped window, plus its index ("DUMP"
+/// in ASCII, then the index).
+const DUMP_KEY_TAG: i64 = 0x504d_5544 << 32;
+
+/// The most input the random calls give a wrapper: one that fits at
+/// `input_at`.
+const WRAPPER_INPUT_BYTES_MAX: u64 = 4096;
+
+/// Where the wrappers of a module with `memory_bytes` read the input: in
+/// the upper half of the memory, far from where random stores mostly land
+/// (small addresses), with room for [`WRAPPER_INPUT_BYTES_MAX`] bytes.
+fn input_address(rng: &mut ChaCha8Rng, memory_bytes: u64) -> i32 {
+    if memory_bytes < DUMP_WINDOW_BYTES {
+        // No memory at all (wasm pages are 64 KiB): no input is read.
+        return 0;
+    }
+    let room = memory_bytes / 2 - WRAPPER_INPUT_BYTES_MAX;
+    (memory_bytes / 2 + rng.next_u64() % room) as i32
 }
 
 /// Makes a wasm-smith module an ABI module: exports memory 0 as `"memory"`
@@ -894,7 +1015,7 @@ fn wrapper(shape: &Shape, method: u32) -> wasm_encoder::Function {
 /// [`WRAPPERS_MAX`] methods. Returns the module and its wrappers' names;
 /// `None` if an export already has one of the names (other than memory 0
 /// as `"memory"`).
-fn abi_module(wasm: &[u8], shape: &Shape) -> Option<(Vec<u8>, Vec<String>)> {
+fn abi_module(wasm: &[u8], shape: &Shape, input_at: i32) -> Option<(Vec<u8>, Vec<String>)> {
     use wasm_encoder::ExportKind;
     let mut exports = Vec::new();
     match shape.export("memory") {
@@ -913,7 +1034,7 @@ fn abi_module(wasm: &[u8], shape: &Shape) -> Option<(Vec<u8>, Vec<String>)> {
         exports.push((name.clone(), ExportKind::Func, first_wrapper + k as u32));
         names.push(name);
         // The method's type is `() -> ()`, the wrapper's too.
-        wrappers.push((method.type_index, wrapper(shape, method.index)));
+        wrappers.push((method.type_index, wrapper(shape, method.index, input_at)));
     }
     let mut reencoder = AddWrappers {
         wrappers,
@@ -1009,8 +1130,10 @@ impl Reencode for AddWrappers {
     }
 }
 
-/// What the random part saw, over all modules.
+/// What the random part saw, over all modules of one family.
 struct Stats {
+    /// The family of modules ([`Family::name`]).
+    family: &'static str,
     generated: u64,
     generation_failed: u64,
     /// Modules the generator made that are not ABI modules (an export
@@ -1034,12 +1157,25 @@ struct Stats {
     /// The largest ratio of the runtime's fuel to plain wasmi's, on calls
     /// that succeeded on both, and its seed.
     fuel_ratio_max: (f64, u64),
+    /// Calls that changed the memory (as plain wasmi ran them, see
+    /// [`MemoryChange`]); of those, the ones that changed it outside the
+    /// reset's first chunk (and the chunks of the `dump:` wrappers' input
+    /// and scratch), and in its last chunk.
+    memory_changed: u64,
+    changed_beyond_chunk_0: u64,
+    changed_last_chunk: u64,
+    /// Of the calls that changed memory, how many changed 1, 2-3, 4-7, ...
+    /// chunks (by the log2 of the count).
+    changed_chunks_log2: [u64; 7],
+    /// The operations the poke modules have, by kind.
+    pokes: BTreeMap<&'static str, u64>,
     divergences: Vec<String>,
 }
 
-impl Default for Stats {
-    fn default() -> Stats {
+impl Stats {
+    fn new(family: &'static str) -> Stats {
         Stats {
+            family,
             generated: 0,
             generation_failed: 0,
             not_abi: 0,
@@ -1053,12 +1189,25 @@ impl Default for Stats {
             oof_plain_share_min: 1.0,
             tail_call_modules: 0,
             fuel_ratio_max: (0.0, 0),
+            memory_changed: 0,
+            changed_beyond_chunk_0: 0,
+            changed_last_chunk: 0,
+            changed_chunks_log2: [0; 7],
+            pokes: BTreeMap::new(),
             divergences: Vec::new(),
         }
     }
-}
 
-impl Stats {
+    fn count_change(&mut self, change: MemoryChange, wrapper_chunks: u64) {
+        if change.chunks == 0 {
+            return;
+        }
+        self.memory_changed += 1;
+        self.changed_beyond_chunk_0 += u64::from(change.chunks & !1 & !wrapper_chunks != 0);
+        self.changed_last_chunk += u64::from(change.last_chunk);
+        self.changed_chunks_log2[change.chunks.count_ones().ilog2() as usize] += 1;
+    }
+
     /// The summary, written to the standard error directly (past the test
     /// harness's capture) so that every run shows what it exercised.
     fn print(&self, elapsed: Duration) {
@@ -1067,9 +1216,10 @@ impl Stats {
         let attempted = self.compiled + rejected;
         let _ = writeln!(
             out,
-            "runtime differential: {} modules generated ({} generator failures, {} not ABI), \
-             {} compiled, {} rejected ({:.1}%), {} without methods, {} dump: wrappers; \
+            "runtime differential ({}): {} modules generated ({} generator failures, {} not \
+             ABI), {} compiled, {} rejected ({:.1}%), {} without methods, {} dump: wrappers; \
              {} calls in {:.1?}",
+            self.family,
             self.generated,
             self.generation_failed,
             self.not_abi,
@@ -1105,6 +1255,20 @@ impl Stats {
             "  largest fuel ratio runtime/plain on calls ok on both: {:.2} (seed {})",
             self.fuel_ratio_max.0, self.fuel_ratio_max.1
         );
+        let _ = writeln!(
+            out,
+            "  calls that changed memory: {}; outside the reset's chunk 0 (and the dump: \
+             wrappers' input chunks): {}; in its last chunk: {}; chunks changed 1, 2-3, 4-7, \
+             ..., 64: {:?}",
+            self.memory_changed,
+            self.changed_beyond_chunk_0,
+            self.changed_last_chunk,
+            self.changed_chunks_log2
+        );
+        if !self.pokes.is_empty() {
+            let pokes: Vec<String> = self.pokes.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(out, "  poke operations: {}", pokes.join(", "));
+        }
         for divergence in &self.divergences {
             let _ = writeln!(out, "DIVERGENCE {divergence}");
         }
@@ -1139,7 +1303,7 @@ fn random_call(rng: &mut ChaCha8Rng, methods: &[String], exports: &[String]) -> 
     };
     let input_len = match rng.next_u64() % 50 {
         0 => INPUT_BYTES_MAX + 1,
-        1..=5 => (rng.next_u64() % 4096) as usize,
+        1..=5 => (rng.next_u64() % WRAPPER_INPUT_BYTES_MAX) as usize,
         _ => (rng.next_u64() % 65) as usize,
     };
     let mut input = vec![0u8; input_len];
@@ -1163,8 +1327,8 @@ struct Call {
     fuel: u64,
 }
 
-/// Generates the module of `seed`, runs its calls on the three runners and
-/// records what it saw in `stats`.
+/// Generates the wasm-smith module of `seed`, runs its calls on the three
+/// runners and records what it saw in `stats`.
 fn run_module(seed: u64, stats: &mut Stats, verbose: bool) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let config = abi_config(&mut rng);
@@ -1188,30 +1352,91 @@ fn run_module(seed: u64, stats: &mut Stats, verbose: bool) {
     };
     let smith_wasm = module.to_bytes();
     let shape = Shape::of(&smith_wasm);
-    let Some((wasm, wrappers)) = abi_module(&smith_wasm, &shape) else {
+    let input_at = input_address(&mut rng, shape.memory_bytes);
+    let Some((wasm, wrappers)) = abi_module(&smith_wasm, &shape, input_at) else {
         stats.not_abi += 1;
         return;
     };
     stats.wrappers += wrappers.len() as u64;
+    let hint = if shape.tail_calls_state_import {
+        " [the module tail-calls a state import: finding 2 of issue 12?]"
+    } else {
+        ""
+    };
+    let input_at = u64::try_from(input_at).expect("an address in the memory");
+    let subject = Subject {
+        seed,
+        wasm: &wasm,
+        hint,
+        next_call: random_call,
+        wrapper_chunks: chunks_of(
+            &(input_at..input_at + WRAPPER_INPUT_BYTES_MAX),
+            shape.memory_bytes,
+        ),
+        keep_writes: true,
+    };
+    if check_module(&subject, &mut rng, stats, verbose) {
+        stats.tail_call_modules += u64::from(shape.tail_calls_state_import);
+    }
+}
+
+/// A module to run on the three runners, and how to call it.
+struct Subject<'a> {
+    seed: u64,
+    wasm: &'a [u8],
+    /// Appended to a divergence's first line: what it may be.
+    hint: &'static str,
+    /// The next call, given the methods and all the exports.
+    next_call: fn(&mut ChaCha8Rng, &[String], &[String]) -> Call,
+    /// The chunks the `dump:` wrappers write (their input and scratch),
+    /// left out of the count of calls that changed memory outside chunk 0.
+    wrapper_chunks: u64,
+    /// Whether a successful call's writes are applied to the state for the
+    /// next calls. The poke modules' writes are only memory dumps, which
+    /// no call reads back, and the plain runner copies the state per call.
+    keep_writes: bool,
+}
+
+/// The reset's chunks (see [`reset_chunk_bytes`]) that `range` touches in a
+/// memory of `memory_bytes`.
+fn chunks_of(range: &Range<u64>, memory_bytes: u64) -> u64 {
+    let chunk_bytes = reset_chunk_bytes(memory_bytes);
+    let first = range.start / chunk_bytes;
+    let last = (range.end.max(range.start + 1) - 1) / chunk_bytes;
+    (first..=last.min(63)).fold(0, |mask, chunk| mask | 1 << chunk)
+}
+
+/// Compiles the subject's module, runs a random sequence of calls on the
+/// three runners and records what it saw in `stats`. Returns whether the
+/// runtime compiled the module.
+fn check_module(
+    subject: &Subject<'_>,
+    rng: &mut ChaCha8Rng,
+    stats: &mut Stats,
+    verbose: bool,
+) -> bool {
+    let Subject {
+        seed, wasm, hint, ..
+    } = *subject;
     if verbose {
         let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("runtime_differential-{seed}.wasm"));
-        std::fs::write(&path, &wasm).unwrap();
+            .join(format!("runtime_differential-{}-{seed}.wasm", stats.family));
+        std::fs::write(&path, wasm).unwrap();
         println!(
             "seed {seed}: module of {} bytes in {}",
             wasm.len(),
             path.display()
         );
     }
-    let plain = Plain::new(&wasm);
-    let mut reused = match App::compile(&wasm) {
+    let plain = Plain::new(wasm);
+    let mut reused = match App::compile(wasm) {
         Ok(app) => app,
         Err(error) => {
             *stats
                 .rejected
                 .entry(rejection_reason(&error, &plain))
                 .or_default() += 1;
-            return;
+            return false;
         }
     };
     stats.compiled += 1;
@@ -1220,7 +1445,7 @@ fn run_module(seed: u64, stats: &mut Stats, verbose: bool) {
         Err(error) => {
             let text = format!("seed {seed}: ctx compiles it, plain wasmi does not: {error}");
             stats.divergences.push(text);
-            return;
+            return true;
         }
     };
     let methods = &plain.methods;
@@ -1230,7 +1455,7 @@ fn run_module(seed: u64, stats: &mut Stats, verbose: bool) {
             reused.methods()
         );
         stats.divergences.push(text);
-        return;
+        return true;
     }
     if methods.is_empty() {
         stats.no_methods += 1;
@@ -1240,12 +1465,6 @@ fn run_module(seed: u64, stats: &mut Stats, verbose: bool) {
         .exports()
         .map(|e| e.name().to_owned())
         .collect();
-    stats.tail_call_modules += u64::from(shape.tail_calls_state_import);
-    let hint = if shape.tail_calls_state_import {
-        " [the module tail-calls a state import: finding 2 of issue 12?]"
-    } else {
-        ""
-    };
     let mut state = MapState::default();
     state.0.insert(Key([0; 32]), b"zero key's value".to_vec());
     state.0.insert(Key([0xff; 32]), vec![7; 100]);
@@ -1255,35 +1474,55 @@ fn run_module(seed: u64, stats: &mut Stats, verbose: bool) {
         4 + rng.next_u64() % 12
     };
     for index in 0..calls {
-        let call = random_call(&mut rng, methods, &exports);
+        let call = (subject.next_call)(rng, methods, &exports);
         let at = format!(
             "seed {seed} call {index} ({:?}, {} input bytes, fuel {})",
             call.method,
             call.input.len(),
             call.fuel
         );
-        let first = reused.call(&call.method, &call.input, &state, call.fuel);
-        let fresh = App::compile(&wasm)
+        // The runtime asserts (in debug builds) that each reset restored
+        // the initial memory: a panic here is this call's writes escaping it.
+        let reused_call = std::panic::AssertUnwindSafe(|| {
+            reused.call(&call.method, &call.input, &state, call.fuel)
+        });
+        let first = match std::panic::catch_unwind(reused_call) {
+            Ok(first) => first,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|m| m.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let text = format!("{at}: the runtime panicked on the reused instance: {message}");
+                stats.divergences.push(text);
+                return true;
+            }
+        };
+        let fresh = App::compile(wasm)
             .expect("compiled once, compiles again")
             .call(&call.method, &call.input, &state, call.fuel);
         let plain_run = plain.call(&call.method, &call.input, &state, call.fuel);
         stats.calls += 1;
         *stats.outcomes.entry(class(&first)).or_default() += 1;
+        stats.count_change(plain_run.changed, subject.wrapper_chunks);
         if verbose {
             println!(
-                "{at}:\n  reused {}\n  plain  {}",
+                "{at}:\n  reused {}\n  plain  {}\n  plain changed chunks {:#018x}",
                 brief(&first),
-                brief(&plain_run.result)
+                brief(&plain_run.result),
+                plain_run.changed.chunks
             );
         }
         if first != fresh {
             let text = format!(
-                "{at}: reused and fresh instances differ{hint}\n  reused {}\n  fresh  {}",
+                "{at}: reused and fresh instances differ{hint}\n  reused {}\n  fresh  {}{}",
                 brief(&first),
-                brief(&fresh)
+                brief(&fresh),
+                first_difference(&first, &fresh)
             );
             stats.divergences.push(text);
-            return;
+            return true;
         }
         match compare_with_plain(&first, &plain_run, call.fuel) {
             Verdict::Equal => {}
@@ -1302,13 +1541,14 @@ fn run_module(seed: u64, stats: &mut Stats, verbose: bool) {
                 };
                 let text = format!(
                     "{at}: runtime and plain wasmi differ{hint}{stack}\n  runtime {}\n  plain   {} \
-                     (fuel used {})",
+                     (fuel used {}){}",
                     brief(&first),
                     brief(&plain_run.result),
-                    plain_run.fuel_used
+                    plain_run.fuel_used,
+                    first_difference(&first, &plain_run.result)
                 );
                 stats.divergences.push(text);
-                return;
+                return true;
             }
         }
         if let (Ok(ctx), Ok(plain)) = (&first, &plain_run.result) {
@@ -1317,10 +1557,60 @@ fn run_module(seed: u64, stats: &mut Stats, verbose: bool) {
                 stats.fuel_ratio_max = (ratio, seed);
             }
         }
-        if let Ok(output) = &first {
+        if let Ok(output) = &first
+            && subject.keep_writes
+        {
             state.apply(&output.writes);
         }
     }
+    true
+}
+
+/// Where two successful outputs first differ in their return values or
+/// written values (the memory dumps), as a line to append to a divergence:
+/// [`brief`] cuts a dump long before the byte that matters.
+fn first_difference(
+    a: &Result<CallOutput, CallError>,
+    b: &Result<CallOutput, CallError>,
+) -> String {
+    let (Ok(a), Ok(b)) = (a, b) else {
+        return String::new();
+    };
+    let differs = |what: String, x: &[u8], y: &[u8]| {
+        let at = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i))?;
+        Some(format!(
+            "\n  first difference: {what} byte {at}: {:?} vs {:?} (lengths {} and {})",
+            x.get(at),
+            y.get(at),
+            x.len(),
+            y.len()
+        ))
+    };
+    if let Some(text) = differs("return value".into(), &a.return_value, &b.return_value) {
+        return text;
+    }
+    let hex = |key: &Key| key.0.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    for ((ka, va), (kb, vb)) in a.writes.iter().zip(&b.writes) {
+        if ka != kb {
+            return format!(
+                "\n  first difference: written keys {} vs {}",
+                hex(ka),
+                hex(kb)
+            );
+        }
+        let (va, vb) = (va.as_deref().unwrap_or(&[]), vb.as_deref().unwrap_or(&[]));
+        if let Some(text) = differs(format!("value of key {}", hex(ka)), va, vb) {
+            return text;
+        }
+    }
+    if a.writes.len() != b.writes.len() {
+        return format!(
+            "\n  first difference: {} keys written vs {}",
+            a.writes.len(),
+            b.writes.len()
+        );
+    }
+    String::new()
 }
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -1332,12 +1622,57 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
+/// A family of generated modules: how the random part makes and runs the
+/// module of one seed, and its bounds in `cargo test`.
+struct Family {
+    name: &'static str,
+    run_module: fn(u64, &mut Stats, bool),
+    /// Modules the bounded run generates.
+    modules_default: u64,
+    /// The bounded run stops generating modules after this long, whatever
+    /// `modules_default` says (a slow machine still finishes in time).
+    time_max: Duration,
+}
+
+/// The wasm-smith modules.
+const SMITH: Family = Family {
+    name: "wasm-smith",
+    run_module,
+    modules_default: MODULES_DEFAULT,
+    time_max: BOUNDED_RUN_TIME_MAX,
+};
+
+/// The poke modules (see [`run_poke_module`]).
+const POKE: Family = Family {
+    name: "poke",
+    run_module: run_poke_module,
+    modules_default: POKE_MODULES_DEFAULT,
+    time_max: POKE_RUN_TIME_MAX,
+};
+
 #[test]
 fn random_modules_agree_on_all_three_runners() {
+    random_part_on_a_small_stack(&SMITH);
+}
+
+/// The reset, aimed at: random stores of every kind and bulk writes at
+/// chunk boundaries and the end of the memory, every call dumping the
+/// memory it starts with.
+#[test]
+fn poke_modules_agree_on_all_three_runners() {
+    let stats = random_part_on_a_small_stack(&POKE);
+    assert!(
+        stats.rejected.is_empty(),
+        "the runtime rejected poke modules: {:?}",
+        stats.rejected
+    );
+}
+
+fn random_part_on_a_small_stack(family: &'static Family) -> Stats {
     let worker = std::thread::Builder::new()
-        .name("runtime-differential".into())
+        .name(format!("runtime-differential-{}", family.name))
         .stack_size(RANDOM_PART_STACK_BYTES)
-        .spawn(random_part)
+        .spawn(|| random_part(family))
         .unwrap();
     let stats = worker.join().expect("the random part panicked");
     assert!(
@@ -1345,28 +1680,33 @@ fn random_modules_agree_on_all_three_runners() {
         "{} divergences (see DIVERGENCE above)",
         stats.divergences.len()
     );
+    stats
 }
 
-fn random_part() -> Stats {
+fn random_part(family: &Family) -> Stats {
     let started = Instant::now();
-    let mut stats = Stats::default();
+    let mut stats = Stats::new(family.name);
     let (seeds, verbose, bounded) = match env_u64("CTX_DIFF_SEED") {
         Some(seed) => (seed..seed + 1, true, false),
         None => {
             let first = env_u64("CTX_DIFF_FIRST").unwrap_or(0);
             match env_u64("CTX_DIFF_MODULES") {
                 Some(count) => (first..first + count, false, false),
-                None => (first..first + MODULES_DEFAULT, false, true),
+                None => (first..first + family.modules_default, false, true),
             }
         }
     };
     for seed in seeds {
-        if bounded && started.elapsed() > BOUNDED_RUN_TIME_MAX {
-            println!("runtime differential: stopped at seed {seed}, time is up");
+        if bounded && started.elapsed() > family.time_max {
+            println!(
+                "runtime differential ({}): stopped at seed {seed}, time is up",
+                family.name
+            );
             break;
         }
         // A panic (in a runner or in the test) is a divergence of its seed.
-        let module = std::panic::AssertUnwindSafe(|| run_module(seed, &mut stats, verbose));
+        let module =
+            std::panic::AssertUnwindSafe(|| (family.run_module)(seed, &mut stats, verbose));
         if std::panic::catch_unwind(module).is_err() {
             let text = format!("seed {seed}: panicked (see the panic message above)");
             stats.divergences.push(text);
@@ -1375,6 +1715,432 @@ fn random_part() -> Stats {
     stats.print(started.elapsed());
     assert!(stats.compiled > 0 && stats.calls > 0, "exercised nothing");
     stats
+}
+
+// ---------------------------------------------------------------------------
+// Poke modules: the reset, aimed at.
+//
+// wasm-smith's stores that run land mostly at small addresses, and a missed
+// mark shows only if a later call on the reused instance reads the stale
+// byte. A poke module makes both happen on purpose. Each method
+//
+// 1. writes every 64 KiB window of the memory to the state (keys from a
+//    data segment), so the memory each call starts with is compared between
+//    the reused instance, a fresh one and plain wasmi;
+// 2. maybe reads the input somewhere;
+// 3. runs a random sequence of writes: every store instruction of every
+//    width, with random static offsets, at addresses in every chunk of the
+//    runtime's reset (its first bytes, its last bytes, across its end into
+//    the next, the last bytes of the memory), and `memory.fill`, `.copy` and
+//    `.init` over random ranges (empty, inside a chunk, across chunks,
+//    ending at the last byte); sometimes one that traps;
+// 4. dumps the memory again, under other keys.
+//
+// The runtime's own debug assertion (the memory equals its initial image
+// after each reset) fires first in the test profile; the dumps catch the
+// same misses without it, and compare what the writes did with plain wasmi.
+
+/// Poke modules the bounded run generates (about 300 a second in the test
+/// profile on the 2-core development machine, beside the wasm-smith part;
+/// each of the reset bugs planted to test this test showed in most seeds).
+const POKE_MODULES_DEFAULT: u64 = 1000;
+
+/// The bounded run of poke modules stops after this long.
+const POKE_RUN_TIME_MAX: Duration = Duration::from_secs(30);
+
+/// The store instructions, with the bytes each writes.
+const STORE_KINDS: [(&str, u64); 9] = [
+    ("i32.store", 4),
+    ("i32.store8", 1),
+    ("i32.store16", 2),
+    ("i64.store", 8),
+    ("i64.store8", 1),
+    ("i64.store16", 2),
+    ("i64.store32", 4),
+    ("f32.store", 4),
+    ("f64.store", 8),
+];
+
+/// The most input a poke call gets (it fits wherever a method reads it).
+const POKE_INPUT_BYTES_MAX: u64 = 64;
+
+/// The imports of a poke module, with their function indices.
+const POKE_INPUT_READ: u32 = 0;
+const POKE_STORAGE_WRITE: u32 = 1;
+
+/// What a poke module is made of, as it is generated.
+struct Poker<'a> {
+    rng: &'a mut ChaCha8Rng,
+    memory_bytes: u64,
+    chunk_bytes: u64,
+    /// The ranges the active data segments fill with random bytes: copy
+    /// sources that differ from most destinations.
+    filled: Vec<Range<u64>>,
+    /// The passive segments' lengths, by data index from `passive_first`.
+    passive: Vec<u64>,
+    passive_first: u32,
+    /// Operations generated, by kind, for the statistics.
+    ops: &'a mut BTreeMap<&'static str, u64>,
+}
+
+impl Poker<'_> {
+    fn below(&mut self, n: u64) -> u64 {
+        self.rng.next_u64() % n.max(1)
+    }
+
+    fn chunks(&self) -> u64 {
+        self.memory_bytes.div_ceil(self.chunk_bytes)
+    }
+
+    /// The first address of a write of `len` bytes inside the memory, aimed
+    /// at a random chunk: its first byte, its end (the write ending there or
+    /// crossing into the next chunk), anywhere in it, or the end of the
+    /// memory.
+    fn target(&mut self, len: u64) -> u64 {
+        assert!(len <= self.memory_bytes);
+        let chunk = self.below(self.chunks());
+        let start = chunk * self.chunk_bytes;
+        let end = start + self.chunk_bytes;
+        let address = match self.below(8) {
+            0 => self.memory_bytes - len,
+            1 => start,
+            // Its last byte at end - 1 - k: for k < len - 1 it crosses.
+            2..=4 => (end - 1).saturating_sub(self.below(len)),
+            _ => start + self.below(self.chunk_bytes),
+        };
+        address.min(self.memory_bytes - len)
+    }
+
+    /// The length of a bulk write: empty, short, up to three chunks, rarely
+    /// a large share of the memory.
+    fn bulk_len(&mut self) -> u64 {
+        let len = match self.below(12) {
+            0 | 1 => 0,
+            2..=5 => 1 + self.below(64),
+            6..=10 => 1 + self.below(3 * self.chunk_bytes),
+            _ => self.below(self.memory_bytes / 2),
+        };
+        len.min(self.memory_bytes)
+    }
+
+    fn count(&mut self, what: &'static str) {
+        *self.ops.entry(what).or_default() += 1;
+    }
+
+    /// A store of a random kind with a random static offset, aimed by
+    /// [`Poker::target`] (the offset included).
+    fn store(&mut self, body: &mut wasm_encoder::Function) {
+        use wasm_encoder::Instruction as I;
+        let kind = self.below(STORE_KINDS.len() as u64) as usize;
+        let (name, width) = STORE_KINDS[kind];
+        self.count(name);
+        let target = self.target(width);
+        let offset = match self.below(4) {
+            0 | 1 => 0,
+            // Often in another chunk than the address.
+            2 => self.below(2 * self.chunk_bytes + 1).min(target),
+            _ => self.below(target + 1),
+        };
+        if offset != 0 {
+            self.count("store with an offset");
+        }
+        let memarg = wasm_encoder::MemArg {
+            offset,
+            align: u32::try_from(self.below(u64::from(width.trailing_zeros()) + 1)).unwrap(),
+            memory_index: 0,
+        };
+        body.instruction(&I::I32Const(address_i32(target - offset)));
+        let bits = self.rng.next_u64();
+        // No NaNs: not what this test is about.
+        let f32_value = Some(f32::from_bits(bits as u32)).filter(|x| !x.is_nan());
+        let f64_value = Some(f64::from_bits(bits)).filter(|x| !x.is_nan());
+        let (value, store) = match kind {
+            0 => (I::I32Const(bits as i32), I::I32Store(memarg)),
+            1 => (I::I32Const(bits as i32), I::I32Store8(memarg)),
+            2 => (I::I32Const(bits as i32), I::I32Store16(memarg)),
+            3 => (I::I64Const(bits as i64), I::I64Store(memarg)),
+            4 => (I::I64Const(bits as i64), I::I64Store8(memarg)),
+            5 => (I::I64Const(bits as i64), I::I64Store16(memarg)),
+            6 => (I::I64Const(bits as i64), I::I64Store32(memarg)),
+            7 => (I::F32Const(f32_value.unwrap_or(-1.5)), I::F32Store(memarg)),
+            _ => (I::F64Const(f64_value.unwrap_or(-1.5)), I::F64Store(memarg)),
+        };
+        body.instruction(&value);
+        body.instruction(&store);
+    }
+
+    /// A `memory.fill`, `memory.copy` or `memory.init` (if there are
+    /// passive segments) over a random range.
+    fn bulk(&mut self, body: &mut wasm_encoder::Function) {
+        use wasm_encoder::Instruction as I;
+        let op = self.below(3);
+        if op == 2 && !self.passive.is_empty() {
+            let segment = self.below(self.passive.len() as u64) as usize;
+            let segment_len = self.passive[segment];
+            let source = self.below(segment_len + 1);
+            let len = match self.below(4) {
+                0 => 0,
+                _ => self.below(segment_len - source + 1),
+            };
+            let destination = self.target(len);
+            self.count_bulk("memory.init", destination, len);
+            body.instruction(&I::I32Const(address_i32(destination)));
+            body.instruction(&I::I32Const(address_i32(source)));
+            body.instruction(&I::I32Const(address_i32(len)));
+            body.instruction(&I::MemoryInit {
+                mem: 0,
+                data_index: self.passive_first + segment as u32,
+            });
+            return;
+        }
+        let len = self.bulk_len();
+        let destination = self.target(len);
+        body.instruction(&I::I32Const(address_i32(destination)));
+        if op == 0 {
+            self.count_bulk("memory.fill", destination, len);
+            body.instruction(&I::I32Const(self.rng.next_u64() as i32));
+            body.instruction(&I::I32Const(address_i32(len)));
+            body.instruction(&I::MemoryFill(0));
+            return;
+        }
+        self.count_bulk("memory.copy", destination, len);
+        let source = match self.below(2) {
+            0 if !self.filled.is_empty() => {
+                let k = self.below(self.filled.len() as u64) as usize;
+                let filled = self.filled[k].clone();
+                filled.start + self.below(filled.end - filled.start)
+            }
+            _ => self.below(self.memory_bytes + 1),
+        };
+        body.instruction(&I::I32Const(address_i32(
+            source.min(self.memory_bytes - len),
+        )));
+        body.instruction(&I::I32Const(address_i32(len)));
+        body.instruction(&I::MemoryCopy {
+            src_mem: 0,
+            dst_mem: 0,
+        });
+    }
+
+    fn count_bulk(&mut self, name: &'static str, destination: u64, len: u64) {
+        self.count(name);
+        if len == 0 {
+            self.count("bulk, empty");
+        } else if destination / self.chunk_bytes != (destination + len - 1) / self.chunk_bytes {
+            self.count("bulk, across chunks");
+        }
+        if len != 0 && destination + len == self.memory_bytes {
+            self.count("bulk, to the last byte");
+        }
+    }
+
+    /// A write that traps: a store or a fill past the end of the memory.
+    fn trap(&mut self, body: &mut wasm_encoder::Function) {
+        use wasm_encoder::Instruction as I;
+        self.count("out of bounds (traps)");
+        let beyond = 1 + self.below(8);
+        body.instruction(&I::I32Const(address_i32(self.memory_bytes - 8 + beyond)));
+        if self.below(2) == 0 {
+            body.instruction(&I::I64Const(-1));
+            body.instruction(&I::I64Store(wasm_encoder::MemArg {
+                offset: 0,
+                align: 0,
+                memory_index: 0,
+            }));
+        } else {
+            body.instruction(&I::I32Const(0x5a));
+            body.instruction(&I::I32Const(8));
+            body.instruction(&I::MemoryFill(0));
+        }
+    }
+
+    /// Writes every window of the memory to the state, window `w` under the
+    /// key at `keys_at + 32 * w`.
+    fn dump(&self, body: &mut wasm_encoder::Function, keys_at: u64) {
+        use wasm_encoder::Instruction as I;
+        let windows = self.memory_bytes.div_ceil(DUMP_WINDOW_BYTES);
+        for window in 0..windows {
+            let start = window * DUMP_WINDOW_BYTES;
+            let len = (self.memory_bytes - start).min(DUMP_WINDOW_BYTES);
+            body.instruction(&I::I32Const(address_i32(keys_at + 32 * window)));
+            body.instruction(&I::I32Const(address_i32(start)));
+            body.instruction(&I::I32Const(address_i32(len)));
+            body.instruction(&I::Call(POKE_STORAGE_WRITE));
+        }
+    }
+
+    /// A method: dump, the writes (and maybe an input read), dump.
+    fn method(&mut self, keys_at: u64) -> wasm_encoder::Function {
+        use wasm_encoder::Instruction as I;
+        let mut body = wasm_encoder::Function::new([]);
+        let windows = self.memory_bytes.div_ceil(DUMP_WINDOW_BYTES);
+        self.dump(&mut body, keys_at);
+        let writes = 4 + self.below(37);
+        let input_at = (self.below(2) == 0).then(|| self.below(writes));
+        let trap_at = (self.below(10) == 0).then(|| self.below(writes));
+        for k in 0..writes {
+            if input_at == Some(k) {
+                self.count("input_read");
+                let at = self.target(POKE_INPUT_BYTES_MAX);
+                body.instruction(&I::I32Const(address_i32(at)));
+                body.instruction(&I::Call(POKE_INPUT_READ));
+            }
+            if trap_at == Some(k) {
+                self.trap(&mut body);
+            }
+            if self.below(3) == 0 {
+                self.bulk(&mut body);
+            } else {
+                self.store(&mut body);
+            }
+        }
+        self.dump(&mut body, keys_at + 32 * windows);
+        body.instruction(&I::End);
+        body
+    }
+}
+
+fn address_i32(address: u64) -> i32 {
+    i32::try_from(address).expect("poke memories are small")
+}
+
+/// Generates the poke module of `seed` (see above), runs its calls on the
+/// three runners and records what it saw in `stats`.
+fn run_poke_module(seed: u64, stats: &mut Stats, verbose: bool) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    stats.generated += 1;
+    let (wasm, ops) = poke_module(&mut rng);
+    for (what, count) in ops {
+        *stats.pokes.entry(what).or_default() += count;
+    }
+    let subject = Subject {
+        seed,
+        wasm: &wasm,
+        hint: "",
+        next_call: poke_call,
+        wrapper_chunks: 0,
+        keep_writes: false,
+    };
+    check_module(&subject, &mut rng, stats, verbose);
+}
+
+/// A poke module: its bytes and the operations it has, by kind.
+fn poke_module(rng: &mut ChaCha8Rng) -> (Vec<u8>, BTreeMap<&'static str, u64>) {
+    use wasm_encoder::{
+        CodeSection, ConstExpr, DataCountSection, DataSection, EntityType, ExportKind,
+        ExportSection, FunctionSection, ImportSection, MemorySection, MemoryType, TypeSection,
+        ValType,
+    };
+    // Memories of 1 to 8 pages: chunks of 1 KiB to 8 KiB, 40 to 64 of them.
+    let pages = match rng.next_u64() % 8 {
+        0..=2 => 1,
+        3 | 4 => 2,
+        5 => 3,
+        6 => 4,
+        _ => 5 + rng.next_u64() % 4,
+    };
+    let memory_bytes = pages * DUMP_WINDOW_BYTES;
+    let mut ops = BTreeMap::new();
+    let mut poker = Poker {
+        rng,
+        memory_bytes,
+        chunk_bytes: reset_chunk_bytes(memory_bytes),
+        filled: Vec::new(),
+        passive: Vec::new(),
+        passive_first: 0,
+        ops: &mut ops,
+    };
+    // The data: random bytes here and there, the dump keys (last, so that
+    // no other segment overwrites them), passive segments for memory.init.
+    let mut data = DataSection::new();
+    for _ in 0..1 + poker.below(6) {
+        let len = 1 + poker.below(2 * poker.chunk_bytes);
+        let at = poker.target(len);
+        let mut bytes = vec![0u8; len as usize];
+        poker.rng.fill_bytes(&mut bytes);
+        data.active(0, &ConstExpr::i32_const(address_i32(at)), bytes);
+        poker.filled.push(at..at + len);
+    }
+    let windows = memory_bytes.div_ceil(DUMP_WINDOW_BYTES);
+    let keys_len = 2 * windows * 32;
+    let keys_at = poker.target(keys_len);
+    // "b03 ..." for window 3 before the writes, "a03 ..." after (a key
+    // shows as its first 4 bytes in a divergence).
+    let keys: Vec<u8> = (0..2 * windows)
+        .flat_map(|k| {
+            let phase = if k < windows { 'b' } else { 'a' };
+            let key = format!("{phase}{:02} poke: a window of the memory", k % windows);
+            <[u8; 32]>::try_from(key.as_bytes()).expect("32 bytes")
+        })
+        .collect();
+    data.active(0, &ConstExpr::i32_const(address_i32(keys_at)), keys);
+    let active = 1 + poker.filled.len() as u32;
+    poker.passive_first = active;
+    for _ in 0..poker.below(4) {
+        let len = poker.below(600);
+        let mut bytes = vec![0u8; len as usize];
+        poker.rng.fill_bytes(&mut bytes);
+        data.passive(bytes);
+        poker.passive.push(len);
+    }
+    let methods = 2 + poker.below(4) as u32;
+    let mut code = CodeSection::new();
+    for _ in 0..methods {
+        code.function(&poker.method(keys_at));
+    }
+    let maximum = (poker.below(2) == 0).then_some(pages);
+    let mut types = TypeSection::new();
+    types.ty().function([], []);
+    types.ty().function([ValType::I32], []);
+    types.ty().function([ValType::I32; 3], []);
+    let mut imports = ImportSection::new();
+    imports.import("env", "input_read", EntityType::Function(1));
+    imports.import("env", "storage_write", EntityType::Function(2));
+    let mut functions = FunctionSection::new();
+    let mut exports = ExportSection::new();
+    exports.export("memory", ExportKind::Memory, 0);
+    for k in 0..methods {
+        functions.function(0);
+        exports.export(&format!("poke{k}"), ExportKind::Func, 2 + k);
+    }
+    let mut memories = MemorySection::new();
+    memories.memory(MemoryType {
+        minimum: pages,
+        maximum,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    let mut module = wasm_encoder::Module::new();
+    module
+        .section(&types)
+        .section(&imports)
+        .section(&functions)
+        .section(&memories)
+        .section(&exports)
+        .section(&DataCountSection { count: data.len() })
+        .section(&code)
+        .section(&data);
+    let wasm = module.finish();
+    wasmparser::validate(&wasm).expect("a poke module is valid");
+    (wasm, ops)
+}
+
+/// A call of a poke module: a random method, a short input, and mostly all
+/// the fuel (sometimes little, to stop it anywhere).
+fn poke_call(rng: &mut ChaCha8Rng, methods: &[String], _exports: &[String]) -> Call {
+    let method = methods[rng.next_u64() as usize % methods.len()].clone();
+    let mut input = vec![0u8; (rng.next_u64() % (POKE_INPUT_BYTES_MAX + 1)) as usize];
+    rng.fill_bytes(&mut input);
+    let fuel = match rng.next_u64() % 4 {
+        0 => 1 + rng.next_u64() % 20_000,
+        _ => CALL_FUEL_MAX,
+    };
+    Call {
+        method,
+        input,
+        fuel,
+    }
 }
 
 // ---------------------------------------------------------------------------
