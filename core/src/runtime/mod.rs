@@ -28,6 +28,17 @@
 //! - **No panic on anything the app does.** Out-of-bounds pointers trap,
 //!   exceeded limits are [`CallError::LimitExceeded`], endless loops run out
 //!   of fuel.
+//! - **No app can abort, hang or exhaust the process.** Every call ends as
+//!   a result or a [`CallError`]: fuel bounds its time, the store's limits
+//!   its memory and tables, [`RECURSION_DEPTH_MAX`] and [`STACK_BYTES_MAX`]
+//!   its recursion, and its native stack use is bounded whatever it does
+//!   ([`CALL_NATIVE_STACK_BYTES_MIN`]).
+//! - **The module's semantics are its own.** The rewrite for the reset
+//!   changes no frame size and adds no call, so what a module may do (how
+//!   deep it recurses, what it computes) is what plain wasmi gives it; only
+//!   fuel differs, and that is part of [`RUNTIME_VERSION`]. Host functions
+//!   return their results directly (the state is lent to the store for the
+//!   call), so tail calls to them work like any other call.
 //!
 //! The submodules: `host` (the host functions and the per-store state),
 //! `analysis` (the ABI checks and what the code writes), `instrument` (the

@@ -1354,3 +1354,15 @@ fn the_runtime_version_pins_fuel_and_outcomes() {
     ];
     assert_eq!(figures, pinned);
 }
+
+#[test]
+fn simd_modules_are_refused() {
+    // The ABI excludes SIMD (and wasmi runs without it): a module that uses
+    // a v128 instruction does not compile, whatever features the wasmparser
+    // in the build has.
+    let source = r#"(module
+      (memory (export "memory") 1)
+      (func (export "m") (v128.store (i32.const 0) (v128.const i64x2 1 2))))"#;
+    let wasm = wat::parse_str(source).unwrap();
+    assert!(matches!(App::compile(&wasm), Err(AppError::Invalid(_))));
+}
