@@ -173,14 +173,25 @@ proptest! {
             let pick = choices.next().unwrap_or(0) % pool.len();
             let tx = pool[pick].clone();
             if tx.parents().iter().all(|p| replica.contains(p)) {
-                replica.insert(tx.clone()).unwrap();
+                // Immediate, or deferred and settled at a drawn point, as a
+                // node settles once per input.
+                if pick.is_multiple_of(3) && replica.is_settled() {
+                    replica.insert(tx.clone()).unwrap();
+                } else {
+                    replica.insert_deferred(tx.clone()).unwrap();
+                }
                 pool.swap_remove(pick);
-                prop_assert!(replica.insert(tx).is_err(), "a duplicate is refused");
+                prop_assert!(replica.insert_deferred(tx).is_err(), "a duplicate is refused");
+                if pick % 4 == 1 {
+                    let applied = replica.accepted();
+                    prop_assert!(replica.settle().reexecuted <= applied);
+                }
             } else {
                 // Not yet: try the next one in the pool instead.
                 pool.rotate_left(1);
             }
         }
+        replica.settle();
         prop_assert_eq!(replica.state_root(), canonical.state_root());
         prop_assert_eq!(replica.heads(), canonical.heads());
         prop_assert_eq!(replica.order().collect::<Vec<_>>(), canonical.order().collect::<Vec<_>>());

@@ -7,10 +7,18 @@
 //! - `order` holds every accepted transaction exactly once, sorted by
 //!   [`OrderKey`] (height, id): one linear extension of the DAG, the same on
 //!   every member that accepted the same transactions;
-//! - state and membership are exactly the result of applying `order` from the
-//!   genesis, in order: a transaction that sorts before already-applied ones
-//!   rolls them back through their undo logs, is applied, and the tail is
-//!   re-executed. The cost is proportional to the tail, not the history;
+//! - state and membership are exactly the result of applying
+//!   `order[..applied_len]` from the genesis, in order, and every slot from
+//!   `applied_len` on is unapplied (no undo). A transaction that sorts before
+//!   applied ones rolls them back through their undo logs and is linked
+//!   unapplied; [`Replica::settle`] then applies the unapplied tail. Inserts
+//!   are deferred until a settle, so a batch that lands in the past rolls
+//!   each applied slot back at most once and re-executes the tail once, not
+//!   once per transaction ([`Replica::insert`] is one deferred insert and a
+//!   settle). The cost is proportional to the tail, not the history;
+//! - nothing reads state, membership or outcomes while the replica is not
+//!   settled (`applied_len == order.len()`): every such query asserts it, so
+//!   a caller that forgot to settle is a bug report, never a stale answer;
 //! - `heads` is the set of accepted transactions that no accepted transaction
 //!   names as a parent.
 //!
@@ -90,6 +98,15 @@ pub enum ReplicaError {
     Replay(#[from] InsertError),
 }
 
+/// What a settle did: the transactions inserted since the previous settle,
+/// with their outcomes at their first execution, in canonical order, and how
+/// many already-applied slots were rolled back and re-executed for them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    pub outcomes: Vec<(TxId, Outcome)>,
+    pub reexecuted: usize,
+}
+
 /// What inserting one transaction did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inserted {
@@ -127,6 +144,16 @@ pub struct Replica {
     app: Box<dyn Application>,
     txs: HashMap<TxId, Tx, FixedHasher>,
     order: Vec<Slot>,
+    /// How much of `order` is applied: `order[..applied_len]`.
+    applied_len: usize,
+    /// Keys of the transactions inserted since the last settle.
+    unsettled: Vec<OrderKey>,
+    /// Applied slots rolled back since the last settle (each to be
+    /// re-executed once by it).
+    rolled_back: usize,
+    /// Applied slots re-executed over this replica's life (not counting the
+    /// first application of each transaction).
+    reexecuted_total: u64,
     heads: BTreeSet<TxId>,
     state: State,
     membership: Membership,
@@ -190,6 +217,10 @@ impl Replica {
             app,
             txs: HashMap::with_capacity_and_hasher(txs.len() + 1, fixed_hasher()),
             order: Vec::with_capacity(txs.len() + 1),
+            applied_len: 0,
+            unsettled: Vec::new(),
+            rolled_back: 0,
+            reexecuted_total: 0,
             heads: BTreeSet::new(),
             state: State::default(),
             membership: Membership::default(),
@@ -202,7 +233,8 @@ impl Replica {
                 replica.link(tx)?;
             }
         }
-        replica.reapply_from(0);
+        replica.apply_tail();
+        debug_assert!(replica.is_settled());
         Ok(replica)
     }
 
@@ -227,18 +259,95 @@ impl Replica {
     }
 
     /// Adds a transaction whose parents are all in the DAG, applying it at its
-    /// place in the canonical order.
+    /// place in the canonical order: [`Replica::insert_deferred`] and
+    /// [`Replica::settle`], on a settled replica (the local author's path,
+    /// which needs the outcome at once).
     pub fn insert(&mut self, tx: Tx) -> Result<Inserted, InsertError> {
-        self.check_linkable(&tx)?;
-        let position = self.position_for(tx.order_key());
-        let reexecuted = self.order.len() - position;
-        self.rollback_to(position);
-        self.link_at(tx, position);
-        self.reapply_from(position);
+        debug_assert!(self.is_settled(), "an immediate insert starts settled");
+        let id = tx.id();
+        self.insert_deferred(tx)?;
+        let settled = self.settle();
+        debug_assert_eq!(settled.outcomes.len(), 1);
+        let (settled_id, outcome) = settled.outcomes.into_iter().next().expect("inserted");
+        debug_assert_eq!(settled_id, id);
         Ok(Inserted {
-            outcome: self.order[position].outcome.clone(),
-            reexecuted,
+            outcome,
+            reexecuted: settled.reexecuted,
         })
+    }
+
+    /// Adds a transaction whose parents are all in the DAG at its place in
+    /// the canonical order, unapplied: the applied slots at or after it are
+    /// rolled back (each at most once until the next settle), and
+    /// [`Replica::settle`] applies it and re-executes the tail. Until then
+    /// state, membership and outcomes may not be read.
+    pub fn insert_deferred(&mut self, tx: Tx) -> Result<(), InsertError> {
+        self.check_linkable(&tx)?;
+        let key = tx.order_key();
+        let position = self.position_for(key);
+        if position < self.applied_len {
+            self.rolled_back += self.applied_len - position;
+            self.rollback_to(position);
+        }
+        self.link_at(tx, position);
+        self.unsettled.push(key);
+        debug_assert!(self.applied_len <= position);
+        Ok(())
+    }
+
+    /// Whether every transaction in the order is applied: state, membership
+    /// and outcomes are current and may be read.
+    pub fn is_settled(&self) -> bool {
+        self.applied_len == self.order.len()
+    }
+
+    /// Applies the unapplied tail of the order once, and reports, for the
+    /// transactions inserted since the last settle, their outcomes (in
+    /// canonical order) and how many already-applied slots were re-executed.
+    pub fn settle(&mut self) -> Settled {
+        debug_assert!(
+            self.unsettled.len() <= self.order.len() - self.applied_len,
+            "each unsettled transaction is in the unapplied tail"
+        );
+        debug_assert_eq!(
+            self.order.len() - self.applied_len,
+            self.unsettled.len() + self.rolled_back,
+            "the unapplied tail is what was inserted and what was rolled back"
+        );
+        self.apply_tail();
+        let mut keys = std::mem::take(&mut self.unsettled);
+        keys.sort_unstable();
+        let outcomes = keys
+            .into_iter()
+            .map(|key| {
+                let index = self
+                    .index_of(key)
+                    .expect("an inserted transaction is in the order");
+                (key.id, self.order[index].outcome.clone())
+            })
+            .collect();
+        let reexecuted = std::mem::take(&mut self.rolled_back);
+        self.reexecuted_total += reexecuted as u64;
+        debug_assert!(self.is_settled());
+        Settled {
+            outcomes,
+            reexecuted,
+        }
+    }
+
+    /// The position of `key` in the order.
+    fn index_of(&self, key: OrderKey) -> Option<usize> {
+        if cfg!(feature = "canary-unordered-apply") {
+            // The planted bug leaves the order unsorted.
+            return self.order.iter().position(|slot| slot.key == key);
+        }
+        self.order.binary_search_by_key(&key, |slot| slot.key).ok()
+    }
+
+    /// Already-applied slots re-executed because a transaction landed before
+    /// them, over this replica's life (first applications not counted).
+    pub fn reexecuted_total(&self) -> u64 {
+        self.reexecuted_total
     }
 
     /// Where a transaction with `key` goes in the order.
@@ -291,12 +400,16 @@ impl Replica {
     }
 
     /// Adds a checked transaction to the DAG with an unapplied slot at
-    /// `position`; every slot from there on must be rolled back.
+    /// `position`; every slot from there on must be unapplied.
     fn link_at(&mut self, tx: Tx, position: usize) {
+        debug_assert!(
+            self.applied_len <= position,
+            "linked into the unapplied tail"
+        );
         debug_assert!(
             self.order[position..]
                 .iter()
-                .all(|s| s.undo.state.is_empty())
+                .all(|s| s.undo.state.is_empty() && s.undo.membership.is_none())
         );
         debug_assert!(
             cfg!(feature = "canary-unordered-apply")
@@ -318,20 +431,23 @@ impl Replica {
         self.txs.insert(tx.id(), tx);
     }
 
-    /// Undoes the slots from the end down to `position`.
+    /// Undoes the applied slots from the last applied one down to
+    /// `position`, which becomes the end of the applied prefix.
     fn rollback_to(&mut self, position: usize) {
-        for slot in self.order[position..].iter_mut().rev() {
+        debug_assert!(position <= self.applied_len);
+        for slot in self.order[position..self.applied_len].iter_mut().rev() {
             let undo = std::mem::take(&mut slot.undo);
             self.state.undo(undo.state);
             if let Some(membership) = undo.membership {
                 self.membership.undo(membership);
             }
         }
+        self.applied_len = position;
     }
 
-    /// Applies the slots from `position` to the end.
-    fn reapply_from(&mut self, position: usize) {
-        for index in position..self.order.len() {
+    /// Applies the unapplied slots, from `applied_len` to the end.
+    fn apply_tail(&mut self) {
+        for index in self.applied_len..self.order.len() {
             let id = self.order[index].key.id;
             let tx = self.txs[&id].clone();
             let (outcome, undo) = execute(
@@ -345,6 +461,7 @@ impl Replica {
             slot.outcome = outcome;
             slot.undo = undo;
         }
+        self.applied_len = self.order.len();
         #[cfg(debug_assertions)]
         if self.order.len() < 512 {
             self.state.check_root();
@@ -374,9 +491,26 @@ impl Replica {
     }
 
     /// Transactions applied: every accepted one, including failed and
-    /// rejected ones.
+    /// rejected ones (the replica is settled).
     pub fn applied(&self) -> usize {
+        self.assert_settled();
         self.order.len()
+    }
+
+    /// Transactions accepted (in the DAG and the order), applied or not yet.
+    pub fn accepted(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Readers of state, membership and outcomes call this: reading them
+    /// between a deferred insert and its settle would see a stale prefix.
+    fn assert_settled(&self) {
+        debug_assert!(
+            self.is_settled(),
+            "read while {} of {} transactions are unapplied: settle first",
+            self.order.len() - self.applied_len,
+            self.order.len()
+        );
     }
 
     pub fn heads(&self) -> &BTreeSet<TxId> {
@@ -384,23 +518,28 @@ impl Replica {
     }
 
     pub fn state(&self) -> &State {
+        self.assert_settled();
         &self.state
     }
 
     pub fn state_root(&self) -> Hash {
+        self.assert_settled();
         self.state.root()
     }
 
     pub fn membership(&self) -> &Membership {
+        self.assert_settled();
         &self.membership
     }
 
     pub fn status(&self, member: &MemberId) -> Option<MemberStatus> {
+        self.assert_settled();
         self.membership.status(member)
     }
 
     /// The outcome of an applied transaction at its current position.
     pub fn outcome(&self, id: &TxId) -> Option<&Outcome> {
+        self.assert_settled();
         let key = self.txs.get(id)?.order_key();
         let index = self
             .order
@@ -439,6 +578,7 @@ impl Replica {
 
     /// Runs a read-only call against the current state. Writes are discarded.
     pub fn view(&mut self, method: &str, input: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.assert_settled();
         self.app
             .call(method, input, &self.state, CALL_FUEL_MAX)
             .map(|output| output.return_value)
@@ -1832,6 +1972,185 @@ mod tests {
             assert_eq!(rebuilt.tx(&tx.id()), Some(tx));
         }
         assert_eq!(rebuilt.next_parents(), incremental.next_parents());
+    }
+
+    /// A local tail `x` applied, then two concurrent branches `y` and `z`
+    /// (and a merge of all three) that interleave with it, by height.
+    fn interleaving_branches(a: &SigningKey, genesis: &Tx) -> (Vec<Tx>, Vec<Tx>) {
+        let chain = |name: &str, len: usize| {
+            let mut txs: Vec<Tx> = Vec::new();
+            for n in 0..len {
+                let parent = txs.last().unwrap_or(genesis).clone();
+                txs.push(set(a, &[&parent], &format!("{name}{n}"), name));
+            }
+            txs
+        };
+        let x = chain("x", 30);
+        let (y, z) = (chain("y", 25), chain("z", 12));
+        let merge = set(a, &[&x[29], &y[24], &z[11]], "m", "1");
+        let mut late = y;
+        late.extend(z);
+        late.push(merge);
+        (x, late)
+    }
+
+    /// `pool` in an order drawn from `seed` in which every parent comes first.
+    fn arrival_order(pool: &[Tx], known: &BTreeSet<TxId>, seed: u64) -> Vec<Tx> {
+        let mut known = known.clone();
+        let mut pool = pool.to_vec();
+        let mut draw = seed;
+        let mut arrival = Vec::new();
+        while !pool.is_empty() {
+            draw = draw
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut pick = (draw >> 33) as usize % pool.len();
+            while !pool[pick].parents().iter().all(|p| known.contains(p)) {
+                pick = (pick + 1) % pool.len();
+            }
+            let tx = pool.swap_remove(pick);
+            known.insert(tx.id());
+            arrival.push(tx);
+        }
+        arrival
+    }
+
+    #[test]
+    fn deferred_inserts_reexecute_each_applied_slot_at_most_once() {
+        let a = key(1);
+        let (genesis, _) = fresh(&a);
+        let (x, late) = interleaving_branches(&a, &genesis);
+        let mut all = x.clone();
+        all.extend(late.iter().cloned());
+        let rebuilt = Replica::rebuild(genesis.clone(), kv_app(), all.clone()).unwrap();
+        let mut known: BTreeSet<TxId> = x.iter().map(Tx::id).collect();
+        known.insert(genesis.id());
+
+        for seed in 0..6 {
+            let arrival = arrival_order(&late, &known, seed);
+            // Deferred, then one settle.
+            let (_, mut batched) = fresh(&a);
+            for tx in &x {
+                insert_ok(&mut batched, tx);
+            }
+            assert!(batched.is_settled());
+            let applied = batched.applied();
+            for tx in &arrival {
+                batched.insert_deferred(tx.clone()).unwrap();
+                assert!(!batched.is_settled());
+                assert_eq!(
+                    batched.insert_deferred(tx.clone()),
+                    Err(InsertError::Duplicate(tx.id()))
+                );
+            }
+            assert_eq!(batched.accepted(), applied + late.len());
+            let settled = batched.settle();
+            assert!(batched.is_settled());
+            // Each applied slot at or after the earliest landing point was
+            // re-executed exactly once: at most the whole applied tail.
+            let earliest = arrival
+                .iter()
+                .map(|tx| batched.order().position(|id| id == tx.id()).unwrap())
+                .min()
+                .unwrap();
+            let applied_after = batched
+                .order()
+                .skip(earliest)
+                .filter(|id| x.iter().any(|tx| tx.id() == *id))
+                .count();
+            assert_eq!(settled.reexecuted, applied_after, "seed {seed}");
+            assert!(settled.reexecuted <= x.len());
+            assert_eq!(batched.reexecuted_total(), settled.reexecuted as u64);
+            // One outcome per inserted transaction, in canonical order.
+            assert_eq!(
+                settled
+                    .outcomes
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .collect::<Vec<_>>(),
+                canonical(&late.iter().collect::<Vec<_>>())
+            );
+            for (id, outcome) in &settled.outcomes {
+                assert_eq!(batched.outcome(id), Some(outcome));
+            }
+            // A second settle has nothing to do.
+            assert_eq!(batched.settle(), Settled::default());
+
+            // One by one: the same replica, at a far higher cost.
+            let (_, mut one_by_one) = fresh(&a);
+            for tx in &x {
+                insert_ok(&mut one_by_one, tx);
+            }
+            let reexecuted: usize = arrival
+                .iter()
+                .map(|tx| insert_ok(&mut one_by_one, tx).reexecuted)
+                .sum();
+            assert!(
+                reexecuted > 2 * settled.reexecuted,
+                "seed {seed}: {reexecuted}"
+            );
+            assert_eq!(one_by_one.reexecuted_total(), reexecuted as u64);
+            assert_eq!(snapshot(&batched), snapshot(&one_by_one), "seed {seed}");
+            assert_eq!(snapshot(&batched), snapshot(&rebuilt), "seed {seed}");
+
+            // Settling partway (as a node does after each input): each
+            // settle re-executes each applied slot at most once.
+            let (_, mut chunked) = fresh(&a);
+            for tx in &x {
+                insert_ok(&mut chunked, tx);
+            }
+            for part in arrival.chunks(7) {
+                let applied = chunked.applied();
+                for tx in part {
+                    chunked.insert_deferred(tx.clone()).unwrap();
+                }
+                assert!(chunked.settle().reexecuted <= applied);
+            }
+            assert_eq!(snapshot(&chunked), snapshot(&rebuilt), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_refused_deferred_insert_changes_nothing() {
+        let a = key(1);
+        let (genesis, mut replica) = fresh(&a);
+        let x = set(&a, &[&genesis], "x", "1");
+        let y = set(&a, &[&x], "y", "2");
+        let low = set(&a, &[&genesis], "low", "1");
+        insert_ok(&mut replica, &x);
+        replica.insert_deferred(low.clone()).unwrap();
+        let accepted = replica.accepted();
+        // A missing parent and a duplicate are refused before anything moves.
+        let orphan = set(&a, &[&y], "orphan", "1");
+        assert_eq!(
+            replica.insert_deferred(orphan),
+            Err(InsertError::MissingParent(y.id()))
+        );
+        assert_eq!(
+            replica.insert_deferred(low.clone()),
+            Err(InsertError::Duplicate(low.id()))
+        );
+        assert_eq!(replica.accepted(), accepted);
+        replica.insert_deferred(y.clone()).unwrap();
+        let settled = replica.settle();
+        assert_eq!(settled.outcomes.len(), 2);
+        let (_, mut expected) = fresh(&a);
+        for tx in [&x, &low, &y] {
+            insert_ok(&mut expected, tx);
+        }
+        assert_eq!(snapshot(&replica), snapshot(&expected));
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "settle first")]
+    fn reading_state_before_a_settle_is_a_bug() {
+        let a = key(1);
+        let (genesis, mut replica) = fresh(&a);
+        replica
+            .insert_deferred(set(&a, &[&genesis], "k", "v"))
+            .unwrap();
+        let _ = replica.state_root();
     }
 
     #[test]

@@ -1,15 +1,23 @@
 //! Authoring and accepting transactions into a copy.
 //!
 //! Owns: the one path into a replica (`Held::insert`), which queues the
-//! transaction's record and events in the same step (the first half of the
-//! durability rule, see `out`); the release of pending transactions once
-//! their parents are accepted; the refusal of whatever waits for a
-//! transaction the DAG refused.
+//! transaction's record in the same step (the first half of the durability
+//! rule, see `out`); the settle of a copy (`Held::settle`), which applies
+//! what was inserted and queues its events; the release of pending
+//! transactions once their parents are accepted; the refusal of whatever
+//! waits for a transaction the DAG refused.
+//!
+//! Inserts are deferred: everything that becomes insertable while the node
+//! handles one input is linked into the order first, and the copy is settled
+//! once, at the end of the input (`Node::handle_message`,
+//! `Node::handle_timeout`) or wherever a handler reads state or membership
+//! after inserting (the joiner's stream end, authoring). The replica asserts
+//! that nothing reads them unsettled.
 //!
 //! Invariants:
 //! - a transaction is inserted only once all its parents are in the replica
-//!   (`offer` holds it in the pending set otherwise), so `Replica::insert`
-//!   refuses only invalid ones;
+//!   (`offer` holds it in the pending set otherwise), so
+//!   `Replica::insert_deferred` refuses only invalid ones;
 //! - a transaction this node authors is built on its replica's heads, so it
 //!   is always insertable;
 //! - a transaction that arrives again while pending makes its missing
@@ -72,10 +80,16 @@ impl Held {
         // The members before this transaction applies (a leave, or an
         // invite, changes them).
         let others = self.other_members(&env.me);
-        let outcome = self
-            .accept(context, tx.clone(), out)
+        self.accept(context, tx.clone(), out)
             .expect("a transaction built on this node's heads is insertable");
         debug_assert!(self.replica.contains(&id), "accepted");
+        // The caller needs the outcome now: settle (this transaction sorts
+        // after everything applied, so nothing is re-executed for it).
+        let outcome = self
+            .settle(context, out)
+            .into_iter()
+            .find_map(|(settled, outcome)| (settled == id).then_some(outcome))
+            .expect("the authored transaction was inserted since the last settle");
         if let Outcome::Failed(error) = &outcome {
             out.event(Event::CallFailed {
                 context,
@@ -89,44 +103,54 @@ impl Held {
         Ok((tx, CallReceipt { tx: id, outcome }))
     }
 
-    /// Inserts a transaction whose parents are accepted, persists it, reports
-    /// it, and then releases whatever waited for it.
+    /// Inserts (deferred) a transaction whose parents are accepted, persists
+    /// it, and then releases whatever waited for it. Its events come with
+    /// the next `settle`.
     pub(super) fn accept(
         &mut self,
         context: ContextId,
         tx: Tx,
         out: &mut Out,
-    ) -> Result<Outcome, InsertError> {
+    ) -> Result<(), InsertError> {
         let id = tx.id();
-        let outcome = self.insert(context, tx, out)?;
+        self.insert(context, tx, out)?;
         let mut ready = self.pending.release(&id);
         while let Some(next) = ready.pop() {
             let next_id = next.id();
             match self.insert(context, next, out) {
-                Ok(_) => ready.extend(self.pending.release(&next_id)),
+                Ok(()) => ready.extend(self.pending.release(&next_id)),
                 Err(error) => self.drop_invalid(context, next_id, &error, out),
             }
         }
-        Ok(outcome)
+        Ok(())
     }
 
-    /// Inserts one transaction whose parents are accepted; persists and
-    /// reports it. The only path into the replica.
-    fn insert(
-        &mut self,
-        context: ContextId,
-        tx: Tx,
-        out: &mut Out,
-    ) -> Result<Outcome, InsertError> {
+    /// Inserts (deferred) one transaction whose parents are accepted and
+    /// persists it. The only path into the replica.
+    fn insert(&mut self, context: ContextId, tx: Tx, out: &mut Out) -> Result<(), InsertError> {
         debug_assert!(
             tx.parents().iter().all(|p| self.replica.contains(p)),
             "only a transaction whose parents are accepted is inserted"
         );
-        let id = tx.id();
         let signed = tx.signed().clone();
-        let inserted = self.replica.insert(tx)?;
-        out.accepted(context, id, signed, &inserted);
-        Ok(inserted.outcome)
+        self.replica.insert_deferred(tx)?;
+        out.accepted(context, signed);
+        Ok(())
+    }
+
+    /// Applies what was inserted since the last settle (re-executing the
+    /// tail once) and reports it: an `Applied` per transaction in canonical
+    /// order, one `Reordered` if anything was re-executed. Returns the
+    /// outcomes. Nothing happens if the copy is settled.
+    pub(super) fn settle(&mut self, context: ContextId, out: &mut Out) -> Vec<(TxId, Outcome)> {
+        if self.replica.is_settled() {
+            return Vec::new();
+        }
+        let settled = self.replica.settle();
+        let outcomes = settled.outcomes.clone();
+        out.settled(context, settled);
+        debug_assert!(self.replica.is_settled());
+        outcomes
     }
 
     /// A transaction the DAG refused can never be accepted: neither can

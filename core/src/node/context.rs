@@ -34,6 +34,7 @@ use crate::wire::RequestId;
 
 use super::Phase;
 use super::catchup::Catchup;
+use super::out::Out;
 
 /// A request waiting for its answer.
 #[derive(Clone, Copy, Debug)]
@@ -147,6 +148,15 @@ impl Context {
 
     pub(super) fn replica(&self) -> Option<&Replica> {
         self.held().map(|held| &held.replica)
+    }
+
+    /// Applies what this input accepted into the copy, if any, and reports
+    /// it (see `Held::settle`).
+    pub(super) fn settle(&mut self, out: &mut Out) {
+        let id = self.id;
+        if let Some(held) = self.held_mut() {
+            held.settle(id, out);
+        }
     }
 
     /// The earliest of this context's timers.

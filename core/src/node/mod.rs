@@ -36,9 +36,11 @@
 //!
 //! Invariants held here: a message is dispatched only to a context this
 //! node holds (a catchup request for another is refused); after every
-//! message a member's phase agrees with its own status in the replicated
-//! membership (`Node::reconcile_phase`); timers run for every context that
-//! is due, in context order.
+//! input the context's copy is settled (what the input accepted is applied,
+//! the tail re-executed once: `Context::settle`), and after every message a
+//! member's phase agrees with its own status in the replicated membership
+//! (`Node::reconcile_phase`), even when the message is refused in part;
+//! timers run for every context that is due, in context order.
 //!
 //! Nothing here reads a clock, performs I/O or draws ambient randomness:
 //! time comes in as `now`, randomness from the seeded generator the driver
@@ -505,8 +507,12 @@ impl Node {
         };
         debug_assert_eq!(c.id, context);
         let (env, out) = (&mut self.env, &mut self.out);
+        // A handler that accepted part of a batch and then met a bad
+        // transaction still settles and reconciles: the error is returned
+        // after.
+        let mut result = Ok(());
         match envelope.body {
-            Body::Tx(signed) => c.on_tx(env, out, now, from, signed)?,
+            Body::Tx(signed) => result = c.on_tx(env, out, now, from, signed),
             Body::Heads { heads, reply } => c.on_heads(env, out, now, from, heads, reply),
             Body::Fetch {
                 request,
@@ -519,7 +525,7 @@ impl Node {
                 txs,
                 more,
                 complete,
-            } => c.on_txs(env, out, now, from, request, txs, more, complete)?,
+            } => result = c.on_txs(env, out, now, from, request, txs, more, complete),
             Body::CatchupRequest { request } => c.on_catchup_request(out, from, request),
             Body::CatchupAccepted {
                 request,
@@ -549,8 +555,11 @@ impl Node {
                 }
             }
         }
+        if let Some(c) = self.contexts.get_mut(&context) {
+            c.settle(&mut self.out);
+        }
         self.reconcile_phase(context);
-        Ok(())
+        result
     }
 
     /// A member's phase follows its own status in the replicated
@@ -589,6 +598,8 @@ impl Node {
             c.catchup_timer(&mut self.env, &mut self.out, now);
             c.leave_timer(&self.env, &mut self.out, now);
             c.sync_timer(&mut self.env, &mut self.out, now);
+            // No timer inserts today; a settle keeps it so if one ever does.
+            c.settle(&mut self.out);
         }
     }
 

@@ -9,8 +9,11 @@
 //!
 //! How the rule is kept:
 //! - a `Record::Tx` is queued only by [`Out::accepted`], which the one path
-//!   into a replica (`Held::insert`) calls in the same step as the insert:
-//!   a transaction is in a replica only once its record is queued;
+//!   into a replica (`Held::insert`) calls in the same step as the (deferred)
+//!   insert: a transaction is in a replica only once its record is queued;
+//! - its `Applied` event, and one `Reordered` per settle that re-executed
+//!   anything, are queued by [`Out::settled`] when the replica is settled and
+//!   the outcomes are known (`Held::settle`), in canonical order;
 //! - a transaction is pushed (`Body::Tx`) only by [`Out::push_tx`], which
 //!   asserts that it is in the replica it is pushed from; the other messages
 //!   that carry transactions (`Body::Txs`) are built from a replica;
@@ -26,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ContextId, MemberId, TxId};
 use crate::record::Record;
-use crate::replica::{Inserted, Outcome, Replica};
+use crate::replica::{Outcome, Replica, Settled};
 use crate::runtime::CallError;
 use crate::tx::{SignedTx, Tx};
 use crate::wire::{Body, Envelope, RefuseReason};
@@ -59,8 +62,8 @@ pub enum Event {
         tx: TxId,
         outcome: Outcome,
     },
-    /// A transaction sorted before already-applied ones; they were rolled
-    /// back and re-executed.
+    /// Transactions accepted while handling one input sorted before
+    /// already-applied ones; those were rolled back and re-executed once.
     Reordered {
         context: ContextId,
         reexecuted: usize,
@@ -116,16 +119,10 @@ impl Out {
         self.records.push_back(record);
     }
 
-    /// A transaction was inserted into the context's replica: its record,
-    /// then its events. Called in the same step as the insert, before
-    /// anything can reveal the transaction.
-    pub(super) fn accepted(
-        &mut self,
-        context: ContextId,
-        id: TxId,
-        signed: SignedTx,
-        inserted: &Inserted,
-    ) {
+    /// A transaction was inserted into the context's replica: its record.
+    /// Called in the same step as the insert, before anything can reveal
+    /// the transaction. (Its events follow when the replica settles.)
+    pub(super) fn accepted(&mut self, context: ContextId, signed: SignedTx) {
         debug_assert_eq!(
             signed.body.context, context,
             "a replica holds its own context's"
@@ -134,15 +131,28 @@ impl Out {
             context,
             tx: signed,
         });
-        self.events.push_back(Event::Applied {
-            context,
-            tx: id,
-            outcome: inserted.outcome.clone(),
-        });
-        if inserted.reexecuted > 0 {
+    }
+
+    /// The context's replica settled: an `Applied` event for each
+    /// transaction inserted since the last settle (whose records
+    /// [`Out::accepted`] queued), in canonical order, then one `Reordered`
+    /// if applied transactions were re-executed.
+    pub(super) fn settled(&mut self, context: ContextId, settled: Settled) {
+        debug_assert!(
+            settled.reexecuted == 0 || !settled.outcomes.is_empty(),
+            "only an insert re-executes"
+        );
+        for (tx, outcome) in settled.outcomes {
+            self.events.push_back(Event::Applied {
+                context,
+                tx,
+                outcome,
+            });
+        }
+        if settled.reexecuted > 0 {
             self.events.push_back(Event::Reordered {
                 context,
-                reexecuted: inserted.reexecuted,
+                reexecuted: settled.reexecuted,
             });
         }
     }

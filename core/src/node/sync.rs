@@ -186,6 +186,8 @@ impl Context {
                 "request ids are never reused"
             );
             let (_, error) = stream.held.take_batch(context, env, out, now, from, batch);
+            // The end of the stream reads this node's status: settle first.
+            stream.held.settle(context, out);
             match more {
                 Some(after) => {
                     stream.after = Some(after);
@@ -249,9 +251,10 @@ impl Context {
 }
 
 impl Held {
-    /// Verifies a batch and offers every valid transaction in it, in order.
-    /// Returns whether more transactions are applied than before, and the
-    /// first verification error.
+    /// Verifies a batch and offers every valid transaction in it, in order
+    /// (deferred: the caller's input settles the copy once, for the whole
+    /// batch). Returns whether more transactions are accepted than before,
+    /// and the first verification error.
     fn take_batch(
         &mut self,
         context: ContextId,
@@ -262,11 +265,11 @@ impl Held {
         batch: Vec<SignedTx>,
     ) -> (bool, Option<TxError>) {
         let (txs, error) = Tx::from_signed_batch(batch, env.verifier.as_ref());
-        let applied_before = self.replica.applied();
+        let accepted_before = self.replica.accepted();
         for tx in txs {
             self.offer(context, env, out, now, from, tx);
         }
-        (self.replica.applied() > applied_before, error)
+        (self.replica.accepted() > accepted_before, error)
     }
 
     /// Anti-entropy: heads to one random other member; missing parents are
