@@ -12,7 +12,9 @@ use ctx_core::replica::ReplicaError;
 use ctx_core::runtime::RUNTIME_VERSION;
 use ctx_core::tx::{SignedTx, TX_FORMAT_VERSION, Tx, TxBody, TxKind};
 use ctx_core::wire::{Body, Envelope};
-use ctx_core::{Config, ContextId, Ed25519Verifier, Event, Hash, Node, Phase, RestoreError};
+use ctx_core::{
+    Config, ContextId, Ed25519Verifier, Event, Hash, MessageError, Node, Phase, RestoreError,
+};
 use ed25519_dalek::SigningKey;
 use support::{KV, Net, secret};
 
@@ -78,16 +80,17 @@ fn restore_refuses_a_context_of_another_runtime_version() {
     );
 }
 
-#[test]
-fn a_joiner_abandons_a_context_of_another_runtime_version() {
+/// Node 0 creates a context and invites node 1, which asks node 0 to catch
+/// up; the answer node 1 gets is forged: node 0 accepts with `genesis`.
+fn forged_catchup_answer(
+    genesis: impl FnOnce(ContextId) -> SignedTx,
+) -> (Net, ContextId, Result<(), MessageError>) {
     let mut net = Net::new(2);
     let context = net.nodes[0].create_context(net.now, KV.as_bytes()).unwrap();
     net.nodes[0].invite(net.now, context, net.ids[1]).unwrap();
     net.run();
     net.nodes[1].join(net.now, context, net.ids[0]).unwrap();
     net.collect();
-    // The joiner's catchup request: answer it, as node 0, with a genesis
-    // of another runtime version (what a node of another build would hold).
     let position = net
         .inflight
         .iter()
@@ -97,21 +100,26 @@ fn a_joiner_abandons_a_context_of_another_runtime_version() {
     let Body::CatchupRequest { request } = Envelope::decode(&message.bytes).unwrap().body else {
         panic!("not a catchup request");
     };
-    let (genesis, _) = genesis(0, context, RUNTIME_VERSION + 7);
-    let members = vec![net.ids[0]];
     let accepted = Envelope::new(
         context,
         Body::CatchupAccepted {
             request,
-            genesis,
-            members,
+            genesis: genesis(context),
+            members: vec![net.ids[0]],
         },
     );
     assert_eq!(net.nodes[1].phase(&context), Some(Phase::Joining));
-    net.nodes[1]
-        .handle_message(net.now, net.ids[0], &accepted.encode())
-        .unwrap();
+    let answer = net.nodes[1].handle_message(net.now, net.ids[0], &accepted.encode());
     net.collect();
+    (net, context, answer)
+}
+
+#[test]
+fn a_joiner_abandons_a_context_of_another_runtime_version() {
+    // What a node of another build would hold.
+    let (mut net, context, answer) =
+        forged_catchup_answer(|context| genesis(0, context, RUNTIME_VERSION + 7).0);
+    answer.unwrap();
     assert_eq!(net.nodes[1].phase(&context), None, "the join is given up");
     assert!(net.events[1].iter().any(|event| matches!(
         event,
@@ -122,4 +130,31 @@ fn a_joiner_abandons_a_context_of_another_runtime_version() {
     // Nothing is asked again.
     net.advance(60_000);
     assert!(net.nodes[1].context_ids().next().is_none());
+}
+
+#[test]
+fn a_catchup_accepted_with_a_genesis_that_is_not_a_create_is_refused_as_such() {
+    let mut not_create = None;
+    let (net, context, answer) = forged_catchup_answer(|context| {
+        let (create, _) = genesis(0, context, RUNTIME_VERSION);
+        let body = TxBody {
+            version: TX_FORMAT_VERSION,
+            context,
+            author: Node::member_id_of(&secret(0)),
+            height: 1,
+            parents: vec![create.body.id()],
+            kind: TxKind::Leave,
+        };
+        let signed = Tx::sign(body, &SigningKey::from_bytes(&secret(0)))
+            .signed()
+            .clone();
+        not_create = Some(signed.body.id());
+        signed
+    });
+    assert_eq!(answer, Err(MessageError::NotGenesis(not_create.unwrap())));
+    assert_eq!(
+        net.nodes[1].phase(&context),
+        Some(Phase::Joining),
+        "it asks again later"
+    );
 }

@@ -287,10 +287,7 @@ impl Context {
             runtime_version, ..
         } = genesis.kind()
         else {
-            return Err(MessageError::Tx(TxError::WrongContext {
-                expected: context,
-                found: genesis.context(),
-            }));
+            return Err(MessageError::NotGenesis(genesis.id()));
         };
         if genesis.context() != context {
             return Err(MessageError::Tx(TxError::WrongContext {

@@ -159,6 +159,8 @@ pub enum MessageError {
     Wire(#[from] WireError),
     #[error("transaction: {0}")]
     Tx(#[from] TxError),
+    #[error("the genesis a catchup was accepted with, {0:?}, is not a create")]
+    NotGenesis(TxId),
 }
 
 /// Why a node could not be rebuilt from its records.
