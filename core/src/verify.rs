@@ -36,6 +36,10 @@
 //! the whole batch (every key, signature and message): changing any
 //! signature changes every coefficient, so cancelling errors means finding
 //! a hash input that makes a chosen 128-bit linear relation hold.
+//! (`ed25519-zebra` groups the batch by key in a hash map whose iteration
+//! order may differ between processes, which changes only which coefficient
+//! meets which signature: a batch of valid signatures is accepted for every
+//! assignment, an invalid one refused for all but a 2^-128 share of them.)
 //!
 //! What ZIP-215 accepts that strict rules refuse is harmless here: only the
 //! holder of a key's secret can make a valid signature for it, except for a
