@@ -298,7 +298,7 @@ impl Tx {
     pub fn signature_check(&self) -> SignatureCheck<'_> {
         SignatureCheck {
             author: &self.inner.signed.body.author,
-            id: &self.inner.id,
+            message: self.inner.id.as_bytes(),
             signature: &self.inner.signed.signature,
         }
     }

@@ -51,21 +51,24 @@ use ed25519_zebra::{Signature as ZebraSignature, VerificationKey, VerificationKe
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-use crate::ids::{MemberId, TxId};
+use crate::ids::MemberId;
 use crate::tx::Signature;
 
-/// One signature to check: `author` signed the 32 bytes of `id`.
+/// One signature to check: `author` signed the 32 bytes of `message`, a
+/// digest: a transaction's id, or an announcement's digest (whose hash
+/// domain keeps it apart from every transaction id, see
+/// `crate::stability::Announcement::digest`).
 #[derive(Clone, Copy, Debug)]
 pub struct SignatureCheck<'a> {
     pub author: &'a MemberId,
-    pub id: &'a TxId,
+    pub message: &'a [u8; 32],
     pub signature: &'a Signature,
 }
 
 /// A pure signature check. Implementations must answer the same for the same
 /// input, always: the engine's acceptance of a transaction depends on it.
 pub trait Verifier: Send + Sync {
-    /// Whether `check.author` signed `check.id`.
+    /// Whether `check.author` signed `check.message`.
     fn verify(&self, check: SignatureCheck<'_>) -> bool;
 
     /// Whether every check holds. The default checks them one by one; a
@@ -86,7 +89,7 @@ impl Verifier for Ed25519Verifier {
             return false;
         };
         let signature = ZebraSignature::from_bytes(&check.signature.0);
-        key.verify(&signature, check.id.as_bytes()).is_ok()
+        key.verify(&signature, check.message).is_ok()
     }
 
     fn verify_all(&self, checks: &[SignatureCheck<'_>]) -> bool {
@@ -98,11 +101,11 @@ impl Verifier for Ed25519Verifier {
         for check in checks {
             seed.update(&check.author.0);
             seed.update(&check.signature.0);
-            seed.update(check.id.as_bytes());
+            seed.update(check.message);
             batch.queue((
                 VerificationKeyBytes::from(check.author.0),
                 ZebraSignature::from_bytes(&check.signature.0),
-                check.id.as_bytes(),
+                check.message,
             ));
         }
         let coefficients = ChaCha20Rng::from_seed(*seed.finalize().as_bytes());

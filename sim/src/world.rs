@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use ctx_core::record::Record;
 use ctx_core::tx::{Signature, SignedTx};
 use ctx_core::verify::{Ed25519Verifier, SignatureCheck, Verifier};
-use ctx_core::{Config, ContextId, Event, MemberId, Node, Time, TxId};
+use ctx_core::{Config, ContextId, Event, MemberId, Node, Time};
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 use rand_chacha::ChaCha8Rng;
@@ -107,8 +107,8 @@ struct Memo {
 /// How many vouched signatures are verified in one batch.
 pub const VOUCHED_BATCH: usize = 128;
 
-/// One signature check: author, signed transaction id, signature bytes.
-type SignatureKey = (MemberId, TxId, [u8; 64]);
+/// One signature check: author, signed digest, signature bytes.
+type SignatureKey = (MemberId, [u8; 32], [u8; 64]);
 
 impl Default for MemoVerifier {
     fn default() -> Self {
@@ -118,7 +118,7 @@ impl Default for MemoVerifier {
 
 impl Verifier for MemoVerifier {
     fn verify(&self, check: SignatureCheck<'_>) -> bool {
-        let key = (*check.author, *check.id, check.signature.0);
+        let key = (*check.author, *check.message, check.signature.0);
         let mut memo = self.lock();
         *memo
             .seen
@@ -145,7 +145,7 @@ impl MemoVerifier {
 
     /// Records that a simulated node signed `tx` with its own key.
     pub fn vouch(&self, tx: &SignedTx) {
-        let key = (tx.body.author, tx.body.id(), tx.signature.0);
+        let key = (tx.body.author, tx.body.id().0, tx.signature.0);
         let mut memo = self.lock();
         if memo.seen.insert(key, true).is_none() {
             memo.vouched.push(key);
@@ -172,9 +172,9 @@ fn check_vouched(batch: &[SignatureKey]) {
     let checks: Vec<SignatureCheck<'_>> = batch
         .iter()
         .zip(&signatures)
-        .map(|((author, id, _), signature)| SignatureCheck {
+        .map(|((author, message, _), signature)| SignatureCheck {
             author,
-            id,
+            message,
             signature,
         })
         .collect();
@@ -184,9 +184,9 @@ fn check_vouched(batch: &[SignatureKey]) {
     for check in &checks {
         assert!(
             Ed25519Verifier.verify(*check),
-            "{:?} signed transaction {:?} with a signature that does not verify",
+            "{:?} signed transaction {} with a signature that does not verify",
             check.author,
-            check.id
+            hex::encode(check.message)
         );
     }
 }
@@ -681,7 +681,7 @@ mod tests {
     //! The memo's vouching: a vouched signature answers `true` at once and
     //! is still verified, in a batch.
 
-    use ctx_core::ContextId;
+    use ctx_core::{ContextId, TxId};
     use ctx_core::tx::{TX_FORMAT_VERSION, Tx, TxBody, TxKind};
     use ed25519_dalek::SigningKey;
 
