@@ -23,6 +23,7 @@ pub mod pending;
 pub mod record;
 pub mod replica;
 pub mod runtime;
+pub mod stability;
 pub mod state;
 pub mod time;
 pub mod tx;

@@ -47,6 +47,10 @@ pub const SYNC_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Ids named in one heads announcement or one fetch request.
 pub const SYNC_IDS_MAX: usize = 256;
 
+/// Stability announcements carried by one heads message: the sender's own
+/// and the rest relayed (`crate::stability`).
+pub const ANNOUNCEMENTS_PER_MESSAGE_MAX: usize = 4;
+
 /// Transactions waiting for missing parents, per context.
 pub const PENDING_TXS_MAX: usize = 200_000;
 

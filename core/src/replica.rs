@@ -20,7 +20,11 @@
 //!   settled (`applied_len == order.len()`): every such query asserts it, so
 //!   a caller that forgot to settle is a bug report, never a stale answer;
 //! - `heads` is the set of accepted transactions that no accepted transaction
-//!   names as a parent.
+//!   names as a parent;
+//! - no insertion lands in the stable prefix (every slot below
+//!   [`Replica::stable_len`]): `insert_deferred` refuses a transaction below
+//!   the stable frontier (`crate::stability`), and asserts that what it
+//!   rolls back starts at or after the stable prefix.
 //!
 //! Authorization is decided here, at apply time, in the canonical order: a
 //! transaction whose author is not (for `Join`: not invited) at its position
@@ -40,6 +44,7 @@ use crate::ids::{ContextId, Hash, Key, MemberId, TxId};
 use crate::limits::{APP_BYTES_MAX, CALL_FUEL_MAX, TX_PARENTS_MAX};
 use crate::membership::{MemberStatus, Membership, MembershipUndo};
 use crate::runtime::{App, AppError, Application, CallError, RUNTIME_VERSION, StateRead};
+use crate::stability::{Announcement, Stability};
 use crate::state::{FixedHasher, State, UndoEntry, fixed_hasher};
 use crate::tx::{OrderKey, SignedTx, Tx, TxKind};
 
@@ -79,6 +84,14 @@ pub enum InsertError {
     SecondGenesis(TxId),
     #[error("transaction belongs to context {0:?}")]
     WrongContext(ContextId),
+    #[error(
+        "transaction {tx:?} of height {height} would land in the stable prefix (every transaction below height {frontier} is stable): its author broke its promise"
+    )]
+    InsideStablePrefix {
+        tx: TxId,
+        height: u64,
+        frontier: u64,
+    },
 }
 
 /// Why a replica could not be created from a genesis and an app blob.
@@ -157,6 +170,7 @@ pub struct Replica {
     heads: BTreeSet<TxId>,
     state: State,
     membership: Membership,
+    stability: Stability,
 }
 
 /// Whether this build runs calls as `runtime_version` says: a context of
@@ -224,6 +238,7 @@ impl Replica {
             heads: BTreeSet::new(),
             state: State::default(),
             membership: Membership::default(),
+            stability: Stability::default(),
         };
         replica.link(genesis)?;
         txs.sort_unstable_by_key(Tx::order_key);
@@ -234,6 +249,7 @@ impl Replica {
             }
         }
         replica.apply_tail();
+        replica.stability.refresh();
         debug_assert!(replica.is_settled());
         Ok(replica)
     }
@@ -284,7 +300,19 @@ impl Replica {
     pub fn insert_deferred(&mut self, tx: Tx) -> Result<(), InsertError> {
         self.check_linkable(&tx)?;
         let key = tx.order_key();
+        let frontier = self.stability.frontier();
+        if key.height < frontier {
+            return Err(InsertError::InsideStablePrefix {
+                tx: key.id,
+                height: key.height,
+                frontier,
+            });
+        }
         let position = self.position_for(key);
+        debug_assert!(
+            cfg!(feature = "canary-unordered-apply") || position >= self.stable_len(),
+            "an insertion lands after the stable prefix"
+        );
         if position < self.applied_len {
             self.rolled_back += self.applied_len - position;
             self.rollback_to(position);
@@ -315,6 +343,7 @@ impl Replica {
             "the unapplied tail is what was inserted and what was rolled back"
         );
         self.apply_tail();
+        self.stability.refresh();
         let mut keys = std::mem::take(&mut self.unsettled);
         keys.sort_unstable();
         let outcomes = keys
@@ -420,6 +449,7 @@ impl Replica {
             self.heads.remove(parent);
         }
         self.heads.insert(tx.id());
+        self.stability.link(&tx);
         self.order.insert(
             position,
             Slot {
@@ -559,8 +589,11 @@ impl Replica {
     }
 
     /// Parents and height for a transaction this member makes now: its heads
-    /// (the highest ones in the order, if there are more than a transaction
-    /// may name) and one more than the highest of them.
+    /// and one more than the highest of them. With more heads than a
+    /// transaction may name, the highest ones, and the local member's own
+    /// latest transaction in place of the lowest of them, so that what it
+    /// makes always descends from everything it made (the chain that
+    /// stability rests on, `crate::stability`).
     pub fn next_parents(&self) -> (Vec<TxId>, u64) {
         let mut heads: Vec<OrderKey> = self
             .heads
@@ -569,11 +602,57 @@ impl Replica {
             .collect();
         heads.sort_unstable();
         let keep = heads.len().saturating_sub(TX_PARENTS_MAX);
-        let chosen = &heads[keep..];
-        let height = chosen.last().map_or(0, |key| key.height) + 1;
+        let mut chosen = heads[keep..].to_vec();
+        let own = self.stability.local_last();
+        if keep > 0
+            && let Some(own) = own
+            && !chosen.contains(&own)
+        {
+            chosen[0] = own;
+        }
+        let height = chosen.iter().map(|key| key.height).max().map_or(0, |h| h) + 1;
         let mut parents: Vec<TxId> = chosen.iter().map(|key| key.id).collect();
         parents.sort_unstable();
         (parents, height)
+    }
+
+    // ----- stability -------------------------------------------------------
+
+    /// Sets the member whose copy this is (its own transactions bound
+    /// nothing, and it names its own latest when it has too many heads).
+    pub fn set_local(&mut self, me: MemberId) {
+        self.stability.set_local(me);
+    }
+
+    pub fn stability(&self) -> &Stability {
+        &self.stability
+    }
+
+    /// How many transactions at the start of the order are stable: no
+    /// transaction this copy does not hold can sort before any of them.
+    pub fn stable_len(&self) -> usize {
+        let frontier = self.stability.frontier();
+        self.order
+            .partition_point(|slot| slot.key.height < frontier)
+    }
+
+    /// The floor an announcement gives here: `None` unless its author's
+    /// `last_own` is held (and is its author's), so that everything the
+    /// author made before it is held too; then one more than the highest of
+    /// `last_own` and `top` (if held).
+    pub fn announcement_floor(&self, announcement: &Announcement) -> Option<u64> {
+        let last_own = self.txs.get(&announcement.last_own)?;
+        if last_own.author() != announcement.author {
+            return None;
+        }
+        let top = self.txs.get(&announcement.top).map_or(0, Tx::height);
+        Some(last_own.height().max(top) + 1)
+    }
+
+    /// Takes a verified announcement's floor (see
+    /// [`Replica::announcement_floor`]).
+    pub fn announce(&mut self, author: &MemberId, floor: u64) {
+        self.stability.announced(author, floor);
     }
 
     /// Runs a read-only call against the current state. Writes are discarded.

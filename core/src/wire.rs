@@ -11,11 +11,13 @@ use thiserror::Error;
 
 use crate::ids::{ContextId, MemberId, TxId};
 use crate::limits::MESSAGE_BYTES_MAX;
+use crate::stability::SignedAnnouncement;
 use crate::tx::{OrderKey, SignedTx};
 
-/// The wire format version this build speaks. Version 2 carries
-/// transactions of format 2 (`crate::tx::TX_FORMAT_VERSION`).
-pub const WIRE_VERSION: u8 = 2;
+/// The wire format version this build speaks. Version 2 carried
+/// transactions of format 2 (`crate::tx::TX_FORMAT_VERSION`); version 3
+/// adds stability announcements to heads.
+pub const WIRE_VERSION: u8 = 3;
 
 /// Identifies a request so its response can be matched to it.
 pub type RequestId = u64;
@@ -34,8 +36,14 @@ pub enum Body {
     /// A new transaction, pushed by its author to the other members.
     Tx(SignedTx),
     /// Anti-entropy: the sender's heads. `reply` marks an answer to a
-    /// `Heads`, which is not answered again.
-    Heads { heads: Vec<TxId>, reply: bool },
+    /// `Heads`, which is not answered again. `announcements` carry
+    /// stability: the sender's own first, then some it relays (at most
+    /// `ANNOUNCEMENTS_PER_MESSAGE_MAX`; more are ignored).
+    Heads {
+        heads: Vec<TxId>,
+        reply: bool,
+        announcements: Vec<SignedAnnouncement>,
+    },
     /// Send the transactions in the past of `want` (all heads, if empty) that
     /// are not in the past of `have`.
     Fetch {
@@ -181,6 +189,7 @@ mod tests {
             Body::Heads {
                 heads: vec![TxId([1; 32]), TxId([2; 32])],
                 reply: false,
+                announcements: Vec::new(),
             },
         );
         assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
@@ -196,7 +205,7 @@ mod tests {
         )
         .encode();
         assert_eq!(Envelope::decode(&[]), Err(WireError::Empty));
-        for version in [1, WIRE_VERSION + 1] {
+        for version in [1, 2, WIRE_VERSION + 1] {
             let mut other_version = good.clone();
             other_version[0] = version;
             assert_eq!(

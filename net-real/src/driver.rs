@@ -427,6 +427,18 @@ impl Driver {
                 by,
                 reason,
             } => warn!(context = %context.short(), by = %by.short(), ?reason, "catchup refused"),
+            Event::BelowStable {
+                context,
+                tx,
+                height,
+                frontier,
+            } => tracing::error!(
+                context = %context,
+                tx = %tx,
+                height,
+                frontier,
+                "a member broke its stability promise: a transaction below the stable frontier"
+            ),
             Event::Dropped {
                 context,
                 tx,

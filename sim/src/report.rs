@@ -32,10 +32,18 @@ pub fn text(report: &Report) -> String {
             } else {
                 format!(" ({})", view.phase)
             };
+            let held_back = view.held_back_by.as_ref().map_or(String::new(), |held| {
+                let since = held.since_ms as f64 / 1000.0;
+                format!(
+                    "  held back by {} ({}) since {since:.3}s",
+                    held.member, held.reason
+                )
+            });
             let _ = writeln!(
                 out,
-                "    {member:<12} applied {:>6}  root {}  heads {}  sees {} members{phase}",
+                "    {member:<12} applied {:>6}  stable {:>6}  root {}  heads {}  sees {} members{phase}{held_back}",
                 view.applied,
+                view.stable,
                 &view.state_root[..8],
                 view.heads.len(),
                 view.members.len(),

@@ -91,6 +91,21 @@ pub struct MemberReport {
     pub members: Vec<String>,
     /// This node's phase: joining, member or leaving.
     pub phase: String,
+    /// Transactions stable here (no transaction it lacks can sort before
+    /// them; an extension of SCENARIOS.md's object).
+    pub stable: usize,
+    /// Who holds this member's stability back, if anything it holds is
+    /// not stable yet.
+    pub held_back_by: Option<HeldBackReport>,
+}
+
+/// Who holds a member's stability back, and since when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HeldBackReport {
+    pub member: String,
+    /// `member` (not heard from since) or `invited` (not joined yet).
+    pub reason: String,
+    pub since_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -842,6 +857,12 @@ impl Runner<'_> {
                             .map(|m| self.name_of_member(m))
                             .collect(),
                         phase: format!("{:?}", status.phase).to_lowercase(),
+                        stable: status.stable,
+                        held_back_by: status.held_back_by.map(|held| HeldBackReport {
+                            member: self.name_of_member(&held.member),
+                            reason: format!("{:?}", held.reason).to_lowercase(),
+                            since_ms: held.since.as_ms(),
+                        }),
                     },
                 );
             }

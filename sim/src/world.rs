@@ -681,8 +681,8 @@ mod tests {
     //! The memo's vouching: a vouched signature answers `true` at once and
     //! is still verified, in a batch.
 
-    use ctx_core::{ContextId, TxId};
     use ctx_core::tx::{TX_FORMAT_VERSION, Tx, TxBody, TxKind};
+    use ctx_core::{ContextId, TxId};
     use ed25519_dalek::SigningKey;
 
     use super::*;

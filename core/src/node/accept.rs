@@ -163,6 +163,17 @@ impl Held {
         out: &mut Out,
     ) {
         self.pending.discard_descendants(&id);
+        if let InsertError::InsideStablePrefix {
+            height, frontier, ..
+        } = error
+        {
+            out.event(Event::BelowStable {
+                context,
+                tx: id,
+                height: *height,
+                frontier: *frontier,
+            });
+        }
         out.event(Event::Dropped {
             context,
             tx: id,

@@ -24,10 +24,13 @@
 //!   pending set and its fetch;
 //! - a leave is this node's own `Leave` transaction, in its copy.
 
+use std::collections::{BTreeMap, VecDeque};
+
 use crate::ids::{ContextId, MemberId, TxId};
 use crate::membership::MemberStatus;
 use crate::pending::Pending;
 use crate::replica::Replica;
+use crate::stability::{Holder, SignedAnnouncement};
 use crate::time::Time;
 use crate::tx::{Tx, TxKind};
 use crate::wire::RequestId;
@@ -58,14 +61,38 @@ pub(super) struct Held {
     pub(super) pending: Pending,
     /// The one fetch in flight, if any.
     pub(super) fetch: Option<Outstanding>,
+    /// What this copy says and hears of stability.
+    pub(super) announcements: Announcements,
+}
+
+/// The announcements a copy makes and relays (`crate::stability`).
+#[derive(Default)]
+pub(super) struct Announcements {
+    /// This node's latest, re-signed only when what it says changes.
+    pub(super) own: Option<SignedAnnouncement>,
+    /// The best verified announcement heard of each other member, relayed
+    /// a few at a time so that every member hears of every other.
+    pub(super) heard: BTreeMap<MemberId, SignedAnnouncement>,
+    /// Where the next relay in turn starts in `heard`.
+    pub(super) relay_after: Option<MemberId>,
+    /// Authors whose announcement improved here most recently, newest
+    /// first (at most `ANNOUNCEMENTS_PER_MESSAGE_MAX`): news is relayed
+    /// first, so it spreads like gossip, and the rest in turn.
+    pub(super) fresh: VecDeque<MemberId>,
+    /// Who holds the stable frontier back, at which frontier, and since
+    /// when it has not moved.
+    pub(super) held_back: Option<(Holder, u64, Time)>,
 }
 
 impl Held {
-    pub(super) fn new(replica: Replica) -> Held {
+    /// A copy of `me`'s.
+    pub(super) fn new(mut replica: Replica, me: MemberId) -> Held {
+        replica.set_local(me);
         Held {
             replica,
             pending: Pending::default(),
             fetch: None,
+            announcements: Announcements::default(),
         }
     }
 
@@ -156,6 +183,13 @@ impl Context {
         let id = self.id;
         if let Some(held) = self.held_mut() {
             held.settle(id, out);
+        }
+    }
+
+    /// Notes who holds stability back (after every input).
+    pub(super) fn note_stability(&mut self, now: Time) {
+        if let Some(held) = self.held_mut() {
+            held.note_stability(now);
         }
     }
 

@@ -68,8 +68,9 @@ impl Node {
         }
         let leave = Leave::new(tx, self.env.timeout_at(now), &self.env.me);
         let state = State::Leaving { held, leave };
-        self.contexts
-            .insert(context, Context::new(id, next_tick_at, state));
+        let mut c = Context::new(id, next_tick_at, state);
+        c.note_stability(now);
+        self.contexts.insert(context, c);
         Ok(())
     }
 }

@@ -47,6 +47,7 @@
 //! gives at construction.
 
 mod accept;
+mod announce;
 mod catchup;
 mod context;
 mod leave;
@@ -70,6 +71,7 @@ use crate::membership::MemberStatus;
 use crate::record::Record;
 use crate::replica::{Outcome, Replica, ReplicaError};
 use crate::runtime::{AppError, CallError, wasm_from_source};
+use crate::stability::HoldReason;
 use crate::time::Time;
 use crate::tx::{TX_FORMAT_VERSION, Tx, TxBody, TxError, TxKind};
 use crate::verify::Verifier;
@@ -195,6 +197,22 @@ pub struct ContextStatus {
     /// `None` while catching up and the application is not yet known.
     pub state_root: Option<Hash>,
     pub members: Vec<MemberId>,
+    /// Transactions at the start of the canonical order that are stable
+    /// here: no transaction this node does not hold can sort before them.
+    pub stable: usize,
+    /// Every transaction this node does not hold has this height or more.
+    pub stable_frontier: u64,
+    /// Who holds stability back, when something held is not stable yet.
+    pub held_back_by: Option<HeldBack>,
+}
+
+/// The identity that holds a copy's stability back, and since when the
+/// stable frontier has not moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldBack {
+    pub member: MemberId,
+    pub reason: HoldReason,
+    pub since: Time,
 }
 
 /// What every procedure of a node shares: its identity, configuration,
@@ -321,6 +339,9 @@ impl Node {
             heads: replica.map_or_else(Vec::new, |r| r.heads().iter().copied().collect()),
             state_root: replica.map(Replica::state_root),
             members: replica.map_or_else(Vec::new, |r| r.membership().members().collect()),
+            stable: replica.map_or(0, Replica::stable_len),
+            stable_frontier: replica.map_or(0, |r| r.stability().frontier()),
+            held_back_by: c.held().and_then(Held::held_back),
         })
     }
 
@@ -399,7 +420,7 @@ impl Node {
             app: blob.to_vec(),
         });
         let tick = self.env.tick_after(now);
-        let c = Context::new(id, tick, State::Member(Held::new(replica)));
+        let c = Context::new(id, tick, State::Member(Held::new(replica, self.env.me)));
         let previous = self.contexts.insert(id, c);
         assert!(previous.is_none(), "a fresh context id");
         self.out.event(Event::Created { context: id });
@@ -413,11 +434,10 @@ impl Node {
         context: ContextId,
         member: MemberId,
     ) -> Result<TxId, CommandError> {
-        let _ = now;
         if crate::verify::is_weak_member_id(&member) {
             return Err(CommandError::WeakMember(member));
         }
-        self.author(context, TxKind::Invite { member })
+        self.author(now, context, TxKind::Invite { member })
             .map(|r| r.tx)
     }
 
@@ -429,12 +449,11 @@ impl Node {
         method: &str,
         input: Vec<u8>,
     ) -> Result<CallReceipt, CommandError> {
-        let _ = now;
         let kind = TxKind::Call {
             method: method.to_owned(),
             input,
         };
-        self.author(context, kind)
+        self.author(now, context, kind)
     }
 
     /// Starts catching up into `context` from `via`, a member. This node
@@ -469,18 +488,25 @@ impl Node {
     }
 
     /// Makes, applies, persists and pushes a transaction of this node's.
-    fn author(&mut self, context: ContextId, kind: TxKind) -> Result<CallReceipt, CommandError> {
+    fn author(
+        &mut self,
+        now: Time,
+        context: ContextId,
+        kind: TxKind,
+    ) -> Result<CallReceipt, CommandError> {
         let c = self
             .contexts
             .get_mut(&context)
             .ok_or(CommandError::UnknownContext(context))?;
         let phase = c.phase();
-        match &mut c.state {
+        let receipt = match &mut c.state {
             State::Member(held) => held.author(context, kind, &self.env, &mut self.out),
             State::Joining(_) | State::Leaving { .. } => {
                 Err(CommandError::NotAMember(context, Some(phase)))
             }
-        }
+        }?;
+        c.note_stability(now);
+        Ok(receipt)
     }
 
     // ----- inputs --------------------------------------------------------
@@ -515,7 +541,11 @@ impl Node {
         let mut result = Ok(());
         match envelope.body {
             Body::Tx(signed) => result = c.on_tx(env, out, now, from, signed),
-            Body::Heads { heads, reply } => c.on_heads(env, out, now, from, heads, reply),
+            Body::Heads {
+                heads,
+                reply,
+                announcements,
+            } => c.on_heads(env, out, now, from, heads, reply, announcements),
             Body::Fetch {
                 request,
                 want,
@@ -561,6 +591,9 @@ impl Node {
             c.settle(&mut self.out);
         }
         self.reconcile_phase(context);
+        if let Some(c) = self.contexts.get_mut(&context) {
+            c.note_stability(now);
+        }
         result
     }
 
@@ -602,6 +635,7 @@ impl Node {
             c.sync_timer(&mut self.env, &mut self.out, now);
             // No timer inserts today; a settle keeps it so if one ever does.
             c.settle(&mut self.out);
+            c.note_stability(now);
         }
     }
 

@@ -80,6 +80,16 @@ pub enum Event {
         by: MemberId,
         reason: RefuseReason,
     },
+    /// A received transaction would have landed in the stable prefix, so
+    /// its author broke the promise stability rests on
+    /// (`crate::stability`); it is dropped. Never happens among honest
+    /// members: the simulator fails a run that shows one.
+    BelowStable {
+        context: ContextId,
+        tx: TxId,
+        height: u64,
+        frontier: u64,
+    },
     /// A received transaction was dropped as invalid.
     Dropped {
         context: ContextId,

@@ -18,6 +18,7 @@ use crate::ids::{ContextId, MemberId, TxId};
 use crate::limits::SYNC_IDS_MAX;
 use crate::membership::MemberStatus;
 use crate::replica::Replica;
+use crate::stability::SignedAnnouncement;
 use crate::time::Time;
 use crate::tx::{OrderKey, SignedTx, Tx, TxError, TxKind};
 use crate::wire::{Body, RequestId};
@@ -60,8 +61,10 @@ impl Context {
         Ok(())
     }
 
-    /// A member's heads: fetch what is unknown here, and answer with this
-    /// node's heads if they differ (unless this is the answer).
+    /// A member's heads: take its announcements, fetch what is unknown
+    /// here, and answer with this node's heads if they differ (unless this
+    /// is the answer).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_heads(
         &mut self,
         env: &mut Env,
@@ -70,6 +73,7 @@ impl Context {
         from: MemberId,
         heads: Vec<TxId>,
         reply: bool,
+        announcements: Vec<SignedAnnouncement>,
     ) {
         let context = self.id;
         let State::Member(held) = &mut self.state else {
@@ -78,6 +82,7 @@ impl Context {
         if held.replica.status(&from).is_none() {
             return;
         }
+        held.hear_announcements(context, env, announcements);
         let unknown: Vec<TxId> = heads
             .iter()
             .filter(|id| !held.replica.contains(id) && !held.pending.contains(id))
@@ -96,7 +101,13 @@ impl Context {
         }
         if differ && !reply {
             let heads = heads_to_send(&held.replica);
-            out.send(context, from, Body::Heads { heads, reply: true });
+            let announcements = held.announcements_for(context, env, &from);
+            let body = Body::Heads {
+                heads,
+                reply: true,
+                announcements,
+            };
+            out.send(context, from, body);
         }
     }
 
@@ -286,12 +297,14 @@ impl Held {
             let second = others[env.pick(others.len())];
             if second != peer {
                 let heads = heads.clone();
+                let announcements = self.announcements_for(context, env, &second);
                 out.send(
                     context,
                     second,
                     Body::Heads {
                         heads,
                         reply: false,
+                        announcements,
                     },
                 );
             }
@@ -300,12 +313,14 @@ impl Held {
             // Abandon the fetch in flight: its answer will match nothing.
             self.fetch = None;
         }
+        let announcements = self.announcements_for(context, env, &peer);
         out.send(
             context,
             peer,
             Body::Heads {
                 heads,
                 reply: false,
+                announcements,
             },
         );
         if !self.pending.missing().is_empty() {
