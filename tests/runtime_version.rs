@@ -126,7 +126,13 @@ fn a_joiner_abandons_a_context_of_another_runtime_version() {
         Event::JoinAbandoned { context: c, reason }
             if *c == context && reason.contains(&format!("runtime version {}", RUNTIME_VERSION + 7))
     )));
-    assert_eq!(net.disks[1].last(), Some(&Record::Deleted { context }));
+    assert_eq!(
+        net.disks[1].last(),
+        Some(&Record::Deleted {
+            context,
+            last_own: None
+        })
+    );
     // Nothing is asked again.
     net.advance(60_000);
     assert!(net.nodes[1].context_ids().next().is_none());

@@ -13,13 +13,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ContextId, MemberId};
+use crate::ids::{ContextId, MemberId, TxId};
 use crate::tx::SignedTx;
 use crate::wire::{WireError, decode_versioned};
 
-/// The format version of stored records. Version 2 holds transactions of
-/// format 2 (`crate::tx::TX_FORMAT_VERSION`).
-pub const RECORD_VERSION: u8 = 2;
+/// The format version of stored records. Version 2 held transactions of
+/// format 2 (`crate::tx::TX_FORMAT_VERSION`); version 3 keeps a tombstone
+/// in `Deleted`.
+pub const RECORD_VERSION: u8 = 3;
 
 /// The largest record: the app blob plus room for the genesis.
 pub const RECORD_BYTES_MAX: usize = crate::limits::APP_BYTES_MAX + 64 * 1024;
@@ -38,8 +39,15 @@ pub enum Record {
     /// A transaction this node accepted into the context's DAG.
     Tx { context: ContextId, tx: SignedTx },
     /// This node left the context and deleted its copy: every earlier record
-    /// of the context may be dropped.
-    Deleted { context: ContextId },
+    /// of the context may be dropped, and this one must be kept (until a
+    /// later `Deleted` of the same context). `last_own` is the tombstone:
+    /// the last transaction this node made in the context, which a new copy
+    /// must hold before this node makes anything in it again, so that all
+    /// it ever makes there forms one chain (`crate::stability`).
+    Deleted {
+        context: ContextId,
+        last_own: Option<TxId>,
+    },
 }
 
 impl Record {
@@ -48,7 +56,7 @@ impl Record {
             Record::Joining { context, .. }
             | Record::Opened { context, .. }
             | Record::Tx { context, .. }
-            | Record::Deleted { context } => *context,
+            | Record::Deleted { context, .. } => *context,
         }
     }
 
@@ -71,6 +79,7 @@ mod tests {
     fn round_trip_and_refusal() {
         let record = Record::Deleted {
             context: ContextId([5; 32]),
+            last_own: Some(TxId([6; 32])),
         };
         let bytes = record.encode();
         assert_eq!(Record::decode(&bytes), Ok(record));

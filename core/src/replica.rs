@@ -583,6 +583,11 @@ impl Replica {
         self.order.iter().map(|slot| slot.key.id)
     }
 
+    /// Ids of the positions `range` of the canonical order.
+    pub fn order_range(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = TxId> + '_ {
+        self.order[range].iter().map(|slot| slot.key.id)
+    }
+
     /// The last key of the order.
     pub fn last_key(&self) -> Option<OrderKey> {
         self.order.last().map(|slot| slot.key)

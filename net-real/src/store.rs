@@ -34,8 +34,10 @@ const NEXT_SEQ: &str = "next_seq";
 const SCHEMA: &str = "schema";
 
 /// The version of this layout, stored in `meta` when a database is made.
-/// Version 2: records of `ctx_core::record::RECORD_VERSION` 2.
-pub const SCHEMA_VERSION: u64 = 2;
+/// Version 2: records of `ctx_core::record::RECORD_VERSION` 2. Version 3:
+/// records of version 3, and a context's `Deleted` record is kept (its
+/// tombstone) while the records it supersedes are dropped.
+pub const SCHEMA_VERSION: u64 = 3;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -146,10 +148,10 @@ impl Store {
             for record in records {
                 let context = record.context().0;
                 if let Record::Deleted { .. } = record {
+                    // Drop what it supersedes; keep it (its tombstone).
                     table
                         .retain_in((context, 0)..=(context, u64::MAX), |_, _| false)
                         .map_err(db_error)?;
-                    continue;
                 }
                 let bytes = record.encode();
                 table
@@ -199,12 +201,21 @@ mod tests {
                     &[(via, addr)],
                 )
                 .expect("commit");
-            store
-                .commit(&[Record::Deleted { context: a }], &[])
-                .expect("commit");
+            let deleted = Record::Deleted {
+                context: a,
+                last_own: None,
+            };
+            store.commit(&[deleted], &[]).expect("commit");
         }
         let (store, loaded) = Store::open(&path).expect("reopen");
-        assert_eq!(loaded.records, vec![Record::Joining { context: b, via }]);
+        let kept = vec![
+            Record::Deleted {
+                context: a,
+                last_own: None,
+            },
+            Record::Joining { context: b, via },
+        ];
+        assert_eq!(loaded.records, kept);
         assert_eq!(loaded.peers, vec![(via, addr)]);
 
         // A database of another layout is refused, and says which.

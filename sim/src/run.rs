@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use ctx_core::node::Phase;
 use ctx_core::runtime::wasm_from_source;
-use ctx_core::{Config, ContextId, Hash, Key, MemberId, Time, TxId};
+use ctx_core::{Config, ContextId, Event, Hash, Key, MemberId, Time, TxId};
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 use rand_core::Rng;
@@ -168,6 +168,12 @@ struct Runner<'a> {
     /// same-set-same-state check.
     seen_states: HashMap<(ContextId, [u8; 32]), (Hash, usize), FixedState>,
     safety_violation: Option<(u64, String)>,
+    /// The stable_prefix check: the longest stable prefix of each context
+    /// seen on any member, how far each (node, context) was compared with
+    /// it (and in which incarnation), and the first violation.
+    stable_orders: BTreeMap<ContextId, Vec<TxId>>,
+    stable_checked: HashMap<(usize, ContextId), (u64, usize), FixedState>,
+    stable_violation: Option<(u64, String)>,
 }
 
 /// Runs a scenario. `Err` only for input that cannot be run (exit 2); a
@@ -218,6 +224,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput
         notes: Vec::new(),
         seen_states: HashMap::with_hasher(FixedState::with_seed(11)),
         safety_violation: None,
+        stable_orders: BTreeMap::new(),
+        stable_checked: HashMap::with_hasher(FixedState::with_seed(12)),
+        stable_violation: None,
     };
     for (index, step) in scenario.steps.iter().enumerate() {
         runner
@@ -541,8 +550,10 @@ impl Runner<'_> {
 
     // ----- checks ----------------------------------------------------------------
 
-    /// Same heads, same state root, whenever and wherever.
+    /// Same heads, same state root, whenever and wherever; and stable
+    /// prefixes that agree and are never entered.
     fn check_safety(&mut self, node: usize) {
+        self.check_stability(node);
         let Some(engine) = self.world.engine(node) else {
             return;
         };
@@ -575,6 +586,70 @@ impl Runner<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// The stable_prefix check, after every input: no node refused a
+    /// transaction for landing in its stable prefix (`Event::BelowStable`:
+    /// an honest member never makes one, so the rule that made the prefix
+    /// was wrong), and any two members' stable prefixes are one order (one
+    /// a prefix of the other). Incremental: each member's prefix is
+    /// compared from where it was last compared, so the cost follows what
+    /// became stable.
+    fn check_stability(&mut self, node: usize) {
+        for (at, event) in self.world.take_events() {
+            if let Event::BelowStable {
+                tx,
+                height,
+                frontier,
+                ..
+            } = event
+                && self.stable_violation.is_none()
+            {
+                let detail = format!(
+                    "{} was sent transaction {} of height {height}, below its stable frontier {frontier}: it would land in the stable prefix",
+                    self.world.names[at],
+                    tx.short()
+                );
+                self.stable_violation = Some((self.world.now().as_ms(), detail));
+            }
+        }
+        let Some(engine) = self.world.engine(node) else {
+            return;
+        };
+        let incarnation = self.world.incarnation(node);
+        for context in engine.context_ids() {
+            let Some(replica) = engine.replica(&context) else {
+                continue;
+            };
+            let stable_len = replica.stable_len();
+            let checked = match self.stable_checked.get(&(node, context)) {
+                Some((seen, checked)) if *seen == incarnation && *checked <= stable_len => *checked,
+                _ => 0,
+            };
+            let longest = self.stable_orders.entry(context).or_default();
+            for (position, id) in
+                (checked..stable_len).zip(replica.order_range(checked..stable_len))
+            {
+                match longest.get(position) {
+                    None => longest.push(id),
+                    Some(other) if *other == id => {}
+                    Some(other) => {
+                        if self.stable_violation.is_none() {
+                            let detail = format!(
+                                "{}'s stable prefix has {} at position {position}, another member's has {}",
+                                self.world.names[node],
+                                id.short(),
+                                other.short()
+                            );
+                            self.stable_violation = Some((self.world.now().as_ms(), detail));
+                        }
+                        break;
+                    }
+                }
+            }
+            self.stable_checked
+                .insert((node, context), (incarnation, stable_len));
         }
     }
 
@@ -756,6 +831,17 @@ impl Runner<'_> {
         };
         self.checks.push(CheckResult {
             name: "same_set_same_state".into(),
+            passed,
+            at_ms,
+            detail,
+            line: 0,
+        });
+        let (passed, detail, at_ms) = match &self.stable_violation {
+            None => (true, String::new(), now),
+            Some((at, detail)) => (false, detail.clone(), *at),
+        };
+        self.checks.push(CheckResult {
+            name: "stable_prefix".into(),
             passed,
             at_ms,
             detail,

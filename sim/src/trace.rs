@@ -369,7 +369,7 @@ pub fn drain(
             {
                 drained.authored.push(tx.clone());
             }
-            if let Record::Deleted { context } = record {
+            if let Record::Deleted { context, .. } = record {
                 disk.retain(|r| r.context() != context);
             }
             disk.push(record);

@@ -298,6 +298,11 @@ impl World {
         self.nodes[node].engine.as_ref()
     }
 
+    /// How many times `node` restarted: a new engine each time.
+    pub fn incarnation(&self, node: usize) -> u64 {
+        self.nodes[node].incarnation
+    }
+
     pub fn is_up(&self, node: usize) -> bool {
         self.nodes[node].engine.is_some()
     }
@@ -586,7 +591,7 @@ impl World {
         let mut held: Vec<ContextId> = Vec::new();
         for record in &self.nodes[node].disk {
             match record {
-                Record::Deleted { context } => held.retain(|c| c != context),
+                Record::Deleted { context, .. } => held.retain(|c| c != context),
                 other if !held.contains(&other.context()) => held.push(other.context()),
                 _ => {}
             }

@@ -44,7 +44,7 @@ impl Node {
         } = c;
         let mut held = match state {
             State::Joining(_) => {
-                self.out.deleted(context);
+                self.deleted(&Context::new(id, next_tick_at, state));
                 return Ok(());
             }
             State::Leaving { .. } => {
@@ -63,7 +63,7 @@ impl Node {
             }
         };
         if held.other_members(&self.env.me).is_empty() {
-            self.out.deleted(context);
+            self.deleted(&Context::new(id, next_tick_at, State::Member(held)));
             return Ok(());
         }
         let leave = Leave::new(tx, self.env.timeout_at(now), &self.env.me);

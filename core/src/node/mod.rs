@@ -224,9 +224,35 @@ struct Env {
     rng: ChaCha8Rng,
     verifier: Arc<dyn Verifier>,
     next_request: RequestId,
+    /// The tombstone of every context this node left: the last transaction
+    /// it made there (`Record::Deleted`).
+    tombstones: BTreeMap<ContextId, TxId>,
 }
 
 impl Env {
+    /// Whether `replica` holds this node's tombstone of its context (or
+    /// there is none): only then may this node make anything in it again.
+    fn holds_tombstone(&self, replica: &Replica) -> bool {
+        self.tombstones
+            .get(&replica.context())
+            .is_none_or(|last| replica.contains(last))
+    }
+
+    /// The tombstone to keep when deleting `c`: this node's last
+    /// transaction in its copy, if the copy carries on from the previous
+    /// tombstone; the previous tombstone otherwise.
+    fn tombstone_for(&self, c: &Context) -> Option<TxId> {
+        let previous = self.tombstones.get(&c.id).copied();
+        match c.replica() {
+            Some(replica) if self.holds_tombstone(replica) => replica
+                .stability()
+                .local_last()
+                .map(|key| key.id)
+                .or(previous),
+            _ => previous,
+        }
+    }
+
     /// A fresh request id: never 0 (which matches nothing) and never reused.
     fn next_request_id(&mut self) -> RequestId {
         let id = self.next_request;
@@ -267,6 +293,7 @@ impl Node {
                 rng: ChaCha8Rng::from_seed(seed),
                 verifier,
                 next_request: 1,
+                tombstones: BTreeMap::new(),
             },
             contexts: BTreeMap::new(),
             out: Out::new(me),
@@ -644,7 +671,17 @@ impl Node {
     /// Deletes this node's copy of a context it holds.
     fn delete(&mut self, context: ContextId) {
         let removed = self.contexts.remove(&context);
-        assert!(removed.is_some(), "only a held context is deleted");
-        self.out.deleted(context);
+        let c = removed.expect("only a held context is deleted");
+        self.deleted(&c);
+    }
+
+    /// Records that `c`, removed from the map, is deleted, with its
+    /// tombstone.
+    fn deleted(&mut self, c: &Context) {
+        let last_own = self.env.tombstone_for(c);
+        if let Some(last_own) = last_own {
+            self.env.tombstones.insert(c.id, last_own);
+        }
+        self.out.deleted(c.id, last_own);
     }
 }

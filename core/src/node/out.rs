@@ -168,9 +168,11 @@ impl Out {
     }
 
     /// This node deleted its copy of `context`: the record that lets a
-    /// driver drop the context's records, then the event.
-    pub(super) fn deleted(&mut self, context: ContextId) {
-        self.records.push_back(Record::Deleted { context });
+    /// driver drop the context's records (and keeps the tombstone), then
+    /// the event.
+    pub(super) fn deleted(&mut self, context: ContextId, last_own: Option<TxId>) {
+        self.records
+            .push_back(Record::Deleted { context, last_own });
         self.events.push_back(Event::Left { context });
     }
 

@@ -63,8 +63,11 @@ impl Node {
                         .txs
                         .push(tx);
                 }
-                Record::Deleted { context } => {
+                Record::Deleted { context, last_own } => {
                     saved.remove(&context);
+                    if let Some(last_own) = last_own {
+                        self.env.tombstones.insert(context, last_own);
+                    }
                 }
             }
         }

@@ -210,12 +210,16 @@ impl Context {
                     catchup.send_step(context, env, out, from, now);
                 }
                 None => match stream.held.replica.status(&env.me) {
-                    Some(MemberStatus::Invited | MemberStatus::Member) => {
+                    Some(MemberStatus::Invited | MemberStatus::Member)
+                        if env.holds_tombstone(&stream.held.replica) =>
+                    {
                         self.finish_catchup(env, out, now);
                     }
-                    // Not invited in the order we were given: ask again
-                    // later, maybe elsewhere (the invite may still be
-                    // travelling).
+                    // Not invited in the order we were given, or given by a
+                    // member that has not yet seen this node's last own
+                    // transaction (from before it left): ask again later,
+                    // maybe elsewhere (the invite, or what this node made
+                    // last, may still be travelling).
                     _ => catchup.retry_later(env, now),
                 },
             }
