@@ -201,6 +201,12 @@ pub fn status_json(report: &StatusReport, only: Option<ContextId>) -> Value {
                 "pending": status.pending,
                 "heads": status.heads.iter().map(TxId::to_hex).collect::<Vec<_>>(),
                 "state_root": status.state_root.map(|r| r.to_hex()),
+                "stable": status.stable,
+                "held_back_by": status.held_back_by.map(|held| json!({
+                    "member": held.member.to_hex(),
+                    "reason": format!("{:?}", held.reason).to_lowercase(),
+                    "for_ms": report.now.as_ms().saturating_sub(held.since.as_ms()),
+                })),
             }),
         );
     }

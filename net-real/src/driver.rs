@@ -116,6 +116,9 @@ pub struct StatusReport {
     pub member: MemberId,
     pub peers: Vec<PeerReport>,
     pub contexts: Vec<ContextStatus>,
+    /// The engine's time now (milliseconds since the node started), which
+    /// the times in `contexts` are on.
+    pub now: Time,
 }
 
 pub struct PeerReport {
@@ -604,6 +607,7 @@ impl Driver {
                 .context_ids()
                 .filter_map(|id| self.node.status(&id))
                 .collect(),
+            now: self.now(),
         }
     }
 

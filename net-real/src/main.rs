@@ -353,11 +353,23 @@ fn print_status(answer: &Value) {
     for (id, c) in contexts {
         println!("  {id}  {}", c["phase"].as_str().unwrap_or("?"));
         println!(
-            "    applied {}  pending {}  state root {}",
+            "    applied {}  stable {}  pending {}  state root {}",
             c["applied"],
+            c["stable"],
             c["pending"],
             c["state_root"].as_str().unwrap_or("-")
         );
+        if let Some(held) = c["held_back_by"].as_object() {
+            let why = match held["reason"].as_str() {
+                Some("invited") => "invited and not joined yet",
+                _ => "a member not heard from since",
+            };
+            println!(
+                "    stability held back by {} ({why}) for {:.1} s",
+                held["member"].as_str().unwrap_or("?"),
+                held["for_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+            );
+        }
         for (label, key) in [("members", "members"), ("heads", "heads")] {
             let list = c[key].as_array().map_or(&[][..], Vec::as_slice);
             println!("    {label} ({}):", list.len());

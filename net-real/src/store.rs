@@ -229,7 +229,12 @@ mod tests {
         drop(store);
         let error = Store::open(&path).err().expect("refused");
         assert!(matches!(error, StoreError::Schema { found } if found == SCHEMA_VERSION + 1));
-        assert!(error.to_string().contains("version 2"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("version {SCHEMA_VERSION}")),
+            "{error}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

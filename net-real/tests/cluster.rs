@@ -71,6 +71,17 @@ fn three_nodes_write_leave_and_converge() {
     assert_eq!(get(&b, &context, "after").as_deref(), Some("leave"));
     assert_eq!(get(&a, &context, "k1-0"), None);
 
+    // Stability: c left, so it bounds nothing; a and b announce what they
+    // hold, so everything becomes stable and nobody holds it back.
+    eventually("a and b hold everything stable", &[&a, &b], || {
+        [&a, &b].iter().all(|node| {
+            node.context_status(&context)
+                .is_some_and(|s| s["stable"] == s["applied"] && s["held_back_by"].is_null())
+        })
+    });
+    let text = a.cli_ok(&["status"]);
+    assert!(text.contains(" stable "), "status shows stability: {text}");
+
     bad_admin_requests(&a, &context);
     bad_peer_traffic(&a, &b, &context);
 

@@ -777,6 +777,34 @@ impl Runner<'_> {
                     )
                 }
             }
+            Check::HeldBack { node, by, .. } => {
+                let status = self
+                    .world
+                    .engine(self.node(node))
+                    .and_then(|e| e.status(&context));
+                let Some(status) = status else {
+                    return result(false, format!("{node} holds no copy of the context"));
+                };
+                match status.held_back_by {
+                    Some(held) if self.name_of_member(&held.member) == *by => {
+                        result(true, String::new())
+                    }
+                    Some(held) => result(
+                        false,
+                        format!(
+                            "{node} reports {} holding its stability back, not {by}",
+                            self.name_of_member(&held.member)
+                        ),
+                    ),
+                    None => result(
+                        false,
+                        format!(
+                            "{node} holds {} stable of {} applied, and nothing held back",
+                            status.stable, status.applied
+                        ),
+                    ),
+                }
+            }
         }
     }
 
@@ -979,6 +1007,7 @@ fn check_label(check: &Check) -> String {
         Check::Value { context, key, .. } => format!("value({context}, {})", show_arg(key)),
         Check::NotMember { context, node } => format!("not_member({context}, {node})"),
         Check::Applied { context, node, .. } => format!("applied({context}, {node})"),
+        Check::HeldBack { context, node, by } => format!("held_back({context}, {node}, {by})"),
         other => format!("{}({})", other.name(), other.context()),
     }
 }

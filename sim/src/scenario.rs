@@ -49,7 +49,14 @@ pub const OPS: [&str; 12] = [
     "expect",
 ];
 /// The checks an `expect` step may name.
-pub const CHECKS: [&str; 5] = ["converged", "value", "members", "not_member", "applied"];
+pub const CHECKS: [&str; 6] = [
+    "converged",
+    "value",
+    "members",
+    "not_member",
+    "applied",
+    "held_back",
+];
 /// Quiet time after the last step when the file gives no `settle`.
 pub const SETTLE_MS_DEFAULT: u64 = 10_000;
 /// One-way delay range when the file gives no `[network] latency_ms`.
@@ -323,6 +330,13 @@ pub enum Check {
         node: String,
         at_least: u64,
     },
+    /// `node` reports that `by` holds its stability back (an extension of
+    /// SCENARIOS.md).
+    HeldBack {
+        context: String,
+        node: String,
+        by: String,
+    },
 }
 
 impl Check {
@@ -334,6 +348,7 @@ impl Check {
             Check::Members { .. } => "members",
             Check::NotMember { .. } => "not_member",
             Check::Applied { .. } => "applied",
+            Check::HeldBack { .. } => "held_back",
         }
     }
 
@@ -344,7 +359,8 @@ impl Check {
             | Check::Value { context, .. }
             | Check::Members { context, .. }
             | Check::NotMember { context, .. }
-            | Check::Applied { context, .. } => context,
+            | Check::Applied { context, .. }
+            | Check::HeldBack { context, .. } => context,
         }
     }
 }
@@ -917,12 +933,13 @@ const OP_SHAPES: [Shape; 12] = [
     shape("expect", &["check"], &[]),
 ];
 
-const CHECK_SHAPES: [Shape; 5] = [
+const CHECK_SHAPES: [Shape; 6] = [
     shape("converged", &["context"], &[]),
     shape("value", &["context", "key", "equals"], &["nodes"]),
     shape("members", &["context", "equals"], &[]),
     shape("not_member", &["context", "node"], &[]),
     shape("applied", &["context", "node", "at_least"], &[]),
+    shape("held_back", &["context", "node", "by"], &[]),
 ];
 
 const fn shape(
@@ -1344,6 +1361,11 @@ impl Reader<'_> {
                 context: context_name,
                 node: self.node(fields, "node")?,
                 at_least: fields.req_u64("at_least")?.0,
+            },
+            "held_back" => Check::HeldBack {
+                context: context_name,
+                node: self.node(fields, "node")?,
+                by: self.node(fields, "by")?,
             },
             other => {
                 // CHECK_SHAPES and this match list the same checks.
@@ -1839,6 +1861,10 @@ fn write_check(out: &mut String, check: &Check) {
             push_field(out, "node", &quote(node));
             push_field(out, "at_least", &at_least.to_string());
         }
+        Check::HeldBack { node, by, .. } => {
+            push_field(out, "node", &quote(node));
+            push_field(out, "by", &quote(by));
+        }
     }
 }
 
@@ -2208,6 +2234,15 @@ mod tests {
                 expect(Check::NotMember {
                     context: s("c2"),
                     node: s("bob"),
+                }),
+            ),
+            step(
+                20_000,
+                160,
+                expect(Check::HeldBack {
+                    context: c1(),
+                    node: s("alice"),
+                    by: s("bob"),
                 }),
             ),
             step(
@@ -2812,7 +2847,7 @@ op = "heal"
             |rest: &str| with_c1(&format!("[[step]]\nat = \"1s\"\nop = \"expect\"\n{rest}"));
         assert_error(
             &expect("check = \"convergd\" # <-\ncontext = \"c1\"\n"),
-            "step 2: unknown check \"convergd\" (expected one of: converged, value, members, not_member, applied)",
+            "step 2: unknown check \"convergd\" (expected one of: converged, value, members, not_member, applied, held_back)",
         );
         let expect_marked = |rest: &str| {
             with_c1(&format!(

@@ -265,6 +265,7 @@ fn without_node(s: &Scenario, node: &str) -> Scenario {
         }
         Op::Expect(check) => match check {
             Check::NotMember { node: n, .. } | Check::Applied { node: n, .. } => n != node,
+            Check::HeldBack { node: n, by, .. } => n != node && by != node,
             Check::Value { nodes, .. } => match nodes {
                 Some(list) => {
                     list.retain(|n| n != node);
