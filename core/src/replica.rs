@@ -24,7 +24,11 @@
 //! - no insertion lands in the stable prefix (every slot below
 //!   [`Replica::stable_len`]): `insert_deferred` refuses a transaction below
 //!   the stable frontier (`crate::stability`), and asserts that what it
-//!   rolls back starts at or after the stable prefix.
+//!   rolls back starts at or after the stable prefix;
+//! - the stable prefix keeps no undo logs: nothing can roll it back, so a
+//!   settle drops the undo of every slot that became stable
+//!   (`order[..compacted_len]` has none, and `compacted_len <=
+//!   stable_len`).
 //!
 //! Authorization is decided here, at apply time, in the canonical order: a
 //! transaction whose author is not (for `Join`: not invited) at its position
@@ -159,6 +163,9 @@ pub struct Replica {
     order: Vec<Slot>,
     /// How much of `order` is applied: `order[..applied_len]`.
     applied_len: usize,
+    /// How much of `order` has dropped its undo logs (it is stable):
+    /// `order[..compacted_len]`.
+    compacted_len: usize,
     /// Keys of the transactions inserted since the last settle.
     unsettled: Vec<OrderKey>,
     /// Applied slots rolled back since the last settle (each to be
@@ -232,6 +239,7 @@ impl Replica {
             txs: HashMap::with_capacity_and_hasher(txs.len() + 1, fixed_hasher()),
             order: Vec::with_capacity(txs.len() + 1),
             applied_len: 0,
+            compacted_len: 0,
             unsettled: Vec::new(),
             rolled_back: 0,
             reexecuted_total: 0,
@@ -344,6 +352,7 @@ impl Replica {
         );
         self.apply_tail();
         self.stability.refresh();
+        self.compact();
         let mut keys = std::mem::take(&mut self.unsettled);
         keys.sort_unstable();
         let outcomes = keys
@@ -461,10 +470,32 @@ impl Replica {
         self.txs.insert(tx.id(), tx);
     }
 
+    /// Drops the undo logs of the slots that became stable: nothing rolls
+    /// them back any more.
+    fn compact(&mut self) {
+        debug_assert!(
+            self.is_settled(),
+            "only applied slots have undo logs to drop"
+        );
+        let stable_len = self.stable_len();
+        assert!(
+            self.compacted_len <= stable_len,
+            "the stable prefix only grows"
+        );
+        for slot in &mut self.order[self.compacted_len..stable_len] {
+            slot.undo = SlotUndo::default();
+        }
+        self.compacted_len = stable_len;
+    }
+
     /// Undoes the applied slots from the last applied one down to
     /// `position`, which becomes the end of the applied prefix.
     fn rollback_to(&mut self, position: usize) {
         debug_assert!(position <= self.applied_len);
+        assert!(
+            position >= self.compacted_len,
+            "a rollback never reaches into the stable prefix, whose undo logs are gone"
+        );
         for slot in self.order[position..self.applied_len].iter_mut().rev() {
             let undo = std::mem::take(&mut slot.undo);
             self.state.undo(undo.state);
@@ -627,6 +658,9 @@ impl Replica {
     /// nothing, and it names its own latest when it has too many heads).
     pub fn set_local(&mut self, me: MemberId) {
         self.stability.set_local(me);
+        if self.is_settled() {
+            self.compact();
+        }
     }
 
     pub fn stability(&self) -> &Stability {
@@ -636,6 +670,11 @@ impl Replica {
     /// How many transactions at the start of the order are stable: no
     /// transaction this copy does not hold can sort before any of them.
     pub fn stable_len(&self) -> usize {
+        if cfg!(feature = "canary-unordered-apply") {
+            // The planted bug leaves the order unsorted: no prefix of it
+            // means anything.
+            return 0;
+        }
         let frontier = self.stability.frontier();
         self.order
             .partition_point(|slot| slot.key.height < frontier)
