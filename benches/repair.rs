@@ -83,6 +83,15 @@ impl Row {
     }
 }
 
+/// "21.4 ms" or "18.78 s".
+fn shown(time: Duration) -> String {
+    if time < Duration::from_secs(1) {
+        format!("{:.1} ms", time.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.2} s", time.as_secs_f64())
+    }
+}
+
 fn median(times: &[Duration]) -> Duration {
     let mut sorted = times.to_vec();
     sorted.sort_unstable();
@@ -198,7 +207,7 @@ fn deep_repair(c: &mut Criterion) {
         assert!(cost.applied[0] as u64 >= written, "both sides' calls held");
         if first > single_run_over {
             println!(
-                "{name}: one run took {:.1} s (over {:.0} s): measured with this single timed run, \
+                "{name}: one run took {:.1} s (over {:.1} s): measured with this single timed run, \
                  not sampled by criterion",
                 first.as_secs_f64(),
                 single_run_over.as_secs_f64()
@@ -266,12 +275,14 @@ fn summary(rows: &[Row]) {
         let how = match &row.measure {
             Measure::Sampled(times) => format!("median of {} criterion runs", times.len()),
             Measure::Single(_, why) => (*why).to_owned(),
-            Measure::Stopped(_) => "STOPPED at the budget: time is a lower bound".to_owned(),
+            Measure::Stopped(_) => {
+                "STOPPED at the budget: the time is a lower bound, the counts are so far".to_owned()
+            }
         };
         println!(
-            "  {:>9}  {:>10.3} s  {:>12}  {:>9}  {:>7}  {:>12.2}  {:>12}  {:>12}  {:>12.2}  {how}",
+            "  {:>9}  {:>12}  {:>12}  {:>9}  {:>7}  {:>12.2}  {:>12}  {:>12}  {:>12.2}  {how}",
             row.writes,
-            row.time().as_secs_f64(),
+            shown(row.time()),
             row.cost.bytes,
             row.cost.messages,
             row.cost.round_trips,
