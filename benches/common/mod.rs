@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod repair;
 #[path = "../../tests/support/mod.rs"]
 pub mod support;
 
