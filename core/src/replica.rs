@@ -4,20 +4,24 @@
 //! Owns these invariants (asserted in code):
 //! - every accepted transaction's parents were accepted before it, and its
 //!   height is one more than its highest parent's;
-//! - `order` holds every accepted transaction exactly once, sorted by
+//! - `order` holds every accepted transaction exactly once (once settled;
+//!   between settles, those inserted since wait in `unsettled`), sorted by
 //!   [`OrderKey`] (height, id): one linear extension of the DAG, the same on
 //!   every member that accepted the same transactions;
 //! - state and membership are exactly the result of applying
 //!   `order[..applied_len]` from the genesis, in order, and every slot from
 //!   `applied_len` on is unapplied (no undo). A transaction that sorts before
-//!   applied ones rolls them back through their undo logs and is linked
-//!   unapplied; [`Replica::settle`] then applies the unapplied tail. Inserts
-//!   are deferred until a settle, so a batch that lands in the past rolls
-//!   each applied slot back at most once and re-executes the tail once, not
-//!   once per transaction ([`Replica::insert`] is one deferred insert and a
-//!   settle). The cost is proportional to the tail, not the history;
+//!   applied ones rolls them back through their undo logs and joins the DAG;
+//!   [`Replica::settle`] then merges everything inserted since into the
+//!   order's unapplied tail (one merge, not one shift of the tail per
+//!   transaction) and applies that tail. Inserts are deferred until a
+//!   settle, so a batch that lands in the past rolls each applied slot back
+//!   at most once and re-executes the tail once, not once per transaction
+//!   ([`Replica::insert`] is one deferred insert and a settle). The cost is
+//!   proportional to the tail, not the history;
 //! - nothing reads state, membership or outcomes while the replica is not
-//!   settled (`applied_len == order.len()`): every such query asserts it, so
+//!   settled (`applied_len == order.len()` and nothing waits to be merged):
+//!   every such query asserts it, so
 //!   a caller that forgot to settle is a bug report, never a stale answer;
 //! - `heads` is the set of accepted transactions that no accepted transaction
 //!   names as a parent;
@@ -139,6 +143,16 @@ struct Slot {
     key: OrderKey,
     undo: SlotUndo,
     outcome: Outcome,
+}
+
+impl Slot {
+    fn unapplied(key: OrderKey) -> Slot {
+        Slot {
+            key,
+            undo: SlotUndo::default(),
+            outcome: Outcome::Ok,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -325,36 +339,34 @@ impl Replica {
             self.rolled_back += self.applied_len - position;
             self.rollback_to(position);
         }
-        self.link_at(tx, position);
-        self.unsettled.push(key);
         debug_assert!(self.applied_len <= position);
+        // Into the DAG now; into the order at the settle, all at once (a
+        // merge, not one shift of the tail per transaction).
+        self.link_dag(&tx);
+        self.txs.insert(key.id, tx);
+        self.unsettled.push(key);
         Ok(())
     }
 
     /// Whether every transaction in the order is applied: state, membership
     /// and outcomes are current and may be read.
     pub fn is_settled(&self) -> bool {
-        self.applied_len == self.order.len()
+        self.applied_len == self.order.len() && self.unsettled.is_empty()
     }
 
     /// Applies the unapplied tail of the order once, and reports, for the
     /// transactions inserted since the last settle, their outcomes (in
     /// canonical order) and how many already-applied slots were re-executed.
     pub fn settle(&mut self) -> Settled {
-        debug_assert!(
-            self.unsettled.len() <= self.order.len() - self.applied_len,
-            "each unsettled transaction is in the unapplied tail"
-        );
         debug_assert_eq!(
             self.order.len() - self.applied_len,
-            self.unsettled.len() + self.rolled_back,
-            "the unapplied tail is what was inserted and what was rolled back"
+            self.rolled_back,
+            "the unapplied tail is what was rolled back"
         );
+        let keys = self.merge_unsettled();
         self.apply_tail();
         self.stability.refresh();
         self.compact();
-        let mut keys = std::mem::take(&mut self.unsettled);
-        keys.sort_unstable();
         let outcomes = keys
             .into_iter()
             .map(|key| {
@@ -432,42 +444,66 @@ impl Replica {
     /// transactions arrive sorted).
     fn link(&mut self, tx: Tx) -> Result<(), InsertError> {
         self.check_linkable(&tx)?;
-        let position = self.order.len();
-        self.link_at(tx, position);
+        debug_assert!(
+            self.order
+                .last()
+                .is_none_or(|last| last.key < tx.order_key()),
+            "linked in order"
+        );
+        self.link_dag(&tx);
+        self.order.push(Slot::unapplied(tx.order_key()));
+        self.txs.insert(tx.id(), tx);
         Ok(())
     }
 
-    /// Adds a checked transaction to the DAG with an unapplied slot at
-    /// `position`; every slot from there on must be unapplied.
-    fn link_at(&mut self, tx: Tx, position: usize) {
-        debug_assert!(
-            self.applied_len <= position,
-            "linked into the unapplied tail"
-        );
-        debug_assert!(
-            self.order[position..]
-                .iter()
-                .all(|s| s.undo.state.is_empty() && s.undo.membership.is_none())
-        );
-        debug_assert!(
-            cfg!(feature = "canary-unordered-apply")
-                || position == self.order.len()
-                || self.order[position].key > tx.order_key()
-        );
+    /// Adds a checked transaction to the DAG's heads and the stability
+    /// facts (its slot in the order comes with `link` or the settle).
+    fn link_dag(&mut self, tx: &Tx) {
         for parent in tx.parents() {
             self.heads.remove(parent);
         }
         self.heads.insert(tx.id());
-        self.stability.link(&tx);
-        self.order.insert(
-            position,
-            Slot {
-                key: tx.order_key(),
-                undo: SlotUndo::default(),
-                outcome: Outcome::Ok,
-            },
+        self.stability.link(tx);
+    }
+
+    /// Puts the transactions inserted since the last settle into the order,
+    /// unapplied, with one merge of the unapplied tail (every applied slot
+    /// at or after the earliest of them was rolled back); returns their
+    /// keys, sorted.
+    fn merge_unsettled(&mut self) -> Vec<OrderKey> {
+        let mut keys = std::mem::take(&mut self.unsettled);
+        if cfg!(feature = "canary-unordered-apply") {
+            // The planted bug: apply in arrival order.
+            self.order
+                .extend(keys.iter().map(|key| Slot::unapplied(*key)));
+            keys.sort_unstable();
+            return keys;
+        }
+        keys.sort_unstable();
+        debug_assert!(
+            keys.first()
+                .is_none_or(|first| self.order[..self.applied_len]
+                    .last()
+                    .is_none_or(|last| last.key < *first)),
+            "everything inserted sorts after the applied prefix"
         );
-        self.txs.insert(tx.id(), tx);
+        let tail: Vec<Slot> = self.order.drain(self.applied_len..).collect();
+        debug_assert!(
+            tail.iter()
+                .all(|s| s.undo.state.is_empty() && s.undo.membership.is_none()),
+            "the tail is unapplied"
+        );
+        self.order.reserve(keys.len() + tail.len());
+        let mut tail = tail.into_iter().peekable();
+        for key in &keys {
+            while let Some(slot) = tail.next_if(|slot| slot.key < *key) {
+                self.order.push(slot);
+            }
+            debug_assert!(tail.peek().is_none_or(|slot| slot.key != *key));
+            self.order.push(Slot::unapplied(*key));
+        }
+        self.order.extend(tail);
+        keys
     }
 
     /// Drops the undo logs of the slots that became stable: nothing rolls
@@ -560,7 +596,7 @@ impl Replica {
 
     /// Transactions accepted (in the DAG and the order), applied or not yet.
     pub fn accepted(&self) -> usize {
-        self.order.len()
+        self.order.len() + self.unsettled.len()
     }
 
     /// Readers of state, membership and outcomes call this: reading them
