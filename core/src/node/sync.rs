@@ -231,9 +231,13 @@ impl Context {
         if !held.fetch.is_some_and(|f| f.answered_by(request, from)) {
             return Ok(());
         }
-        held.fetch = None;
+        // The fetch stays outstanding while its batch is offered, so that a
+        // transaction of the batch going pending does not start another
+        // fetch for parents that come later in the same batch; the
+        // continuation is asked for once the whole batch is in.
         let received = batch.len();
         let (progressed, error) = held.take_batch(context, env, out, now, from, batch);
+        held.fetch = None;
         let still_missing = !held.pending.missing().is_empty();
         if still_missing && (progressed || !complete) && received > 0 {
             held.start_fetch(context, env, out, now, from, Vec::new());
