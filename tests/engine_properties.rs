@@ -3,7 +3,10 @@
 //! in `tests/engine_properties.proptest-regressions`).
 //!
 //! - any permutation, duplication, loss and delay of the same transactions
-//!   gives the same heads and state root on every member;
+//!   gives the same heads and state root on every member, with the stable
+//!   prefix compacted (no undo logs): no transaction is ever refused for
+//!   landing in a stable prefix, the members' stable prefixes are one
+//!   order, and once everyone has announced, everything is stable;
 //! - inserting a DAG's transactions into a replica in any order gives the
 //!   state root of applying it in the canonical order;
 //! - a member that catches up from any other ends with the same root;
@@ -21,7 +24,7 @@ use ctx_core::record::Record;
 use ctx_core::replica::Replica;
 use ctx_core::tx::Tx;
 use ctx_core::wire::Envelope;
-use ctx_core::{Key, Time};
+use ctx_core::{Event, Key, Time, TxId};
 use proptest::prelude::*;
 use support::{BANK, KV, Net, args};
 
@@ -154,6 +157,24 @@ proptest! {
         prop_assert_eq!(rebuilt.applied(), expected);
         prop_assert_eq!(rebuilt.applied(), net.nodes[0].status(&c).unwrap().applied);
         prop_assert_eq!(rebuilt.state_root(), root);
+        // Stability: never entered, one order everywhere, and complete once
+        // every member has been heard from.
+        for events in &net.events {
+            prop_assert!(
+                !events.iter().any(|e| matches!(e, Event::BelowStable { .. })),
+                "a transaction landed below a stable frontier"
+            );
+        }
+        let orders: Vec<Vec<TxId>> = (0..nodes)
+            .map(|n| {
+                let replica = net.nodes[n].replica(&c).unwrap();
+                replica.order_range(0..replica.stable_len()).collect()
+            })
+            .collect();
+        for order in &orders {
+            prop_assert_eq!(order.len(), expected, "everything is stable at the end");
+            prop_assert_eq!(order, &orders[0]);
+        }
     }
 
     #[test]
