@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ctx_core::runtime::{encode_args, wasm_from_source};
-use ctx_core::tx::{Signature, SignedTx, TX_FORMAT_VERSION, Tx, TxBody, TxKind};
+use ctx_core::tx::{Parent, Signature, SignedTx, TX_FORMAT_VERSION, Tx, TxBody, TxKind};
 use ctx_core::{ContextId, Hash, MemberId, Replica, TxId};
 
 const KV: &str = include_str!("../scenarios/apps/kv.wat");
@@ -26,7 +26,7 @@ const AUTHOR: MemberId = MemberId([7; 32]);
 
 /// A transaction as the replica sees it once checked. Replicas do not check
 /// signatures (the node does, before inserting), so none is made here.
-fn tx(height: u64, parents: Vec<TxId>, kind: TxKind) -> Tx {
+fn tx(height: u64, parents: Vec<Parent>, kind: TxKind) -> Tx {
     let body = TxBody {
         version: TX_FORMAT_VERSION,
         context: CONTEXT,
@@ -48,6 +48,11 @@ fn set(height: u64, parent: TxId, tag: &str) -> Tx {
     let kind = TxKind::Call {
         method: "set".into(),
         input,
+    };
+    // A chain: the parent is one below.
+    let parent = Parent {
+        id: parent,
+        height: height - 1,
     };
     tx(height, vec![parent], kind)
 }

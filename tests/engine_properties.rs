@@ -193,7 +193,7 @@ proptest! {
         while !pool.is_empty() {
             let pick = choices.next().unwrap_or(0) % pool.len();
             let tx = pool[pick].clone();
-            if tx.parents().iter().all(|p| replica.contains(p)) {
+            if tx.parent_ids().all(|p| replica.contains(p)) {
                 // Immediate, or deferred and settled at a drawn point, as a
                 // node settles once per input.
                 if pick.is_multiple_of(3) && replica.is_settled() {

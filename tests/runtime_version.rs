@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ctx_core::record::Record;
 use ctx_core::replica::ReplicaError;
 use ctx_core::runtime::RUNTIME_VERSION;
-use ctx_core::tx::{SignedTx, TX_FORMAT_VERSION, Tx, TxBody, TxKind};
+use ctx_core::tx::{Parent, SignedTx, TX_FORMAT_VERSION, Tx, TxBody, TxKind};
 use ctx_core::wire::{Body, Envelope};
 use ctx_core::{
     Config, ContextId, Ed25519Verifier, Event, Hash, MessageError, Node, Phase, RestoreError,
@@ -148,7 +148,10 @@ fn a_catchup_accepted_with_a_genesis_that_is_not_a_create_is_refused_as_such() {
             context,
             author: Node::member_id_of(&secret(0)),
             height: 1,
-            parents: vec![create.body.id()],
+            parents: vec![Parent {
+                id: create.body.id(),
+                height: 0,
+            }],
             kind: TxKind::Leave,
         };
         let signed = Tx::sign(body, &SigningKey::from_bytes(&secret(0)))

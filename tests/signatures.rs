@@ -13,7 +13,7 @@ use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha512};
 
-use ctx_core::tx::{SignedTx, TX_FORMAT_VERSION, Tx, TxBody, TxKind};
+use ctx_core::tx::{Parent, SignedTx, TX_FORMAT_VERSION, Tx, TxBody, TxKind};
 use ctx_core::verify::{SignatureCheck, Verifier, is_weak_member_id};
 use ctx_core::{ContextId, Ed25519Verifier, MemberId, TxId};
 use ctx_sim::world::MemoVerifier;
@@ -27,7 +27,10 @@ fn body(author: MemberId, n: u8) -> TxBody {
         context: ContextId([9; 32]),
         author,
         height: 1,
-        parents: vec![TxId([n; 32])],
+        parents: vec![Parent {
+            id: TxId([n; 32]),
+            height: 0,
+        }],
         kind: TxKind::Call {
             method: "set".to_owned(),
             input: vec![n],

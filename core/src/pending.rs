@@ -68,7 +68,7 @@ impl Pending {
             return false;
         }
         let mut missing = 0;
-        for parent in tx.parents() {
+        for parent in tx.parent_ids() {
             if is_accepted(parent) {
                 continue;
             }
@@ -131,7 +131,7 @@ impl Pending {
     /// that no one awaits any more is no longer missing.
     fn unlink(&mut self, tx: &Tx) {
         let id = tx.id();
-        for parent in tx.parents() {
+        for parent in tx.parent_ids() {
             let Some(children) = self.children.get_mut(parent) else {
                 continue;
             };
@@ -155,13 +155,23 @@ mod tests {
 
     use super::*;
     use crate::ids::{ContextId, Hash, MemberId};
+    use crate::tx::Parent;
     use crate::tx::{Signature, SignedTx, TX_FORMAT_VERSION, TxBody, TxKind};
 
     fn signer() -> SigningKey {
         SigningKey::from_bytes(&[1; 32])
     }
 
-    fn body(mut parents: Vec<TxId>, height: u64, kind: TxKind) -> TxBody {
+    fn body(parents: Vec<TxId>, height: u64, kind: TxKind) -> TxBody {
+        // The claimed parent heights: one below the child (they need not
+        // exist anywhere).
+        let mut parents: Vec<Parent> = parents
+            .into_iter()
+            .map(|id| Parent {
+                id,
+                height: height.saturating_sub(1),
+            })
+            .collect();
         parents.sort_unstable();
         TxBody {
             version: TX_FORMAT_VERSION,
@@ -229,7 +239,7 @@ mod tests {
         /// Accepts `tx` (whose parents must be accepted) and returns what
         /// that releases.
         fn accept(&mut self, tx: &Tx) -> Vec<TxId> {
-            assert!(tx.parents().iter().all(|p| self.accepted.contains(p)));
+            assert!(tx.parent_ids().all(|p| self.accepted.contains(p)));
             assert!(!self.pending.contains(&tx.id()));
             self.accepted.insert(tx.id());
             ids(&self.pending.release(&tx.id()))
@@ -470,7 +480,10 @@ mod tests {
         let template = body(vec![TxId([0; 32])], 1, TxKind::Join);
         let unsigned = |parent: TxId, height: u64| {
             let mut body = template.clone();
-            body.parents = vec![parent];
+            body.parents = vec![Parent {
+                id: parent,
+                height: height - 1,
+            }];
             body.height = height;
             let signed = SignedTx {
                 body,

@@ -19,8 +19,8 @@ use crate::wire::{WireError, decode_versioned};
 
 /// The format version of stored records. Version 2 held transactions of
 /// format 2 (`crate::tx::TX_FORMAT_VERSION`); version 3 keeps a tombstone
-/// in `Deleted`.
-pub const RECORD_VERSION: u8 = 3;
+/// in `Deleted`; version 4 holds transactions of format 3.
+pub const RECORD_VERSION: u8 = 4;
 
 /// The largest record: the app blob plus room for the genesis.
 pub const RECORD_BYTES_MAX: usize = crate::limits::APP_BYTES_MAX + 64 * 1024;

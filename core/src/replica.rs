@@ -54,7 +54,7 @@ use crate::membership::{MemberStatus, Membership, MembershipUndo};
 use crate::runtime::{App, AppError, Application, CallError, RUNTIME_VERSION, StateRead};
 use crate::stability::{Announcement, Stability};
 use crate::state::{FixedHasher, State, UndoEntry, fixed_hasher};
-use crate::tx::{OrderKey, SignedTx, Tx, TxKind};
+use crate::tx::{OrderKey, Parent, SignedTx, Tx, TxKind};
 
 /// How applying one transaction turned out. The same on every member for the
 /// same position in the same order.
@@ -86,8 +86,12 @@ pub enum InsertError {
     Duplicate(TxId),
     #[error("parent {0:?} is not in the DAG")]
     MissingParent(TxId),
-    #[error("height {found} is not one more than the highest parent's ({expected})")]
-    BadHeight { expected: u64, found: u64 },
+    #[error("parent {parent:?} has height {actual}, not {claimed} as its child says")]
+    ParentHeight {
+        parent: TxId,
+        claimed: u64,
+        actual: u64,
+    },
     #[error("a context has one genesis; {0:?} is another")]
     SecondGenesis(TxId),
     #[error("transaction belongs to context {0:?}")]
@@ -420,20 +424,18 @@ impl Replica {
         if matches!(tx.kind(), TxKind::Create { .. }) && !self.txs.is_empty() {
             return Err(InsertError::SecondGenesis(tx.id()));
         }
-        let mut highest = None;
+        // The height is one more than the highest claimed parent height
+        // (`tx::check_structure`); each claim must be true.
         for parent in tx.parents() {
             let parent_tx = self
                 .txs
-                .get(parent)
-                .ok_or(InsertError::MissingParent(*parent))?;
-            highest = highest.max(Some(parent_tx.height()));
-        }
-        if let Some(highest) = highest {
-            let expected = highest + 1;
-            if tx.height() != expected {
-                return Err(InsertError::BadHeight {
-                    expected,
-                    found: tx.height(),
+                .get(&parent.id)
+                .ok_or(InsertError::MissingParent(parent.id))?;
+            if parent_tx.height() != parent.height {
+                return Err(InsertError::ParentHeight {
+                    parent: parent.id,
+                    claimed: parent.height,
+                    actual: parent_tx.height(),
                 });
             }
         }
@@ -459,7 +461,7 @@ impl Replica {
     /// Adds a checked transaction to the DAG's heads and the stability
     /// facts (its slot in the order comes with `link` or the settle).
     fn link_dag(&mut self, tx: &Tx) {
-        for parent in tx.parents() {
+        for parent in tx.parent_ids() {
             self.heads.remove(parent);
         }
         self.heads.insert(tx.id());
@@ -666,7 +668,7 @@ impl Replica {
     /// latest transaction in place of the lowest of them, so that what it
     /// makes always descends from everything it made (the chain that
     /// stability rests on, `crate::stability`).
-    pub fn next_parents(&self) -> (Vec<TxId>, u64) {
+    pub fn next_parents(&self) -> (Vec<Parent>, u64) {
         let mut heads: Vec<OrderKey> = self
             .heads
             .iter()
@@ -683,7 +685,13 @@ impl Replica {
             chosen[0] = own;
         }
         let height = chosen.iter().map(|key| key.height).max().map_or(0, |h| h) + 1;
-        let mut parents: Vec<TxId> = chosen.iter().map(|key| key.id).collect();
+        let mut parents: Vec<Parent> = chosen
+            .iter()
+            .map(|key| Parent {
+                id: key.id,
+                height: key.height,
+            })
+            .collect();
         parents.sort_unstable();
         (parents, height)
     }
@@ -831,7 +839,7 @@ impl Replica {
                 bytes += size;
                 found.push(tx.clone());
             }
-            for parent in tx.parents() {
+            for parent in tx.parent_ids() {
                 match peer_has.get_mut(parent) {
                     None => {
                         peer_has.insert(*parent, has);
@@ -864,7 +872,7 @@ pub fn encoded_size_estimate(tx: &Tx) -> usize {
         TxKind::Call { method, input } => method.len() + input.len() + 8,
         _ => 40,
     };
-    160 + 33 * tx.parents().len() + kind
+    160 + 42 * tx.parents().len() + kind
 }
 
 /// Applies one transaction at the current end of the applied prefix.
@@ -952,7 +960,7 @@ mod tests {
     fn sign_raw(
         signer: &SigningKey,
         context: ContextId,
-        mut parents: Vec<TxId>,
+        mut parents: Vec<Parent>,
         height: u64,
         kind: TxKind,
     ) -> Tx {
@@ -980,8 +988,8 @@ mod tests {
     /// A well-formed child of `parents`: height one more than the highest.
     fn child(signer: &SigningKey, parents: &[&Tx], kind: TxKind) -> Tx {
         let height = parents.iter().map(|p| p.height()).max().expect("parents") + 1;
-        let ids = parents.iter().map(|p| p.id()).collect();
-        sign_raw(signer, CONTEXT, ids, height, kind)
+        let parents = parents.iter().map(|p| Parent::of(p)).collect();
+        sign_raw(signer, CONTEXT, parents, height, kind)
     }
 
     /// kv input: each argument as a u32 LE length followed by its bytes.
@@ -1059,6 +1067,12 @@ mod tests {
     }
 
     /// The ids of `txs` sorted in canonical order, by (height, id).
+    /// What `next_parents` proposes, with the parents as ids.
+    fn next_ids(replica: &Replica) -> (Vec<TxId>, u64) {
+        let (parents, height) = replica.next_parents();
+        (parents.iter().map(|p| p.id).collect(), height)
+    }
+
     fn canonical(txs: &[&Tx]) -> Vec<TxId> {
         let mut keys: Vec<OrderKey> = txs.iter().map(|tx| tx.order_key()).collect();
         keys.sort_unstable();
@@ -1121,7 +1135,7 @@ mod tests {
         assert!(replica.state().is_empty());
         assert_eq!(replica.state_root(), State::default().root());
         assert_eq!(replica.last_key(), Some(genesis.order_key()));
-        assert_eq!(replica.next_parents(), (vec![genesis.id()], 1));
+        assert_eq!(next_ids(&replica), (vec![genesis.id()], 1));
     }
 
     #[test]
@@ -1231,35 +1245,68 @@ mod tests {
         assert_eq!(before.applied, 3);
 
         let unknown = TxId([0xEE; 32]);
-        let missing_parent = sign_raw(&a, CONTEXT, vec![unknown], 1, call_kind("set", vec![]));
+        let unknown_at = |height| Parent {
+            id: unknown,
+            height,
+        };
+        let missing_parent = sign_raw(
+            &a,
+            CONTEXT,
+            vec![unknown_at(0)],
+            1,
+            call_kind("set", vec![]),
+        );
         // One known, one unknown parent: still refused.
         let half_missing = sign_raw(
             &a,
             CONTEXT,
-            vec![x.id(), unknown],
+            vec![Parent::of(&x), unknown_at(1)],
             2,
             call_kind("set", vec![]),
         );
-        // Highest parent is `y` at height 2: the height must be 3.
-        let too_low = sign_raw(&a, CONTEXT, vec![genesis.id(), y.id()], 2, TxKind::Leave);
-        let too_high = sign_raw(&a, CONTEXT, vec![x.id()], 5, TxKind::Leave);
+        // `y` is at height 2; a child that says 1 (and so is at 2) lies,
+        // and so does one that says `x`, at 1, is at 4.
+        let y_lower = Parent {
+            id: y.id(),
+            height: 1,
+        };
+        let too_low = sign_raw(
+            &a,
+            CONTEXT,
+            vec![Parent::of(&genesis), y_lower],
+            2,
+            TxKind::Leave,
+        );
+        let x_higher = Parent {
+            id: x.id(),
+            height: 4,
+        };
+        let too_high = sign_raw(&a, CONTEXT, vec![x_higher], 5, TxKind::Leave);
         let second_genesis = genesis_of(&key(2), &kv_app());
-        let foreign = sign_raw(&a, ContextId([8; 32]), vec![genesis.id()], 1, TxKind::Leave);
+        let foreign = sign_raw(
+            &a,
+            ContextId([8; 32]),
+            vec![Parent::of(&genesis)],
+            1,
+            TxKind::Leave,
+        );
         let cases = [
             (missing_parent, InsertError::MissingParent(unknown)),
             (half_missing, InsertError::MissingParent(unknown)),
             (
                 too_low,
-                InsertError::BadHeight {
-                    expected: 3,
-                    found: 2,
+                InsertError::ParentHeight {
+                    parent: y.id(),
+                    claimed: 1,
+                    actual: 2,
                 },
             ),
             (
                 too_high,
-                InsertError::BadHeight {
-                    expected: 2,
-                    found: 5,
+                InsertError::ParentHeight {
+                    parent: x.id(),
+                    claimed: 4,
+                    actual: 1,
                 },
             ),
             (
@@ -1300,11 +1347,11 @@ mod tests {
         assert_eq!(replica.heads(), &set_of(&[left.id()]));
         insert_ok(&mut replica, &right);
         assert_eq!(replica.heads(), &set_of(&[left.id(), right.id()]));
-        assert_eq!(replica.next_parents(), (canonical(&[&left, &right]), 2));
+        assert_eq!(next_ids(&replica), (canonical(&[&left, &right]), 2));
         insert_ok(&mut replica, &merge);
         assert_eq!(merge.height(), 2);
         assert_eq!(replica.heads(), &set_of(&[merge.id()]));
-        assert_eq!(replica.next_parents(), (vec![merge.id()], 3));
+        assert_eq!(next_ids(&replica), (vec![merge.id()], 3));
         insert_ok(&mut replica, &after);
         assert_eq!(replica.heads(), &set_of(&[after.id()]));
 
@@ -1333,7 +1380,7 @@ mod tests {
         let (parents, height) = replica.next_parents();
         let mut expected = vec![x2.id(), y1.id()];
         expected.sort_unstable();
-        assert_eq!(parents, expected);
+        assert_eq!(parents.iter().map(|p| p.id).collect::<Vec<_>>(), expected);
         assert_eq!(height, 3);
         // What it proposes is linkable.
         let next = sign_raw(
@@ -1381,7 +1428,7 @@ mod tests {
 
         let (parents, height) = replica.next_parents();
         assert_eq!(parents.len(), TX_PARENTS_MAX);
-        assert_eq!(parents, expected);
+        assert_eq!(parents.iter().map(|p| p.id).collect::<Vec<_>>(), expected);
         assert!(parents.windows(2).all(|w| w[0] < w[1]), "sorted, distinct");
         assert_eq!(height, 7);
 
@@ -1886,7 +1933,7 @@ mod tests {
         let received_ids: BTreeSet<TxId> = received.iter().map(Tx::id).collect();
         let parents: BTreeSet<TxId> = received
             .iter()
-            .flat_map(|tx| tx.parents().iter().copied())
+            .flat_map(|tx| tx.parent_ids().copied())
             .filter(|p| !received_ids.contains(p) && !known.contains(p))
             .collect();
         parents.into_iter().collect()
@@ -1905,13 +1952,14 @@ mod tests {
         assert!(!complete);
         assert_eq!(tx_ids(&found), ids(&[y3, y4]));
         // Again from the parents of the lowest returned (y3: y2a and y2b).
-        let want = y3.parents().to_vec();
+        let want: Vec<TxId> = y3.parent_ids().copied().collect();
         assert_eq!(set_of(&want), set_of(&ids(&[&net.y[1], &net.y[2]])));
         let (found, complete) = replica.missing_for(&want, &have, 2, 1 << 20);
         assert!(!complete);
         assert_eq!(tx_ids(&found), canonical(&[&net.y[1], &net.y[2]]));
         // Both have y1 as their parent: the last one.
-        let (found, complete) = replica.missing_for(found[0].parents(), &have, 2, 1 << 20);
+        let want: Vec<TxId> = found[0].parent_ids().copied().collect();
+        let (found, complete) = replica.missing_for(&want, &have, 2, 1 << 20);
         assert!(complete);
         assert_eq!(tx_ids(&found), ids(&[y1]));
 
@@ -2164,7 +2212,7 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let mut pick = (draw >> 33) as usize % pool.len();
-            while !pool[pick].parents().iter().all(|p| known.contains(p)) {
+            while !pool[pick].parent_ids().all(|p| known.contains(p)) {
                 pick = (pick + 1) % pool.len();
             }
             let tx = pool.swap_remove(pick);

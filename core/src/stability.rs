@@ -332,7 +332,10 @@ mod tests {
             parents: if height == 0 {
                 Vec::new()
             } else {
-                vec![TxId([0; 32])]
+                vec![crate::tx::Parent {
+                    id: TxId([0; 32]),
+                    height: height - 1,
+                }]
             },
             kind,
         };

@@ -8,10 +8,13 @@
 //! Invariants owned here, checked by [`Tx::from_signed`] before anything else
 //! sees a transaction:
 //! - the id is the hash of the body, and the signature is the author's over it;
-//! - the parents are sorted, distinct and at most [`TX_PARENTS_MAX`];
-//! - a `Create` has no parents and height 0; every other kind has parents and
-//!   height at least 1 (that the height is exactly one more than the highest
-//!   parent is checked when the parents are known, in `replica`);
+//! - the parents are sorted by id, distinct and at most [`TX_PARENTS_MAX`];
+//! - a `Create` has no parents and height 0; every other kind has parents,
+//!   and its height is one more than the highest parent's. Each parent names
+//!   its height beside its id (that it is the parent's true height is
+//!   checked where the parent is held, in `replica`), so that a member can
+//!   check a child's height, and place a parent it no longer holds (one in
+//!   its stable prefix, `crate::stability`), from the child alone;
 //! - method names and inputs are within their limits.
 
 use std::fmt;
@@ -26,8 +29,9 @@ use crate::limits::{INPUT_BYTES_MAX, METHOD_NAME_BYTES_MAX, TX_PARENTS_MAX};
 use crate::verify::{SignatureCheck, Verifier};
 
 /// The format version every transaction body carries. Version 2: a
-/// `Create` names the runtime version its context runs.
-pub const TX_FORMAT_VERSION: u8 = 2;
+/// `Create` names the runtime version its context runs. Version 3: each
+/// parent names its height.
+pub const TX_FORMAT_VERSION: u8 = 3;
 
 /// What a transaction does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,8 +75,25 @@ pub struct TxBody {
     pub context: ContextId,
     pub author: MemberId,
     pub height: u64,
-    pub parents: Vec<TxId>,
+    pub parents: Vec<Parent>,
     pub kind: TxKind,
+}
+
+/// One causal parent of a transaction: its id and its height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Parent {
+    pub id: TxId,
+    pub height: u64,
+}
+
+impl Parent {
+    /// `tx` as a parent.
+    pub fn of(tx: &Tx) -> Parent {
+        Parent {
+            id: tx.id(),
+            height: tx.height(),
+        }
+    }
 }
 
 impl TxBody {
@@ -198,6 +219,8 @@ pub enum TxError {
         "a create must have no parents and height 0; any other kind needs parents and height >= 1"
     )]
     BadGenesisShape,
+    #[error("height {found} is not one more than the highest parent's ({expected})")]
+    BadHeight { expected: u64, found: u64 },
     #[error("method name of {0} bytes exceeds {METHOD_NAME_BYTES_MAX}")]
     MethodTooLong(usize),
     #[error("input of {0} bytes exceeds {INPUT_BYTES_MAX}")]
@@ -323,8 +346,13 @@ impl Tx {
         self.inner.signed.body.height
     }
 
-    pub fn parents(&self) -> &[TxId] {
+    pub fn parents(&self) -> &[Parent] {
         &self.inner.signed.body.parents
+    }
+
+    /// The parents' ids.
+    pub fn parent_ids(&self) -> impl Iterator<Item = &TxId> + '_ {
+        self.parents().iter().map(|parent| &parent.id)
     }
 
     pub fn kind(&self) -> &TxKind {
@@ -359,7 +387,7 @@ pub fn check_structure(body: &TxBody) -> Result<(), TxError> {
         return Err(TxError::Version(body.version));
     }
     let parents = &body.parents;
-    if parents.len() > TX_PARENTS_MAX || parents.windows(2).any(|w| w[0] >= w[1]) {
+    if parents.len() > TX_PARENTS_MAX || parents.windows(2).any(|w| w[0].id >= w[1].id) {
         return Err(TxError::BadParents);
     }
     let is_create = matches!(body.kind, TxKind::Create { .. });
@@ -367,6 +395,15 @@ pub fn check_structure(body: &TxBody) -> Result<(), TxError> {
     let child_shape = !parents.is_empty() && body.height >= 1;
     if (is_create && !genesis_shape) || (!is_create && !child_shape) {
         return Err(TxError::BadGenesisShape);
+    }
+    if let Some(highest) = parents.iter().map(|parent| parent.height).max() {
+        let expected = highest.saturating_add(1);
+        if body.height != expected {
+            return Err(TxError::BadHeight {
+                expected,
+                found: body.height,
+            });
+        }
     }
     if let TxKind::Call { method, input } = &body.kind {
         if method.len() > METHOD_NAME_BYTES_MAX {
@@ -388,7 +425,7 @@ mod tests {
         SigningKey::from_bytes(&[seed; 32])
     }
 
-    fn body(key: &SigningKey, kind: TxKind, parents: Vec<TxId>, height: u64) -> TxBody {
+    fn body(key: &SigningKey, kind: TxKind, parents: Vec<Parent>, height: u64) -> TxBody {
         TxBody {
             version: TX_FORMAT_VERSION,
             context: ContextId([7; 32]),
@@ -401,7 +438,12 @@ mod tests {
 
     #[test]
     fn the_id_hashes_the_canonical_encoding() {
-        let parents: Vec<TxId> = (0..9).map(|i| TxId([i; 32])).collect();
+        let parents: Vec<Parent> = (0..9)
+            .map(|i| Parent {
+                id: TxId([i; 32]),
+                height: 4 - u64::from(i % 4),
+            })
+            .collect();
         for input_len in [0, 1, 100, 255, 256, 257, 1000, 70_000] {
             let kind = TxKind::Call {
                 method: "set".into(),
@@ -461,8 +503,30 @@ mod tests {
     #[test]
     fn structure_is_checked() {
         let k = key(1);
-        let p = |b: u8| TxId([b; 32]);
+        let p = |b: u8| Parent {
+            id: TxId([b; 32]),
+            height: 0,
+        };
+        let at = |b: u8, height: u64| Parent {
+            id: TxId([b; 32]),
+            height,
+        };
         let cases = [
+            // One more than the highest claimed parent height, exactly.
+            (
+                body(&k, TxKind::Join, vec![at(1, 3), at(2, 5)], 5),
+                TxError::BadHeight {
+                    expected: 6,
+                    found: 5,
+                },
+            ),
+            (
+                body(&k, TxKind::Join, vec![at(1, 3)], 7),
+                TxError::BadHeight {
+                    expected: 4,
+                    found: 7,
+                },
+            ),
             (body(&k, TxKind::Join, vec![], 0), TxError::BadGenesisShape),
             (
                 body(&k, TxKind::Join, vec![p(2), p(1)], 1),

@@ -16,8 +16,9 @@ use crate::tx::{OrderKey, SignedTx};
 
 /// The wire format version this build speaks. Version 2 carried
 /// transactions of format 2 (`crate::tx::TX_FORMAT_VERSION`); version 3
-/// adds stability announcements to heads.
-pub const WIRE_VERSION: u8 = 3;
+/// added stability announcements to heads; version 4 carries transactions
+/// of format 3 (parents with their heights).
+pub const WIRE_VERSION: u8 = 4;
 
 /// Identifies a request so its response can be matched to it.
 pub type RequestId = u64;
@@ -205,7 +206,7 @@ mod tests {
         )
         .encode();
         assert_eq!(Envelope::decode(&[]), Err(WireError::Empty));
-        for version in [1, 2, WIRE_VERSION + 1] {
+        for version in [1, 2, 3, WIRE_VERSION + 1] {
             let mut other_version = good.clone();
             other_version[0] = version;
             assert_eq!(

@@ -36,8 +36,9 @@ const SCHEMA: &str = "schema";
 /// The version of this layout, stored in `meta` when a database is made.
 /// Version 2: records of `ctx_core::record::RECORD_VERSION` 2. Version 3:
 /// records of version 3, and a context's `Deleted` record is kept (its
-/// tombstone) while the records it supersedes are dropped.
-pub const SCHEMA_VERSION: u64 = 3;
+/// tombstone) while the records it supersedes are dropped. Version 4:
+/// records of version 4.
+pub const SCHEMA_VERSION: u64 = 4;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -698,7 +698,10 @@ mod tests {
             context: ContextId([1; 32]),
             author: MemberId(key.verifying_key().to_bytes()),
             height: 1,
-            parents: vec![TxId([nonce; 32])],
+            parents: vec![ctx_core::tx::Parent {
+                id: TxId([nonce; 32]),
+                height: 0,
+            }],
             kind: TxKind::Call {
                 method: "set".into(),
                 input: vec![nonce],

@@ -129,7 +129,7 @@ impl Held {
     /// persists it. The only path into the replica.
     fn insert(&mut self, context: ContextId, tx: Tx, out: &mut Out) -> Result<(), InsertError> {
         debug_assert!(
-            tx.parents().iter().all(|p| self.replica.contains(p)),
+            tx.parent_ids().all(|p| self.replica.contains(p)),
             "only a transaction whose parents are accepted is inserted"
         );
         let signed = tx.signed().clone();
@@ -203,7 +203,7 @@ impl Held {
             self.start_fetch(context, env, out, now, from, Vec::new());
             return;
         }
-        if tx.parents().iter().all(|p| self.replica.contains(p)) {
+        if tx.parent_ids().all(|p| self.replica.contains(p)) {
             if let Err(error) = self.accept(context, tx, out) {
                 self.drop_invalid(context, id, &error, out);
             }
