@@ -442,6 +442,7 @@ impl Driver {
                 frontier,
                 "a member broke its stability promise: a transaction below the stable frontier"
             ),
+            Event::Announced { .. } => {}
             Event::Dropped {
                 context,
                 tx,

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ctx_core::record::Record;
+use ctx_core::stability::SignedAnnouncement;
 use ctx_core::tx::SignedTx;
 use ctx_core::{Config, ContextId, Event, MemberId, Node, Time, Transmit};
 use serde::{Deserialize, Serialize};
@@ -314,6 +315,9 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
         for tx in &drained.authored {
             verifier.vouch(tx);
         }
+        for (context, announcement) in &drained.announced {
+            verifier.vouch_announcement(context, announcement);
+        }
         if drained.digest != entry.outputs {
             return Err(ReplayError::Diverged {
                 entry: count,
@@ -341,6 +345,8 @@ pub struct Drained {
     pub timeout: Option<Time>,
     /// The transactions the node persisted that it signed itself.
     pub authored: Vec<SignedTx>,
+    /// The stability announcements it signed, to vouch for too.
+    pub announced: Vec<(ContextId, SignedAnnouncement)>,
 }
 
 /// Drains a node after an input: records onto its disk first (a `Deleted`
@@ -359,6 +365,7 @@ pub fn drain(
         events: Vec::new(),
         timeout: None,
         authored: Vec::new(),
+        announced: Vec::new(),
     };
     if let Some(engine) = engine {
         let member = engine.member_id();
@@ -381,6 +388,13 @@ pub fn drain(
         }
         while let Some(event) = engine.poll_event() {
             digest.update(&postcard::to_stdvec(&event).expect("events encode"));
+            if let Event::Announced {
+                context,
+                announcement,
+            } = &event
+            {
+                drained.announced.push((*context, announcement.clone()));
+            }
             drained.events.push(event);
         }
         drained.timeout = engine.poll_timeout();

@@ -22,6 +22,7 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex};
 
 use ctx_core::record::Record;
+use ctx_core::stability::SignedAnnouncement;
 use ctx_core::tx::{Signature, SignedTx};
 use ctx_core::verify::{Ed25519Verifier, SignatureCheck, Verifier};
 use ctx_core::{Config, ContextId, Event, MemberId, Node, Time};
@@ -87,7 +88,8 @@ pub struct Stats {
 /// member.
 ///
 /// A signature a simulated node made itself is *vouched* for when the node
-/// persists the transaction: the memo answers `true` for it at once, and the
+/// persists the transaction (or reports a stability announcement it signed,
+/// `Event::Announced`): the memo answers `true` for it at once, and the
 /// vouched signatures are checked together, [`VOUCHED_BATCH`] at a time with
 /// ed25519 batch verification (about a third of the cost of one-by-one on
 /// this project's machines), and the rest when the run ends. A vouched
@@ -145,7 +147,17 @@ impl MemoVerifier {
 
     /// Records that a simulated node signed `tx` with its own key.
     pub fn vouch(&self, tx: &SignedTx) {
-        let key = (tx.body.author, tx.body.id().0, tx.signature.0);
+        self.vouch_key((tx.body.author, tx.body.id().0, tx.signature.0));
+    }
+
+    /// Records that a simulated node signed `announcement` (of `context`)
+    /// with its own key.
+    pub fn vouch_announcement(&self, context: &ContextId, announcement: &SignedAnnouncement) {
+        let digest = announcement.body.digest(context);
+        self.vouch_key((announcement.body.author, digest, announcement.signature.0));
+    }
+
+    fn vouch_key(&self, key: SignatureKey) {
         let mut memo = self.lock();
         if memo.seen.insert(key, true).is_none() {
             memo.vouched.push(key);
@@ -184,7 +196,7 @@ fn check_vouched(batch: &[SignatureKey]) {
     for check in &checks {
         assert!(
             Ed25519Verifier.verify(*check),
-            "{:?} signed transaction {} with a signature that does not verify",
+            "{:?} signed {} (a transaction id or an announcement digest) with a signature that does not verify",
             check.author,
             hex::encode(check.message)
         );
@@ -431,6 +443,9 @@ impl World {
         let drained = drain(sim.engine.as_mut(), &mut sim.disk, result);
         for tx in &drained.authored {
             self.verifier.vouch(tx);
+        }
+        for (context, announcement) in &drained.announced {
+            self.verifier.vouch_announcement(context, announcement);
         }
         if let Some(log) = &mut self.log {
             for event in &drained.events {

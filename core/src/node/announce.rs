@@ -27,6 +27,7 @@ use crate::stability::{Announcement, SignedAnnouncement};
 use crate::time::Time;
 
 use super::context::Held;
+use super::out::{Event, Out};
 use super::{Env, HeldBack};
 
 impl Held {
@@ -36,10 +37,11 @@ impl Held {
         &mut self,
         context: ContextId,
         env: &Env,
+        out: &mut Out,
         to: &MemberId,
     ) -> Vec<SignedAnnouncement> {
         let mut list = Vec::with_capacity(ANNOUNCEMENTS_PER_MESSAGE_MAX);
-        if let Some(own) = self.own_announcement(context, env) {
+        if let Some(own) = self.own_announcement(context, env, out) {
             list.push(own);
         }
         // News first: the announcements that improved here most recently
@@ -75,7 +77,12 @@ impl Held {
     /// This node's announcement of what it holds now, re-signed only when
     /// that changed. `None` before it made anything (a member always has:
     /// its create or its join).
-    fn own_announcement(&mut self, context: ContextId, env: &Env) -> Option<SignedAnnouncement> {
+    fn own_announcement(
+        &mut self,
+        context: ContextId,
+        env: &Env,
+        out: &mut Out,
+    ) -> Option<SignedAnnouncement> {
         let last_own = self.replica.stability().local_last()?;
         let top = self
             .replica
@@ -92,7 +99,14 @@ impl Held {
         };
         match &self.announcements.own {
             Some(own) if own.body == body => {}
-            _ => self.announcements.own = Some(body.sign(&context, &env.key)),
+            _ => {
+                let announcement = body.sign(&context, &env.key);
+                out.event(Event::Announced {
+                    context,
+                    announcement: announcement.clone(),
+                });
+                self.announcements.own = Some(announcement);
+            }
         }
         self.announcements.own.clone()
     }

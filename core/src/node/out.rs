@@ -31,6 +31,7 @@ use crate::ids::{ContextId, MemberId, TxId};
 use crate::record::Record;
 use crate::replica::{Outcome, Replica, Settled};
 use crate::runtime::CallError;
+use crate::stability::SignedAnnouncement;
 use crate::tx::{SignedTx, Tx};
 use crate::wire::{Body, Envelope, RefuseReason};
 
@@ -89,6 +90,13 @@ pub enum Event {
         tx: TxId,
         height: u64,
         frontier: u64,
+    },
+    /// This node signed a new stability announcement of itself (a driver
+    /// may ignore it; the simulator vouches for the signature, as for the
+    /// transactions a node makes).
+    Announced {
+        context: ContextId,
+        announcement: SignedAnnouncement,
     },
     /// A received transaction was dropped as invalid.
     Dropped {

@@ -101,7 +101,7 @@ impl Context {
         }
         if differ && !reply {
             let heads = heads_to_send(&held.replica);
-            let announcements = held.announcements_for(context, env, &from);
+            let announcements = held.announcements_for(context, env, out, &from);
             let body = Body::Heads {
                 heads,
                 reply: true,
@@ -305,7 +305,7 @@ impl Held {
             let second = others[env.pick(others.len())];
             if second != peer {
                 let heads = heads.clone();
-                let announcements = self.announcements_for(context, env, &second);
+                let announcements = self.announcements_for(context, env, out, &second);
                 out.send(
                     context,
                     second,
@@ -321,7 +321,7 @@ impl Held {
             // Abandon the fetch in flight: its answer will match nothing.
             self.fetch = None;
         }
-        let announcements = self.announcements_for(context, env, &peer);
+        let announcements = self.announcements_for(context, env, out, &peer);
         out.send(
             context,
             peer,
