@@ -724,6 +724,32 @@ impl Replica {
             .partition_point(|slot| slot.key.height < frontier)
     }
 
+    /// The state root at the stable frontier: that of applying the stable
+    /// prefix alone. Costs the unstable tail's writes, not the state.
+    pub fn stable_root(&self) -> Hash {
+        self.assert_settled();
+        let tail = &self.order[self.stable_len()..];
+        self.state
+            .root_before(tail.iter().map(|slot| slot.undo.state.as_slice()))
+    }
+
+    /// The state and membership at the stable frontier (what a checkpoint
+    /// holds): a copy of the current ones with the unstable tail undone.
+    /// Costs a copy of the state and the tail.
+    pub fn stable_state(&self) -> (State, Membership) {
+        self.assert_settled();
+        let mut state = self.state.clone();
+        let mut membership = self.membership.clone();
+        for slot in self.order[self.stable_len()..].iter().rev() {
+            state.undo(slot.undo.state.clone());
+            if let Some(undo) = slot.undo.membership {
+                membership.undo(undo);
+            }
+        }
+        debug_assert_eq!(state.root(), self.stable_root());
+        (state, membership)
+    }
+
     /// The floor an announcement gives here: `None` unless its author's
     /// `last_own` is held (and is its author's), so that everything the
     /// author made before it is held too; then one more than the highest of

@@ -160,6 +160,33 @@ impl State {
         previous
     }
 
+    /// The root this state had before the writes whose undo logs are `logs`
+    /// (oldest first) were made, without changing anything: the root
+    /// undoing them would give, at the cost of the logs, not of the state.
+    pub fn root_before<'a>(&self, logs: impl DoubleEndedIterator<Item = &'a [UndoEntry]>) -> Hash {
+        let mut accumulator = self.accumulator;
+        // What each key held at the point the walk (newest first) reached.
+        let mut held: HashMap<Key, Option<Lanes>, FixedHasher> =
+            HashMap::with_hasher(fixed_hasher());
+        for log in logs.rev() {
+            for (key, previous) in log.iter().rev() {
+                let current = match held.get(key) {
+                    Some(lanes) => *lanes,
+                    None => self.entries.get(key).map(|value| value.lanes),
+                };
+                if let Some(current) = current {
+                    accumulator.sub(current);
+                }
+                let previous = previous.as_ref().map(|value| value.lanes);
+                if let Some(previous) = previous {
+                    accumulator.add(previous);
+                }
+                held.insert(*key, previous);
+            }
+        }
+        Hash(*blake3::hash(&accumulator.to_bytes()).as_bytes())
+    }
+
     /// Every entry, sorted by key.
     pub fn entries_sorted(&self) -> Vec<(Key, &[u8])> {
         let mut entries: Vec<(Key, &[u8])> =
