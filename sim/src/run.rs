@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use ctx_core::node::Phase;
 use ctx_core::runtime::wasm_from_source;
+use ctx_core::tx::OrderKey;
 use ctx_core::{Config, ContextId, Event, Hash, Key, MemberId, Time, TxId};
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
@@ -174,7 +175,17 @@ struct Runner<'a> {
     stable_orders: BTreeMap<ContextId, Vec<TxId>>,
     stable_checked: HashMap<(usize, ContextId), (u64, usize), FixedState>,
     stable_violation: Option<(u64, String)>,
+    /// Every transaction made, per context, with its maker; and per (node,
+    /// context) where the look for the lowest one the node lacks stopped
+    /// (in which incarnation, at how many accepted).
+    made: BTreeMap<ContextId, BTreeMap<OrderKey, usize>>,
+    lowest_lacked: HashMap<(usize, ContextId), LookedAt, FixedState>,
 }
+
+/// Where a look for the lowest transaction a node lacks stopped: in which
+/// incarnation, with how many accepted, at which transaction (`None`: it
+/// lacked none).
+type LookedAt = (u64, usize, Option<OrderKey>);
 
 /// Runs a scenario. `Err` only for input that cannot be run (exit 2); a
 /// failed check is a report with `passed: false`.
@@ -227,6 +238,8 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput
         stable_orders: BTreeMap::new(),
         stable_checked: HashMap::with_hasher(FixedState::with_seed(12)),
         stable_violation: None,
+        made: BTreeMap::new(),
+        lowest_lacked: HashMap::with_hasher(FixedState::with_seed(13)),
     };
     for (index, step) in scenario.steps.iter().enumerate() {
         runner
@@ -589,14 +602,25 @@ impl Runner<'_> {
         }
     }
 
-    /// The stable_prefix check, after every input: no node refused a
-    /// transaction for landing in its stable prefix (`Event::BelowStable`:
-    /// an honest member never makes one, so the rule that made the prefix
-    /// was wrong), and any two members' stable prefixes are one order (one
-    /// a prefix of the other). Incremental: each member's prefix is
+    /// The stable_prefix check, after every input: every transaction a
+    /// node makes has a height at or above every other member's stable
+    /// frontier (what the rule promises of every transaction a member
+    /// lacks); no node refused a transaction for landing in its stable
+    /// prefix (`Event::BelowStable`); and any two members' stable prefixes
+    /// are one order (one a prefix of the other). Incremental: each member's prefix is
     /// compared from where it was last compared, so the cost follows what
     /// became stable.
     fn check_stability(&mut self, node: usize) {
+        for (maker, tx) in self.world.take_authored() {
+            let key = OrderKey {
+                height: tx.body.height,
+                id: tx.body.id(),
+            };
+            self.made
+                .entry(tx.body.context)
+                .or_default()
+                .insert(key, maker);
+        }
         for (at, event) in self.world.take_events() {
             if let Event::BelowStable {
                 tx,
@@ -622,6 +646,44 @@ impl Runner<'_> {
             let Some(replica) = engine.replica(&context) else {
                 continue;
             };
+            // Soundness itself: every transaction made anywhere that this
+            // member lacks sorts at or above its stable frontier (what the
+            // rule promises). The lowest one it lacks is found from where the
+            // last look stopped: everything below that it held then, and a
+            // copy only grows (a new copy starts the look over).
+            let frontier = replica.stability().frontier();
+            let (seen_incarnation, seen_accepted, from) = self
+                .lowest_lacked
+                .get(&(node, context))
+                .copied()
+                .unwrap_or((incarnation, 0, None));
+            let from = if seen_incarnation == incarnation && seen_accepted <= replica.accepted() {
+                from
+            } else {
+                None
+            };
+            let made = self.made.get(&context);
+            let lacked = made.and_then(|made| {
+                let start = from.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
+                made.range((start, std::ops::Bound::Unbounded))
+                    .find(|(key, _)| !replica.contains(&key.id))
+            });
+            if let Some((key, maker)) = lacked
+                && key.height < frontier
+                && self.stable_violation.is_none()
+            {
+                let detail = format!(
+                    "{} lacks transaction {} of height {} (made by {}), below its stable frontier {frontier}",
+                    self.world.names[node],
+                    key.id.short(),
+                    key.height,
+                    self.world.names[*maker]
+                );
+                self.stable_violation = Some((self.world.now().as_ms(), detail));
+            }
+            let stop = lacked.map(|(key, _)| *key);
+            self.lowest_lacked
+                .insert((node, context), (incarnation, replica.accepted(), stop));
             let stable_len = replica.stable_len();
             let checked = match self.stable_checked.get(&(node, context)) {
                 Some((seen, checked)) if *seen == incarnation && *checked <= stable_len => *checked,

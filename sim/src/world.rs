@@ -229,6 +229,9 @@ pub struct World {
     pub stats: Stats,
     /// Engine events since last drained, per node, for the runner.
     events: Vec<(usize, Event)>,
+    /// Transactions made since last drained, per node, for the runner's
+    /// stability check.
+    authored: Vec<(usize, SignedTx)>,
     /// A line per event, when verbose.
     log: Option<Vec<String>>,
 }
@@ -279,6 +282,7 @@ impl World {
             recorder,
             stats: Stats::default(),
             events: Vec::new(),
+            authored: Vec::new(),
             log: verbose.then(Vec::new),
         }
     }
@@ -341,6 +345,11 @@ impl World {
     }
 
     /// Takes the engine events since the last call.
+    /// The transactions nodes made since the last call, with their maker.
+    pub fn take_authored(&mut self) -> Vec<(usize, SignedTx)> {
+        std::mem::take(&mut self.authored)
+    }
+
     pub fn take_events(&mut self) -> Vec<(usize, Event)> {
         std::mem::take(&mut self.events)
     }
@@ -447,6 +456,8 @@ impl World {
         for (context, announcement) in &drained.announced {
             self.verifier.vouch_announcement(context, announcement);
         }
+        self.authored
+            .extend(drained.authored.into_iter().map(|tx| (node, tx)));
         if let Some(log) = &mut self.log {
             for event in &drained.events {
                 if !matches!(event, Event::Applied { .. }) {
