@@ -10,6 +10,10 @@
 //! - inserting a DAG's transactions into a replica in any order gives the
 //!   state root of applying it in the canonical order;
 //! - a member that catches up from any other ends with the same root;
+//! - mid-run, the state at a member's stable frontier is its stable prefix
+//!   applied alone, and a copy that stands on that prefix as a snapshot
+//!   (holding none of its transactions) and is given the rest equals the
+//!   member's copy;
 //! - bank's total money is conserved under any order;
 //! - arbitrary bytes never panic the decoders or a node.
 //!
@@ -207,6 +211,35 @@ proptest! {
             prop_assert_eq!(
                 membership.all().collect::<Vec<_>>(),
                 oracle.membership().all().collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn a_copy_from_a_snapshot_and_the_tail_equals_the_whole_history(nodes in 2usize..5, steps in prop::collection::vec(step(), 0..80)) {
+        // A copy that stands on another's stable prefix (holding none of
+        // its transactions) and is then given the rest holds the same
+        // state, heads, membership and count, and its frontier never
+        // refuses what is given.
+        let (net, c) = run_steps(nodes, &steps);
+        let (genesis, app, _) = all_txs(&net);
+        for node in 0..nodes {
+            let source = net.nodes[node].replica(&c).unwrap();
+            let other = net.nodes[(node + 1) % nodes].member_id();
+            let mut copy = Replica::from_snapshot(genesis.clone(), app.clone(), source.snapshot()).unwrap();
+            copy.set_local(other);
+            prop_assert!(copy.stability().frontier() <= source.stability().frontier());
+            let tail: Vec<TxId> = source.order_range(source.stable_len()..source.applied()).collect();
+            for id in &tail {
+                copy.insert_deferred(source.tx(id).unwrap().clone()).unwrap();
+            }
+            copy.settle();
+            prop_assert_eq!(copy.state_root(), source.state_root());
+            prop_assert_eq!(copy.heads(), source.heads());
+            prop_assert_eq!(copy.applied(), source.applied());
+            prop_assert_eq!(
+                copy.membership().all().collect::<Vec<_>>(),
+                source.membership().all().collect::<Vec<_>>()
             );
         }
     }

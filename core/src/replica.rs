@@ -41,7 +41,7 @@
 //! position in the order comes after the invite, join or leave in its causal
 //! past, so this agrees with "a member in its causal past".
 
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -196,6 +196,34 @@ pub struct Replica {
     state: State,
     membership: Membership,
     stability: Stability,
+    /// For a copy built from a snapshot: what it stands on instead of the
+    /// transactions below the snapshot's frontier, which it does not hold.
+    base: Option<Base>,
+}
+
+/// What a copy built from a snapshot holds of the prefix it was not given:
+/// how many transactions it had, everything under which height, and the
+/// heights of those that were still heads.
+#[derive(Clone, Debug)]
+struct Base {
+    frontier: u64,
+    applied: usize,
+    heads: BTreeMap<TxId, u64>,
+}
+
+/// The stable prefix of a copy, without its transactions: the state and
+/// membership that applying it gives, its length and frontier, the
+/// stability facts, and the heights of its transactions that are still
+/// heads. A copy built from it ([`Replica::from_snapshot`]) and then given
+/// the transactions above the frontier equals the copy it was taken from.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub frontier: u64,
+    pub applied: usize,
+    pub state: State,
+    pub membership: Membership,
+    pub stability: Stability,
+    pub heads: Vec<(TxId, u64)>,
 }
 
 /// Whether this build runs calls as `runtime_version` says: a context of
@@ -265,6 +293,7 @@ impl Replica {
             state: State::default(),
             membership: Membership::default(),
             stability: Stability::default(),
+            base: None,
         };
         replica.link(genesis)?;
         txs.sort_unstable_by_key(Tx::order_key);
@@ -278,6 +307,75 @@ impl Replica {
         replica.stability.refresh();
         debug_assert!(replica.is_settled());
         Ok(replica)
+    }
+
+    /// A copy that stands on `snapshot` (taken from another copy of the
+    /// context with [`Replica::snapshot`]) instead of the transactions below
+    /// its frontier: it holds none of them, takes a parent below the
+    /// frontier on its height, and is given the rest as usual.
+    pub fn from_snapshot(
+        genesis: Tx,
+        app_blob: Arc<Vec<u8>>,
+        snapshot: Snapshot,
+    ) -> Result<Replica, ReplicaError> {
+        Replica::check_app(&genesis, &app_blob)?;
+        let app = App::compile(&app_blob)?;
+        let Snapshot {
+            frontier,
+            applied,
+            state,
+            membership,
+            stability,
+            heads,
+        } = snapshot;
+        assert!(applied > 0, "a snapshot holds at least the genesis");
+        assert!(
+            heads.iter().all(|(_, height)| *height < frontier),
+            "a snapshot's heads are below its frontier"
+        );
+        Ok(Replica {
+            context: genesis.context(),
+            genesis,
+            app_blob,
+            app: Box::new(app),
+            txs: HashMap::with_hasher(fixed_hasher()),
+            order: Vec::new(),
+            applied_len: 0,
+            compacted_len: 0,
+            unsettled: Vec::new(),
+            rolled_back: 0,
+            reexecuted_total: 0,
+            heads: heads.iter().map(|(id, _)| *id).collect(),
+            state,
+            membership,
+            stability,
+            base: Some(Base {
+                frontier,
+                applied,
+                heads: heads.into_iter().collect(),
+            }),
+        })
+    }
+
+    /// The stable prefix as a [`Snapshot`]: what another copy can stand on
+    /// (see [`Replica::stable_state`] for the cost).
+    pub fn snapshot(&self) -> Snapshot {
+        let (state, membership) = self.stable_state();
+        let frontier = self.stability.frontier();
+        let heads = self
+            .heads
+            .iter()
+            .filter_map(|id| Some((*id, self.height_of(id)?)))
+            .filter(|(_, height)| *height < frontier)
+            .collect();
+        Snapshot {
+            frontier,
+            applied: self.base_applied() + self.stable_len(),
+            state,
+            membership,
+            stability: self.stability.for_snapshot(),
+            heads,
+        }
     }
 
     /// Whether `genesis` creates a context and names `app_blob`.
@@ -421,21 +519,32 @@ impl Replica {
         if self.txs.contains_key(&tx.id()) {
             return Err(InsertError::Duplicate(tx.id()));
         }
-        if matches!(tx.kind(), TxKind::Create { .. }) && !self.txs.is_empty() {
+        if matches!(tx.kind(), TxKind::Create { .. })
+            && (!self.txs.is_empty() || self.base.is_some())
+        {
             return Err(InsertError::SecondGenesis(tx.id()));
         }
         // The height is one more than the highest claimed parent height
         // (`tx::check_structure`); each claim must be true.
+        // A parent below a snapshot's frontier that is not a head there is
+        // in the prefix the snapshot stands for: taken on its height.
         for parent in tx.parents() {
-            let parent_tx = self
-                .txs
-                .get(&parent.id)
-                .ok_or(InsertError::MissingParent(parent.id))?;
-            if parent_tx.height() != parent.height {
+            let actual = match self.height_of(&parent.id) {
+                Some(actual) => actual,
+                None if self
+                    .base
+                    .as_ref()
+                    .is_some_and(|b| parent.height < b.frontier) =>
+                {
+                    continue;
+                }
+                None => return Err(InsertError::MissingParent(parent.id)),
+            };
+            if actual != parent.height {
                 return Err(InsertError::ParentHeight {
                     parent: parent.id,
                     claimed: parent.height,
-                    actual: parent_tx.height(),
+                    actual,
                 });
             }
         }
@@ -463,6 +572,9 @@ impl Replica {
     fn link_dag(&mut self, tx: &Tx) {
         for parent in tx.parent_ids() {
             self.heads.remove(parent);
+            if let Some(base) = &mut self.base {
+                base.heads.remove(parent);
+            }
         }
         self.heads.insert(tx.id());
         self.stability.link(tx);
@@ -522,6 +634,7 @@ impl Replica {
         );
         for slot in &mut self.order[self.compacted_len..stable_len] {
             slot.undo = SlotUndo::default();
+            self.stability.link_stable(&self.txs[&slot.key.id]);
         }
         self.compacted_len = stable_len;
     }
@@ -593,12 +706,26 @@ impl Replica {
     /// rejected ones (the replica is settled).
     pub fn applied(&self) -> usize {
         self.assert_settled();
-        self.order.len()
+        self.base_applied() + self.order.len()
+    }
+
+    /// Transactions of the prefix a snapshot stood for (0 for a copy with
+    /// its whole history).
+    fn base_applied(&self) -> usize {
+        self.base.as_ref().map_or(0, |base| base.applied)
+    }
+
+    /// The height of a transaction held, or of a head a snapshot named.
+    fn height_of(&self, id: &TxId) -> Option<u64> {
+        match self.txs.get(id) {
+            Some(tx) => Some(tx.height()),
+            None => self.base.as_ref()?.heads.get(id).copied(),
+        }
     }
 
     /// Transactions accepted (in the DAG and the order), applied or not yet.
     pub fn accepted(&self) -> usize {
-        self.order.len() + self.unsettled.len()
+        self.base_applied() + self.order.len() + self.unsettled.len()
     }
 
     /// Readers of state, membership and outcomes call this: reading them
@@ -672,7 +799,10 @@ impl Replica {
         let mut heads: Vec<OrderKey> = self
             .heads
             .iter()
-            .map(|id| self.txs[id].order_key())
+            .map(|id| OrderKey {
+                height: self.height_of(id).expect("a head's height is known"),
+                id: *id,
+            })
             .collect();
         heads.sort_unstable();
         let keep = heads.len().saturating_sub(TX_PARENTS_MAX);
@@ -866,10 +996,14 @@ impl Replica {
                 found.push(tx.clone());
             }
             for parent in tx.parent_ids() {
+                // Below a snapshot: not here to give.
+                let Some(parent_tx) = self.txs.get(parent) else {
+                    continue;
+                };
                 match peer_has.get_mut(parent) {
                     None => {
                         peer_has.insert(*parent, has);
-                        heap.push(self.txs[parent].order_key());
+                        heap.push(parent_tx.order_key());
                         if !has {
                             unmarked += 1;
                         }

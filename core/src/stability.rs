@@ -69,6 +69,15 @@
 //! never heard from again holds it at its last announcement. Both are what
 //! `status` reports as holding stability back.
 //!
+//! A copy built from a snapshot of another's stable prefix holds none of
+//! its transactions. The prefix is closed under parents, so the rule holds
+//! for it with the facts of the prefix alone (`Stability::stable`, kept as
+//! slots become stable, without announcements, whose authors' last
+//! transactions it may not hold): that is what a snapshot carries, with the
+//! source's frontier as a floor (every transaction not in the prefix was,
+//! at the source, either unknown, so at or above the frontier, or
+//! unstable, so too).
+//!
 //! Invariant (asserted in `Replica::insert_deferred`): no insertion lands in
 //! the stable prefix. A transaction that would is refused
 //! (`InsertError::InsideStablePrefix`): only an identity that broke its
@@ -150,6 +159,31 @@ pub struct Stability {
     height_max: u64,
     /// Every transaction not held has this height or more.
     frontier: u64,
+    /// A frontier a snapshot stood on: everything below it was in the
+    /// snapshot, so nothing below it can be lacking (the frontier never
+    /// goes under it, even where this copy's own facts are weaker).
+    floor: u64,
+    /// The identities' facts as the stable prefix alone gives them (no
+    /// announcement: one is usable only where its author's last
+    /// transaction is held): what a snapshot carries, so that the copy
+    /// standing on it derives its frontier from what it holds.
+    stable: BTreeMap<MemberId, Identity>,
+}
+
+/// Takes `tx` into an identity map: its author's latest, and the invite it
+/// is.
+fn record(identities: &mut BTreeMap<MemberId, Identity>, tx: &Tx) {
+    let key = tx.order_key();
+    let author = identities.entry(tx.author()).or_default();
+    if author.last.is_none_or(|(last, _)| last < key) {
+        author.last = Some((key, matches!(tx.kind(), TxKind::Leave)));
+        // Only invites after its latest transaction bound it: the older
+        // ones can go, so this stays bounded by what is pending.
+        author.invites.retain(|invite| *invite > key);
+    }
+    if let TxKind::Invite { member } = tx.kind() {
+        identities.entry(*member).or_default().invites.insert(key);
+    }
 }
 
 impl Stability {
@@ -165,19 +199,15 @@ impl Stability {
 
     /// Takes a newly held transaction into account.
     pub fn link(&mut self, tx: &Tx) {
-        let key = tx.order_key();
-        self.height_max = self.height_max.max(key.height);
-        let author = self.identities.entry(tx.author()).or_default();
-        if author.last.is_none_or(|(last, _)| last < key) {
-            author.last = Some((key, matches!(tx.kind(), TxKind::Leave)));
-        }
-        if let TxKind::Invite { member } = tx.kind() {
-            self.identities
-                .entry(*member)
-                .or_default()
-                .invites
-                .insert(key);
-        }
+        self.height_max = self.height_max.max(tx.height());
+        record(&mut self.identities, tx);
+    }
+
+    /// Takes a transaction that became stable into the facts of the stable
+    /// prefix alone (`stable`), which a snapshot carries.
+    pub fn link_stable(&mut self, tx: &Tx) {
+        debug_assert!(tx.height() < self.frontier, "only a stable transaction");
+        record(&mut self.stable, tx);
     }
 
     /// Whether `author` is an identity this copy tracks (the DAG names it).
@@ -227,13 +257,26 @@ impl Stability {
             .filter_map(|(_, identity)| identity.bound())
             .min();
         let cap = self.height_max + 1;
-        let frontier = lowest.map_or(cap, |lowest| lowest.min(cap));
+        let frontier = lowest.map_or(cap, |lowest| lowest.min(cap)).max(self.floor);
         assert!(
             frontier >= self.frontier,
             "the stable frontier moved back from {} to {frontier}",
             self.frontier
         );
         self.frontier = frontier;
+    }
+
+    /// These facts, for a snapshot another member's copy stands on: its
+    /// frontier becomes that copy's floor, and the owner is forgotten.
+    pub fn for_snapshot(&self) -> Stability {
+        Stability {
+            local: None,
+            identities: self.stable.clone(),
+            height_max: self.frontier.saturating_sub(1),
+            frontier: self.frontier,
+            floor: self.frontier,
+            stable: self.stable.clone(),
+        }
     }
 
     /// Every transaction not held has this height or more.
