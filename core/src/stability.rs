@@ -62,6 +62,14 @@
 //! had no bound was, until held, a transaction of its author's that `M`
 //! lacked, so the frontier was already at or below its height.
 //!
+//! Crashes and restarts change nothing in the argument: a member persists
+//! every transaction before anything reveals it, so a restarted member
+//! holds everything it made that anyone saw (the chain holds), and it
+//! announces only what it holds. Its own frontier restarts from its DAG
+//! (its announcements heard are not persisted) and is sound from there; a
+//! member that crashes for good holds everyone's frontier at its last
+//! word, which `status` reports.
+//!
 //! Joins need no special case: a joiner catches up from any state, even an
 //! old one, but its `Join` descends from its invite, which `M` either holds
 //! (and counts) or does not (and its author's bound covers it). An identity
