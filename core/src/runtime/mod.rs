@@ -21,7 +21,7 @@
 //!   [`App`] and one instance is reused; after each call it is put back in
 //!   its initial state, in time proportional to what the call wrote: the
 //!   code is instrumented at compile time to mark the 64ths of the memory it
-//!   writes, and only those are restored (see [`Reset`]).
+//!   writes, and only those are restored (see `reset::Reset`).
 //! - **No effect on failure.** A call only *proposes* writes: they are
 //!   buffered in an overlay and returned, sorted by key, in [`CallOutput`].
 //!   A failed call returns no writes, so it has no effect.
