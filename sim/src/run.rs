@@ -183,9 +183,9 @@ struct Runner<'a> {
 }
 
 /// Where a look for the lowest transaction a node lacks stopped: in which
-/// incarnation, with how many accepted, at which transaction (`None`: it
-/// lacked none).
-type LookedAt = (u64, usize, Option<OrderKey>);
+/// incarnation, with how many accepted, and where the next look starts (at
+/// the one it lacked, or after the last one made when it lacked none).
+type LookedAt = (u64, usize, std::ops::Bound<OrderKey>);
 
 /// Runs a scenario. `Err` only for input that cannot be run (exit 2); a
 /// failed check is a report with `passed: false`.
@@ -620,6 +620,19 @@ impl Runner<'_> {
                 .entry(tx.body.context)
                 .or_default()
                 .insert(key, maker);
+            // A transaction can be made below where a look would start
+            // next (made from an old state): every look starts at it then.
+            for ((_, context), (_, _, from)) in self.lowest_lacked.iter_mut() {
+                let beyond = match from {
+                    std::ops::Bound::Included(start) | std::ops::Bound::Excluded(start) => {
+                        *start >= key
+                    }
+                    std::ops::Bound::Unbounded => false,
+                };
+                if *context == tx.body.context && beyond {
+                    *from = std::ops::Bound::Included(key);
+                }
+            }
         }
         for (at, event) in self.world.take_events() {
             if let Event::BelowStable {
@@ -656,16 +669,15 @@ impl Runner<'_> {
                 .lowest_lacked
                 .get(&(node, context))
                 .copied()
-                .unwrap_or((incarnation, 0, None));
+                .unwrap_or((incarnation, 0, std::ops::Bound::Unbounded));
             let from = if seen_incarnation == incarnation && seen_accepted <= replica.accepted() {
                 from
             } else {
-                None
+                std::ops::Bound::Unbounded
             };
             let made = self.made.get(&context);
             let lacked = made.and_then(|made| {
-                let start = from.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included);
-                made.range((start, std::ops::Bound::Unbounded))
+                made.range((from, std::ops::Bound::Unbounded))
                     .find(|(key, _)| !replica.contains(&key.id))
             });
             if let Some((key, maker)) = lacked
@@ -681,7 +693,12 @@ impl Runner<'_> {
                 );
                 self.stable_violation = Some((self.world.now().as_ms(), detail));
             }
-            let stop = lacked.map(|(key, _)| *key);
+            // Next time: from the one it lacks, or after the last one made.
+            let stop = match (lacked, made.and_then(|made| made.keys().next_back())) {
+                (Some((key, _)), _) => std::ops::Bound::Included(*key),
+                (None, Some(last)) => std::ops::Bound::Excluded(*last),
+                (None, None) => std::ops::Bound::Unbounded,
+            };
             self.lowest_lacked
                 .insert((node, context), (incarnation, replica.accepted(), stop));
             let stable_len = replica.stable_len();
