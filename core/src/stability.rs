@@ -233,7 +233,8 @@ impl Stability {
         self.identities.get(author)?.last.map(|(key, _)| key)
     }
 
-    /// The floor an announcement gives, and whether it raises `author`'s.
+    /// Whether `floor` (what an announcement of `author`'s gives) raises
+    /// the floor its announcements gave so far.
     pub fn improves(&self, author: &MemberId, floor: u64) -> bool {
         self.identities
             .get(author)

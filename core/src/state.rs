@@ -59,6 +59,11 @@ impl Lanes {
         }
     }
 
+    /// The root of a state whose entries sum to these lanes.
+    fn root(self) -> Hash {
+        Hash(*blake3::hash(&self.to_bytes()).as_bytes())
+    }
+
     fn to_bytes(self) -> [u8; 32] {
         let mut bytes = [0u8; 32];
         for (chunk, lane) in bytes.chunks_exact_mut(8).zip(self.0) {
@@ -117,7 +122,7 @@ impl State {
     /// The state root: equal on two members exactly when (up to the strength
     /// of the hash) they hold the same entries.
     pub fn root(&self) -> Hash {
-        Hash(*blake3::hash(&self.accumulator.to_bytes()).as_bytes())
+        self.accumulator.root()
     }
 
     /// Sets (`Some`) or removes (`None`) a key; returns what undoes it.
@@ -184,7 +189,7 @@ impl State {
                 held.insert(*key, previous);
             }
         }
-        Hash(*blake3::hash(&accumulator.to_bytes()).as_bytes())
+        accumulator.root()
     }
 
     /// Every entry, sorted by key.

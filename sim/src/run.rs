@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::ops::Bound;
 use std::time::Instant;
 
 use ctx_core::node::Phase;
@@ -185,7 +186,7 @@ struct Runner<'a> {
 /// Where a look for the lowest transaction a node lacks stopped: in which
 /// incarnation, with how many accepted, and where the next look starts (at
 /// the one it lacked, or after the last one made when it lacked none).
-type LookedAt = (u64, usize, std::ops::Bound<OrderKey>);
+type LookedAt = (u64, usize, Bound<OrderKey>);
 
 /// Runs a scenario. `Err` only for input that cannot be run (exit 2); a
 /// failed check is a report with `passed: false`.
@@ -624,13 +625,11 @@ impl Runner<'_> {
             // next (made from an old state): every look starts at it then.
             for ((_, context), (_, _, from)) in self.lowest_lacked.iter_mut() {
                 let beyond = match from {
-                    std::ops::Bound::Included(start) | std::ops::Bound::Excluded(start) => {
-                        *start >= key
-                    }
-                    std::ops::Bound::Unbounded => false,
+                    Bound::Included(start) | Bound::Excluded(start) => *start >= key,
+                    Bound::Unbounded => false,
                 };
                 if *context == tx.body.context && beyond {
-                    *from = std::ops::Bound::Included(key);
+                    *from = Bound::Included(key);
                 }
             }
         }
@@ -669,15 +668,15 @@ impl Runner<'_> {
                 .lowest_lacked
                 .get(&(node, context))
                 .copied()
-                .unwrap_or((incarnation, 0, std::ops::Bound::Unbounded));
+                .unwrap_or((incarnation, 0, Bound::Unbounded));
             let from = if seen_incarnation == incarnation && seen_accepted <= replica.accepted() {
                 from
             } else {
-                std::ops::Bound::Unbounded
+                Bound::Unbounded
             };
             let made = self.made.get(&context);
             let lacked = made.and_then(|made| {
-                made.range((from, std::ops::Bound::Unbounded))
+                made.range((from, Bound::Unbounded))
                     .find(|(key, _)| !replica.contains(&key.id))
             });
             if let Some((key, maker)) = lacked
@@ -695,9 +694,9 @@ impl Runner<'_> {
             }
             // Next time: from the one it lacks, or after the last one made.
             let stop = match (lacked, made.and_then(|made| made.keys().next_back())) {
-                (Some((key, _)), _) => std::ops::Bound::Included(*key),
-                (None, Some(last)) => std::ops::Bound::Excluded(*last),
-                (None, None) => std::ops::Bound::Unbounded,
+                (Some((key, _)), _) => Bound::Included(*key),
+                (None, Some(last)) => Bound::Excluded(*last),
+                (None, None) => Bound::Unbounded,
             };
             self.lowest_lacked
                 .insert((node, context), (incarnation, replica.accepted(), stop));

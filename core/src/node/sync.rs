@@ -100,14 +100,7 @@ impl Context {
             held.start_fetch(context, env, out, now, from, unknown);
         }
         if differ && !reply {
-            let heads = heads_to_send(&held.replica);
-            let announcements = held.announcements_for(context, env, out, &from);
-            let body = Body::Heads {
-                heads,
-                reply: true,
-                announcements,
-            };
-            out.send(context, from, body);
+            held.send_heads(context, env, out, from, true);
         }
     }
 
@@ -299,41 +292,40 @@ impl Held {
             return;
         }
         let peer = others[env.pick(others.len())];
-        let heads = heads_to_send(&self.replica);
         if env.stress(6) {
             // Redundant: heads to a second peer too.
             let second = others[env.pick(others.len())];
             if second != peer {
-                let heads = heads.clone();
-                let announcements = self.announcements_for(context, env, out, &second);
-                out.send(
-                    context,
-                    second,
-                    Body::Heads {
-                        heads,
-                        reply: false,
-                        announcements,
-                    },
-                );
+                self.send_heads(context, env, out, second, false);
             }
         }
         if env.stress(8) {
             // Abandon the fetch in flight: its answer will match nothing.
             self.fetch = None;
         }
-        let announcements = self.announcements_for(context, env, out, &peer);
-        out.send(
-            context,
-            peer,
-            Body::Heads {
-                heads,
-                reply: false,
-                announcements,
-            },
-        );
+        self.send_heads(context, env, out, peer, false);
         if !self.pending.missing().is_empty() {
             self.start_fetch(context, env, out, now, peer, Vec::new());
         }
+    }
+
+    /// Sends this copy's heads, with its announcements, to `to`.
+    fn send_heads(
+        &mut self,
+        context: ContextId,
+        env: &Env,
+        out: &mut Out,
+        to: MemberId,
+        reply: bool,
+    ) {
+        let heads = heads_to_send(&self.replica);
+        let announcements = self.announcements_for(context, env, out, &to);
+        let body = Body::Heads {
+            heads,
+            reply,
+            announcements,
+        };
+        out.send(context, to, body);
     }
 
     /// Asks `peer` for what this node misses: `want` and the parents pending
