@@ -15,6 +15,7 @@
 //!
 //! No I/O, no clock, no threads and no ambient randomness live in this crate.
 
+pub mod checkpoint;
 pub mod ids;
 pub mod limits;
 pub mod membership;

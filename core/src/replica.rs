@@ -48,6 +48,7 @@ use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::checkpoint::{Checkpoint, CheckpointHeader, EntriesHasher, next_cut};
 use crate::ids::{ContextId, Hash, Key, MemberId, TxId};
 use crate::limits::{APP_BYTES_MAX, CALL_FUEL_MAX, TX_PARENTS_MAX};
 use crate::membership::{MemberStatus, Membership, MembershipUndo};
@@ -121,6 +122,8 @@ pub enum ReplicaError {
     App(#[from] AppError),
     #[error("replaying persisted transaction: {0}")]
     Replay(#[from] InsertError),
+    #[error("checkpoint refused: {0}")]
+    Checkpoint(String),
 }
 
 /// What a settle did: the transactions inserted since the previous settle,
@@ -196,14 +199,15 @@ pub struct Replica {
     state: State,
     membership: Membership,
     stability: Stability,
-    /// For a copy built from a snapshot: what it stands on instead of the
-    /// transactions below the snapshot's frontier, which it does not hold.
+    /// For a copy built from a checkpoint: what it stands on instead of the
+    /// transactions below the cut, which it does not hold.
     base: Option<Base>,
+    checkpoints: Checkpoints,
 }
 
-/// What a copy built from a snapshot holds of the prefix it was not given:
-/// how many transactions it had, everything under which height, and the
-/// heights of those that were still heads.
+/// What a copy built from a checkpoint holds of the prefix it was not
+/// given: how many transactions it had, everything under which height, and
+/// the heights of those that were still heads.
 #[derive(Clone, Debug)]
 struct Base {
     frontier: u64,
@@ -211,19 +215,20 @@ struct Base {
     heads: BTreeMap<TxId, u64>,
 }
 
-/// The stable prefix of a copy, without its transactions: the state and
-/// membership that applying it gives, its length and frontier, the
-/// stability facts, and the heights of its transactions that are still
-/// heads. A copy built from it ([`Replica::from_snapshot`]) and then given
-/// the transactions above the frontier equals the copy it was taken from.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    pub frontier: u64,
-    pub applied: usize,
-    pub state: State,
-    pub membership: Membership,
-    pub stability: Stability,
-    pub heads: Vec<(TxId, u64)>,
+/// The checkpoints a copy takes as its stable prefix passes each cut of the
+/// schedule (`crate::checkpoint`).
+#[derive(Debug)]
+struct Checkpoints {
+    /// The schedule's smallest interval; 0 until the owner sets it (a copy
+    /// no node owns takes none).
+    interval_min: u64,
+    /// The latest one taken (or the one this copy stands on).
+    latest: Option<Arc<Checkpoint>>,
+    /// The next cut.
+    next_height: u64,
+    /// The stable prefix's heads so far (for the next cut's header): the
+    /// transactions made stable that no stable one names as a parent.
+    stable_heads: BTreeMap<TxId, u64>,
 }
 
 /// Whether this build runs calls as `runtime_version` says: a context of
@@ -294,6 +299,12 @@ impl Replica {
             membership: Membership::default(),
             stability: Stability::default(),
             base: None,
+            checkpoints: Checkpoints {
+                interval_min: 0,
+                latest: None,
+                next_height: u64::MAX,
+                stable_heads: BTreeMap::new(),
+            },
         };
         replica.link(genesis)?;
         txs.sort_unstable_by_key(Tx::order_key);
@@ -309,35 +320,51 @@ impl Replica {
         Ok(replica)
     }
 
-    /// A copy that stands on `snapshot` (taken from another copy of the
-    /// context with [`Replica::snapshot`]) instead of the transactions below
-    /// its frontier: it holds none of them, takes a parent below the
-    /// frontier on its height, and is given the rest as usual.
-    pub fn from_snapshot(
+    /// A copy that stands on `checkpoint` (taken by a copy of the context
+    /// as its stable prefix passed the cut, and checked by the caller)
+    /// instead of the transactions below the cut: it holds none of them,
+    /// takes a parent below the cut on its height, and is given the rest as
+    /// usual. Its checkpoints continue the schedule from this one.
+    pub fn from_checkpoint(
         genesis: Tx,
         app_blob: Arc<Vec<u8>>,
-        snapshot: Snapshot,
+        checkpoint: Arc<Checkpoint>,
     ) -> Result<Replica, ReplicaError> {
         Replica::check_app(&genesis, &app_blob)?;
         let app = App::compile(&app_blob)?;
-        let Snapshot {
-            frontier,
-            applied,
-            state,
-            membership,
-            stability,
-            heads,
-        } = snapshot;
-        assert!(applied > 0, "a snapshot holds at least the genesis");
-        assert!(
-            heads.iter().all(|(_, height)| *height < frontier),
-            "a snapshot's heads are below its frontier"
-        );
+        Replica::on_checkpoint(genesis, app_blob, Box::new(app), checkpoint)
+    }
+
+    /// [`Replica::from_checkpoint`] with the application already at hand.
+    fn on_checkpoint(
+        genesis: Tx,
+        app_blob: Arc<Vec<u8>>,
+        app: Box<dyn Application>,
+        checkpoint: Arc<Checkpoint>,
+    ) -> Result<Replica, ReplicaError> {
+        let header = &checkpoint.header;
+        if header.context != genesis.context() || header.applied == 0 || header.height == 0 {
+            return Err(ReplicaError::Checkpoint(
+                "it is not a checkpoint of this context".into(),
+            ));
+        }
+        if header
+            .heads
+            .iter()
+            .any(|(_, height)| *height >= header.height)
+        {
+            return Err(ReplicaError::Checkpoint(
+                "a head is not below the cut".into(),
+            ));
+        }
+        let heads: BTreeMap<TxId, u64> = header.heads.iter().copied().collect();
+        let applied = usize::try_from(header.applied)
+            .map_err(|_| ReplicaError::Checkpoint("too many transactions".into()))?;
         Ok(Replica {
             context: genesis.context(),
             genesis,
             app_blob,
-            app: Box::new(app),
+            app,
             txs: HashMap::with_hasher(fixed_hasher()),
             order: Vec::new(),
             applied_len: 0,
@@ -345,37 +372,43 @@ impl Replica {
             unsettled: Vec::new(),
             rolled_back: 0,
             reexecuted_total: 0,
-            heads: heads.iter().map(|(id, _)| *id).collect(),
-            state,
-            membership,
-            stability,
+            heads: heads.keys().copied().collect(),
+            state: checkpoint.state(),
+            membership: header.membership(),
+            stability: Stability::from_checkpoint(&header.stability, header.height),
             base: Some(Base {
-                frontier,
+                frontier: header.height,
                 applied,
-                heads: heads.into_iter().collect(),
+                heads: heads.clone(),
             }),
+            checkpoints: Checkpoints {
+                interval_min: header.interval_min,
+                next_height: header.next_height(),
+                stable_heads: heads,
+                latest: Some(checkpoint),
+            },
         })
     }
 
-    /// The stable prefix as a [`Snapshot`]: what another copy can stand on
-    /// (see [`Replica::stable_state`] for the cost).
-    pub fn snapshot(&self) -> Snapshot {
-        let (state, membership) = self.stable_state();
-        let frontier = self.stability.frontier();
-        let heads = self
-            .heads
-            .iter()
-            .filter_map(|id| Some((*id, self.height_of(id)?)))
-            .filter(|(_, height)| *height < frontier)
-            .collect();
-        Snapshot {
-            frontier,
-            applied: self.base_applied() + self.stable_len(),
-            state,
-            membership,
-            stability: self.stability.for_snapshot(),
-            heads,
+    /// The latest checkpoint this copy took (or stands on).
+    pub fn checkpoint(&self) -> Option<&Arc<Checkpoint>> {
+        self.checkpoints.latest.as_ref()
+    }
+
+    /// Starts the checkpoint schedule with cuts at least `interval_min`
+    /// heights apart (the owner sets it before anything becomes stable; a
+    /// copy standing on a checkpoint keeps that checkpoint's schedule).
+    pub fn set_checkpoint_interval(&mut self, interval_min: u64) {
+        assert!(interval_min > 0, "cuts are at least one height apart");
+        if self.checkpoints.latest.is_some() {
+            return;
         }
+        assert_eq!(
+            self.compacted_len, 0,
+            "the schedule starts before anything is stable"
+        );
+        self.checkpoints.interval_min = interval_min;
+        self.checkpoints.next_height = next_cut(0, 0, interval_min);
     }
 
     /// Whether `genesis` creates a context and names `app_blob`.
@@ -620,8 +653,9 @@ impl Replica {
         keys
     }
 
-    /// Drops the undo logs of the slots that became stable: nothing rolls
-    /// them back any more.
+    /// Drops the undo logs of the slots that became stable (nothing rolls
+    /// them back any more), and takes a checkpoint at every cut the stable
+    /// frontier passed.
     fn compact(&mut self) {
         debug_assert!(
             self.is_settled(),
@@ -632,11 +666,81 @@ impl Replica {
             self.compacted_len <= stable_len,
             "the stable prefix only grows"
         );
-        for slot in &mut self.order[self.compacted_len..stable_len] {
-            slot.undo = SlotUndo::default();
-            self.stability.link_stable(&self.txs[&slot.key.id]);
+        let frontier = self.stability.frontier();
+        while self.checkpoints.interval_min > 0 && self.checkpoints.next_height <= frontier {
+            let cut = self.checkpoints.next_height;
+            let position = self.order.partition_point(|slot| slot.key.height < cut);
+            assert!(
+                (self.compacted_len..=stable_len).contains(&position),
+                "a cut at or below the frontier is in the stable prefix, after the compacted part"
+            );
+            self.make_stable(position);
+            self.take_checkpoint(position, cut);
         }
-        self.compacted_len = stable_len;
+        self.make_stable(stable_len);
+    }
+
+    /// Compacts `order[compacted_len..upto]`: drops its undo logs, takes
+    /// its facts into the stable prefix's.
+    fn make_stable(&mut self, upto: usize) {
+        for slot in &mut self.order[self.compacted_len..upto] {
+            slot.undo = SlotUndo::default();
+            let tx = &self.txs[&slot.key.id];
+            self.stability.link_stable(tx);
+            let heads = &mut self.checkpoints.stable_heads;
+            for parent in tx.parent_ids() {
+                heads.remove(parent);
+            }
+            heads.insert(tx.id(), tx.height());
+        }
+        self.compacted_len = self.compacted_len.max(upto);
+    }
+
+    /// Takes the checkpoint at `cut`, which is `order[..position]` (and the
+    /// base): a copy of the state with the slots from `position` on undone,
+    /// sorted. Costs the state and the tail, once per cut.
+    fn take_checkpoint(&mut self, position: usize, cut: u64) {
+        debug_assert_eq!(position, self.compacted_len);
+        let mut state = self.state.clone();
+        let mut membership = self.membership.clone();
+        for slot in self.order[position..self.applied_len].iter().rev() {
+            state.undo(slot.undo.state.clone());
+            if let Some(undo) = slot.undo.membership {
+                membership.undo(undo);
+            }
+        }
+        let entries: Vec<(Key, Vec<u8>)> = state
+            .entries_sorted()
+            .into_iter()
+            .map(|(key, value)| (key, value.to_vec()))
+            .collect();
+        let mut hasher = EntriesHasher::default();
+        for (key, value) in &entries {
+            hasher.add(key, value);
+        }
+        let header = CheckpointHeader {
+            context: self.context,
+            height: cut,
+            applied: (self.base_applied() + position) as u64,
+            interval_min: self.checkpoints.interval_min,
+            root: state.root(),
+            entries: entries.len() as u64,
+            entries_hash: hasher.finish(),
+            membership: membership.all().collect(),
+            stability: self.stability.prefix_facts(),
+            heads: self
+                .checkpoints
+                .stable_heads
+                .iter()
+                .map(|(id, height)| (*id, *height))
+                .collect(),
+        };
+        assert!(
+            header.heads.iter().all(|(_, height)| *height < cut),
+            "a checkpoint's heads are below its cut"
+        );
+        self.checkpoints.next_height = header.next_height();
+        self.checkpoints.latest = Some(Arc::new(Checkpoint { header, entries }));
     }
 
     /// Undoes the applied slots from the last applied one down to

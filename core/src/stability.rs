@@ -77,14 +77,14 @@
 //! never heard from again holds it at its last announcement. Both are what
 //! `status` reports as holding stability back.
 //!
-//! A copy built from a snapshot of another's stable prefix holds none of
-//! its transactions. The prefix is closed under parents, so the rule holds
-//! for it with the facts of the prefix alone (`Stability::stable`, kept as
-//! slots become stable, without announcements, whose authors' last
-//! transactions it may not hold): that is what a snapshot carries, with the
-//! source's frontier as a floor (every transaction not in the prefix was,
-//! at the source, either unknown, so at or above the frontier, or
-//! unstable, so too).
+//! A copy built from a checkpoint (`crate::checkpoint`) holds none of the
+//! transactions below its cut. The prefix is closed under parents, so the
+//! rule holds for it with the facts of the prefix alone
+//! (`Stability::stable`, kept as slots become stable, without
+//! announcements, whose authors' last transactions it may not hold): that
+//! is what a checkpoint carries, with its cut as a floor (the cut was at or
+//! below the frontier of the copy that took it, so every transaction not
+//! in the prefix has a height at or above the cut).
 //!
 //! Invariant (asserted in `Replica::insert_deferred`): no insertion lands in
 //! the stable prefix. A transaction that would is refused
@@ -99,9 +99,10 @@ use crate::ids::{ContextId, MemberId, TxId};
 use crate::tx::{OrderKey, Signature, Tx, TxKind};
 use crate::verify::SignatureCheck;
 
-/// What one identity's future transactions are known to respect.
-#[derive(Clone, Debug, Default)]
-struct Identity {
+/// What one identity's future transactions are known to respect (a
+/// checkpoint carries the facts its prefix gives, `crate::checkpoint`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityFacts {
     /// Its highest held transaction, and whether that is a `Leave`.
     last: Option<(OrderKey, bool)>,
     /// Held invites naming it.
@@ -111,7 +112,7 @@ struct Identity {
     announced: u64,
 }
 
-impl Identity {
+impl IdentityFacts {
     /// The lowest height of a transaction of this identity's that may not be
     /// held yet; `None`: it makes nothing that is not bounded elsewhere.
     fn bound(&self) -> Option<u64> {
@@ -162,7 +163,7 @@ pub struct Holder {
 pub struct Stability {
     /// This node, which bounds nothing (set by the node that holds the copy).
     local: Option<MemberId>,
-    identities: BTreeMap<MemberId, Identity>,
+    identities: BTreeMap<MemberId, IdentityFacts>,
     /// The highest held height.
     height_max: u64,
     /// Every transaction not held has this height or more.
@@ -175,12 +176,12 @@ pub struct Stability {
     /// announcement: one is usable only where its author's last
     /// transaction is held): what a snapshot carries, so that the copy
     /// standing on it derives its frontier from what it holds.
-    stable: BTreeMap<MemberId, Identity>,
+    stable: BTreeMap<MemberId, IdentityFacts>,
 }
 
 /// Takes `tx` into an identity map: its author's latest, and the invite it
 /// is.
-fn record(identities: &mut BTreeMap<MemberId, Identity>, tx: &Tx) {
+fn record(identities: &mut BTreeMap<MemberId, IdentityFacts>, tx: &Tx) {
     let key = tx.order_key();
     let author = identities.entry(tx.author()).or_default();
     if author.last.is_none_or(|(last, _)| last < key) {
@@ -275,16 +276,26 @@ impl Stability {
         self.frontier = frontier;
     }
 
-    /// These facts, for a snapshot another member's copy stands on: its
-    /// frontier becomes that copy's floor, and the owner is forgotten.
-    pub fn for_snapshot(&self) -> Stability {
+    /// The facts the stable prefix gives, for a checkpoint cut at the end
+    /// of what is stable now (`Replica::compact` takes them there).
+    pub fn prefix_facts(&self) -> Vec<(MemberId, IdentityFacts)> {
+        self.stable
+            .iter()
+            .map(|(member, facts)| (*member, facts.clone()))
+            .collect()
+    }
+
+    /// The facts of a copy standing on a checkpoint cut at `height` whose
+    /// prefix gives `facts`: nothing below the cut can be lacking.
+    pub fn from_checkpoint(facts: &[(MemberId, IdentityFacts)], height: u64) -> Stability {
+        let identities: BTreeMap<MemberId, IdentityFacts> = facts.iter().cloned().collect();
         Stability {
             local: None,
-            identities: self.stable.clone(),
-            height_max: self.frontier.saturating_sub(1),
-            frontier: self.frontier,
-            floor: self.frontier,
-            stable: self.stable.clone(),
+            identities: identities.clone(),
+            height_max: height.saturating_sub(1),
+            frontier: height,
+            floor: height,
+            stable: identities,
         }
     }
 

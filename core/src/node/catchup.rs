@@ -395,7 +395,7 @@ impl Context {
                 });
                 catchup.step = CatchupStep::Stream(Box::new(Stream {
                     after: Some(genesis.order_key()),
-                    held: Held::new(replica, env.me),
+                    held: Held::new(replica, env),
                 }));
                 catchup.send_step(context, env, out, from, now);
             }

@@ -35,6 +35,7 @@ use crate::time::Time;
 use crate::tx::{Tx, TxKind};
 use crate::wire::RequestId;
 
+use super::Env;
 use super::Phase;
 use super::catchup::Catchup;
 use super::out::Out;
@@ -85,9 +86,10 @@ pub(super) struct Announcements {
 }
 
 impl Held {
-    /// A copy of `me`'s.
-    pub(super) fn new(mut replica: Replica, me: MemberId) -> Held {
-        replica.set_local(me);
+    /// A copy of this node's, taking checkpoints on its schedule.
+    pub(super) fn new(mut replica: Replica, env: &Env) -> Held {
+        replica.set_checkpoint_interval(env.config.checkpoint_interval_min);
+        replica.set_local(env.me);
         Held {
             replica,
             pending: Pending::default(),

@@ -65,6 +65,7 @@ use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::checkpoint::CHECKPOINT_INTERVAL_MIN;
 use crate::ids::{ContextId, Hash, Key, MemberId, TxId};
 use crate::limits::{CONTEXTS_MAX, SYNC_BATCH_BYTES_MAX, SYNC_BATCH_TXS_MAX};
 use crate::membership::MemberStatus;
@@ -101,6 +102,11 @@ pub struct Config {
     /// timer firings, redundant and abandoned requests), drawn from its
     /// seeded generator. Never on in a real node.
     pub stress: bool,
+    /// The smallest distance, in heights, between two checkpoint cuts
+    /// (`crate::checkpoint`). Every member of a context must use the same:
+    /// a checkpoint names its schedule, and members vouch only for the
+    /// cuts they took themselves.
+    pub checkpoint_interval_min: u64,
 }
 
 impl Default for Config {
@@ -111,6 +117,7 @@ impl Default for Config {
             sync_batch_txs_max: SYNC_BATCH_TXS_MAX,
             sync_batch_bytes_max: SYNC_BATCH_BYTES_MAX,
             stress: false,
+            checkpoint_interval_min: CHECKPOINT_INTERVAL_MIN,
         }
     }
 }
@@ -447,7 +454,7 @@ impl Node {
             app: blob.to_vec(),
         });
         let tick = self.env.tick_after(now);
-        let c = Context::new(id, tick, State::Member(Held::new(replica, self.env.me)));
+        let c = Context::new(id, tick, State::Member(Held::new(replica, &self.env)));
         let previous = self.contexts.insert(id, c);
         assert!(previous.is_none(), "a fresh context id");
         self.out.event(Event::Created { context: id });

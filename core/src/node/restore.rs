@@ -103,7 +103,7 @@ impl Node {
     fn restored(&self, id: ContextId, replica: Replica, via: Option<MemberId>) -> Context {
         let me = self.env.me;
         let status = replica.status(&me);
-        let held = Held::new(replica, me);
+        let held = Held::new(replica, &self.env);
         let state = match status {
             Some(MemberStatus::Member) => State::Member(held),
             Some(MemberStatus::Left) => {
