@@ -60,7 +60,12 @@ fn restart_native(records: &[Vec<u8>], workload: Workload) -> Replica {
             Record::Tx { tx, .. } => {
                 txs.push(Tx::from_signed_unverified(tx).expect("persisted transactions are valid"))
             }
-            Record::Joining { .. } | Record::Deleted { .. } => {}
+            // Every transaction record is kept here: the checkpoints add nothing.
+            Record::Joining { .. }
+            | Record::Deleted { .. }
+            | Record::CheckpointStart { .. }
+            | Record::CheckpointEntries { .. }
+            | Record::CheckpointEnd { .. } => {}
         }
     }
     let (genesis, app) = opened.expect("the context was opened");

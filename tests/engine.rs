@@ -6,7 +6,7 @@ mod support;
 
 use ctx_core::tx::{Signature, SignedTx, TX_FORMAT_VERSION, TxBody, TxKind};
 use ctx_core::wire::{Body, Envelope};
-use ctx_core::{CallError, Event, Key, MessageError, Outcome, Phase, Rejection};
+use ctx_core::{CallError, Event, Key, MessageError, Node, Outcome, Phase, Record, Rejection};
 use ed25519_dalek::{Signer, SigningKey};
 use support::{BANK, KV, Net, args};
 
@@ -219,10 +219,7 @@ fn a_leaving_member_deletes_its_copy_once_acknowledged() {
     assert_eq!(net.nodes[1].phase(&c), Some(Phase::Leaving));
     net.advance(5_000);
     assert_eq!(net.nodes[1].phase(&c), None, "bob deleted its copy");
-    assert!(matches!(
-        net.disks[1].last(),
-        Some(ctx_core::Record::Deleted { .. })
-    ));
+    assert!(matches!(net.disks[1].last(), Some(Record::Deleted { .. })));
     net.assert_converged(&c, &[0, 2]);
     // Nothing bob accepted was lost with its copy.
     assert_eq!(net.nodes[2].get(&c, &key("from-bob")), Some(&b"1"[..]));
@@ -480,4 +477,95 @@ fn stress_hooks_take_rare_paths_and_still_converge() {
     net.advance(20_000);
     assert!(tiny_batches > 0, "some catchup batches were tiny");
     net.assert_converged(&c, &[0, 1, 2]);
+}
+
+#[test]
+fn a_crash_at_any_record_of_a_checkpoint_loses_nothing() {
+    // A driver that drops what a whole checkpoint supersedes (as ctx-node's
+    // store and the simulated disk do) and crashes after any record: the
+    // node it restores equals one rebuilt from every transaction written
+    // until then, and restarts on a checkpoint once one is whole.
+    let config = ctx_core::Config {
+        checkpoint_interval_min: 16,
+        ..ctx_core::Config::default()
+    };
+    let mut net = Net::with_config(1, config.clone());
+    let c = net.nodes[0].create_context(net.now, KV.as_bytes()).unwrap();
+    for n in 0..120u32 {
+        net.nodes[0]
+            .call(
+                net.now,
+                c,
+                "set",
+                args(&[&(n % 7).to_le_bytes(), &n.to_le_bytes()]),
+            )
+            .unwrap();
+    }
+    net.collect();
+    let written = net.disks[0].clone();
+    assert!(
+        written
+            .iter()
+            .filter(|r| matches!(r, Record::CheckpointEnd { .. }))
+            .count()
+            >= 3,
+        "the history crosses several cuts"
+    );
+    let restore = |records: Vec<Record>| {
+        Node::restore(
+            config.clone(),
+            support::secret(0),
+            [1; 32],
+            std::sync::Arc::new(ctx_core::Ed25519Verifier),
+            records,
+        )
+        .expect("restores")
+    };
+    let mut disk: Vec<Record> = Vec::new();
+    let mut on_checkpoint = false;
+    for record in written {
+        if let Record::CheckpointEnd { context, height } = &record {
+            disk.retain(|r| !r.superseded_by(*context, *height));
+            on_checkpoint = true;
+        }
+        disk.push(record);
+        let node = restore(disk.clone());
+        let Some(replica) = node.replica(&c) else {
+            continue;
+        };
+        let stands_on = replica.base_height();
+        assert_eq!(
+            stands_on.is_some(),
+            on_checkpoint,
+            "restarts on its latest whole checkpoint"
+        );
+        let oracle_records: Vec<Record> = disk_without_checkpoints(&net.disks[0], &disk);
+        let oracle = restore(oracle_records);
+        let oracle = oracle.replica(&c).unwrap();
+        assert_eq!(replica.applied(), oracle.applied());
+        assert_eq!(replica.state_root(), oracle.state_root());
+        assert_eq!(replica.heads(), oracle.heads());
+    }
+}
+
+/// Every record written up to the last one on `disk` (the whole log, not
+/// compacted), without checkpoints: what rebuilds from the whole history.
+fn disk_without_checkpoints(written: &[Record], disk: &[Record]) -> Vec<Record> {
+    let last = disk.last().expect("a record");
+    let end = written
+        .iter()
+        .position(|r| r == last)
+        .expect("the disk holds written records");
+    written[..=end]
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r,
+                Record::CheckpointStart { .. }
+                    | Record::CheckpointEntries { .. }
+                    | Record::CheckpointEnd { .. }
+            )
+        })
+        .cloned()
+        .collect()
 }

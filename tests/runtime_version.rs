@@ -106,6 +106,7 @@ fn forged_catchup_answer(
             request,
             genesis: genesis(context),
             members: vec![net.ids[0]],
+            offer: None,
         },
     );
     assert_eq!(net.nodes[1].phase(&context), Some(Phase::Joining));

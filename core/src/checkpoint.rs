@@ -109,14 +109,30 @@ pub fn next_cut(height: u64, entries: u64, interval_min: u64) -> u64 {
     height.saturating_add(interval_min.max(entries / 4))
 }
 
-/// A checkpoint: its header and its entries in key order.
+/// A checkpoint: its header, its entries in key order, and the header's
+/// digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     pub header: CheckpointHeader,
     pub entries: Vec<(Key, Vec<u8>)>,
+    pub digest: Hash,
 }
 
 impl Checkpoint {
+    pub fn new(header: CheckpointHeader, entries: Vec<(Key, Vec<u8>)>) -> Checkpoint {
+        debug_assert!(
+            entries.windows(2).all(|pair| pair[0].0 < pair[1].0),
+            "entries are sorted by key, without duplicates"
+        );
+        debug_assert_eq!(entries.len() as u64, header.entries);
+        let digest = header.digest();
+        Checkpoint {
+            header,
+            entries,
+            digest,
+        }
+    }
+
     /// The entries after `after` (from the first when `None`), about
     /// `bytes_max` bytes of them and at least one, and whether more follow.
     pub fn chunk(&self, after: Option<Key>, bytes_max: usize) -> (Vec<(Key, Vec<u8>)>, bool) {
@@ -260,10 +276,7 @@ impl Assembly {
         if self.hasher.0.finish() != self.header.entries_hash {
             return Err(CheckpointError::EntriesHash);
         }
-        let checkpoint = Checkpoint {
-            header: self.header,
-            entries: self.entries,
-        };
+        let checkpoint = Checkpoint::new(self.header, self.entries);
         if checkpoint.state().root() != checkpoint.header.root {
             return Err(CheckpointError::Root);
         }
@@ -288,8 +301,8 @@ mod tests {
             hasher.add(key, value);
             state.write(*key, Some(value.clone()));
         }
-        Checkpoint {
-            header: CheckpointHeader {
+        Checkpoint::new(
+            CheckpointHeader {
                 context: ContextId([1; 32]),
                 height: 1024,
                 applied: 2000,
@@ -302,7 +315,7 @@ mod tests {
                 heads: Vec::new(),
             },
             entries,
-        }
+        )
     }
 
     #[test]

@@ -56,3 +56,6 @@ pub const PENDING_TXS_MAX: usize = 200_000;
 
 /// Contexts one node may host.
 pub const CONTEXTS_MAX: usize = 4096;
+
+/// Vouches (other members' signed announcements) a checkpoint offer carries.
+pub const CHECKPOINT_VOUCHES_MAX: usize = 3;

@@ -18,7 +18,7 @@ use hashbrown::HashMap;
 use crate::ids::TxId;
 use crate::limits::PENDING_TXS_MAX;
 use crate::state::{FixedHasher, fixed_hasher};
-use crate::tx::Tx;
+use crate::tx::{Parent, Tx};
 
 struct Waiting {
     tx: Tx,
@@ -61,17 +61,18 @@ impl Pending {
 
     /// Holds `tx` until its parents that `is_accepted` denies are accepted.
     /// Returns false (and holds nothing) when the set is full.
-    pub fn hold(&mut self, tx: Tx, is_accepted: impl Fn(&TxId) -> bool) -> bool {
+    pub fn hold(&mut self, tx: Tx, is_accepted: impl Fn(&Parent) -> bool) -> bool {
         let id = tx.id();
         debug_assert!(!self.waiting.contains_key(&id));
         if self.waiting.len() >= PENDING_TXS_MAX {
             return false;
         }
         let mut missing = 0;
-        for parent in tx.parent_ids() {
+        for parent in tx.parents() {
             if is_accepted(parent) {
                 continue;
             }
+            let parent = &parent.id;
             missing += 1;
             self.children.entry(*parent).or_default().push(id);
             if !self.waiting.contains_key(parent) {
@@ -233,7 +234,7 @@ mod tests {
 
         fn hold(&mut self, tx: &Tx) -> bool {
             let accepted = &self.accepted;
-            self.pending.hold(tx.clone(), |id| accepted.contains(id))
+            self.pending.hold(tx.clone(), |p| accepted.contains(&p.id))
         }
 
         /// Accepts `tx` (whose parents must be accepted) and returns what

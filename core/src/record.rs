@@ -13,14 +13,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ContextId, MemberId, TxId};
+use crate::checkpoint::{CHECKPOINT_CHUNK_BYTES, Checkpoint, CheckpointHeader};
+use crate::ids::{ContextId, Key, MemberId, TxId};
 use crate::tx::SignedTx;
 use crate::wire::{WireError, decode_versioned};
 
 /// The format version of stored records. Version 2 held transactions of
 /// format 2 (`crate::tx::TX_FORMAT_VERSION`); version 3 keeps a tombstone
-/// in `Deleted`; version 4 holds transactions of format 3.
-pub const RECORD_VERSION: u8 = 4;
+/// in `Deleted`; version 4 holds transactions of format 3; version 5 adds
+/// checkpoints.
+pub const RECORD_VERSION: u8 = 5;
 
 /// The largest record: the app blob plus room for the genesis.
 pub const RECORD_BYTES_MAX: usize = crate::limits::APP_BYTES_MAX + 64 * 1024;
@@ -48,6 +50,25 @@ pub enum Record {
         context: ContextId,
         last_own: Option<TxId>,
     },
+    /// The start of a checkpoint of `context` (`crate::checkpoint`): its
+    /// header. Its entries follow, then its end.
+    CheckpointStart {
+        context: ContextId,
+        header: Box<CheckpointHeader>,
+    },
+    /// Entries of the checkpoint at `height`, in key order, after those of
+    /// the records before.
+    CheckpointEntries {
+        context: ContextId,
+        height: u64,
+        entries: Vec<(Key, Vec<u8>)>,
+    },
+    /// The checkpoint at `height` is whole. From here on, every `Tx` record
+    /// of the context of a height below `height`, and every earlier
+    /// checkpoint's records, are superseded: a driver may drop them. A
+    /// checkpoint without its end is ignored at restore (a crash while it
+    /// was written), and nothing it would supersede was dropped.
+    CheckpointEnd { context: ContextId, height: u64 },
 }
 
 impl Record {
@@ -56,7 +77,51 @@ impl Record {
             Record::Joining { context, .. }
             | Record::Opened { context, .. }
             | Record::Tx { context, .. }
-            | Record::Deleted { context, .. } => *context,
+            | Record::Deleted { context, .. }
+            | Record::CheckpointStart { context, .. }
+            | Record::CheckpointEntries { context, .. }
+            | Record::CheckpointEnd { context, .. } => *context,
+        }
+    }
+
+    /// The records that store `checkpoint`: its start, its entries in
+    /// chunks of about `CHECKPOINT_CHUNK_BYTES`, and its end.
+    pub fn checkpoint(checkpoint: &Checkpoint) -> Vec<Record> {
+        let header = &checkpoint.header;
+        let (context, height) = (header.context, header.height);
+        let mut records = vec![Record::CheckpointStart {
+            context,
+            header: Box::new(header.clone()),
+        }];
+        let mut after = None;
+        while !checkpoint.entries.is_empty() {
+            let (entries, more) = checkpoint.chunk(after, CHECKPOINT_CHUNK_BYTES);
+            after = entries.last().map(|(key, _)| *key);
+            records.push(Record::CheckpointEntries {
+                context,
+                height,
+                entries,
+            });
+            if !more {
+                break;
+            }
+        }
+        records.push(Record::CheckpointEnd { context, height });
+        records
+    }
+
+    /// Whether a driver may drop this record once the checkpoint of
+    /// `context` at `height` is whole (`Record::CheckpointEnd`).
+    pub fn superseded_by(&self, context: ContextId, height: u64) -> bool {
+        if self.context() != context {
+            return false;
+        }
+        match self {
+            Record::Tx { tx, .. } => tx.body.height < height,
+            Record::CheckpointStart { header, .. } => header.height < height,
+            Record::CheckpointEntries { height: h, .. }
+            | Record::CheckpointEnd { height: h, .. } => *h < height,
+            Record::Joining { .. } | Record::Opened { .. } | Record::Deleted { .. } => false,
         }
     }
 

@@ -95,7 +95,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ContextId, MemberId, TxId};
+use crate::ids::{ContextId, Hash, MemberId, TxId};
 use crate::tx::{OrderKey, Signature, Tx, TxKind};
 use crate::verify::SignatureCheck;
 
@@ -323,12 +323,24 @@ impl Stability {
 
 /// What a member announces of itself: the last transaction it made, and
 /// the highest it holds. A promise that it makes nothing at or below
-/// `top`'s height any more. Signed by `author` over [`Announcement::digest`].
+/// `top`'s height any more. It also vouches for the latest checkpoint it
+/// took (`crate::checkpoint`), so that a joiner can check a checkpoint one
+/// member serves against what others took. Signed by `author` over
+/// [`Announcement::digest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
     pub author: MemberId,
     pub last_own: TxId,
     pub top: TxId,
+    pub checkpoint: Option<Vouch>,
+}
+
+/// A member's word that its checkpoint at `height` has this digest
+/// (`CheckpointHeader::digest`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vouch {
+    pub height: u64,
+    pub digest: Hash,
 }
 
 /// An announcement and its author's signature.

@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::ids::{ContextId, MemberId, TxId};
+use crate::checkpoint::CheckpointHeader;
+use crate::ids::{ContextId, Key, MemberId, TxId};
 use crate::limits::MESSAGE_BYTES_MAX;
 use crate::stability::SignedAnnouncement;
 use crate::tx::{OrderKey, SignedTx};
@@ -17,8 +18,10 @@ use crate::tx::{OrderKey, SignedTx};
 /// The wire format version this build speaks. Version 2 carried
 /// transactions of format 2 (`crate::tx::TX_FORMAT_VERSION`); version 3
 /// added stability announcements to heads; version 4 carries transactions
-/// of format 3 (parents with their heights).
-pub const WIRE_VERSION: u8 = 4;
+/// of format 3 (parents with their heights); version 5 adds checkpoints:
+/// vouches in announcements, an offer with the catchup's acceptance, and
+/// the checkpoint's entries in chunks.
+pub const WIRE_VERSION: u8 = 5;
 
 /// Identifies a request so its response can be matched to it.
 pub type RequestId = u64;
@@ -69,11 +72,28 @@ pub enum Body {
     /// An invited node asks to catch up.
     CatchupRequest { request: RequestId },
     /// The responder will serve the catchup: the genesis (which names the
-    /// application blob) and the members it knows, to retry with.
+    /// application blob), the members it knows, to retry with, and the
+    /// checkpoint it offers to start from (else the stream starts at the
+    /// genesis).
     CatchupAccepted {
         request: RequestId,
         genesis: SignedTx,
         members: Vec<MemberId>,
+        offer: Option<Box<CheckpointOffer>>,
+    },
+    /// Send the entries of the checkpoint at `height` after `after` (from
+    /// the first when `None`).
+    CheckpointRequest {
+        request: RequestId,
+        height: u64,
+        after: Option<Key>,
+    },
+    /// Entries of a checkpoint, in key order; `more` says others follow.
+    CheckpointChunk {
+        request: RequestId,
+        height: u64,
+        entries: Vec<(Key, Vec<u8>)>,
+        more: bool,
     },
     /// The responder will not serve it.
     CatchupRefused {
@@ -106,6 +126,8 @@ impl Body {
             Body::CatchupRefused { .. } => "catchup-refused",
             Body::AppRequest { .. } => "app-request",
             Body::AppChunk { .. } => "app-chunk",
+            Body::CheckpointRequest { .. } => "checkpoint-request",
+            Body::CheckpointChunk { .. } => "checkpoint-chunk",
             Body::LeaveAck { .. } => "leave-ack",
         }
     }
@@ -120,6 +142,16 @@ pub enum RefuseReason {
     NotAMember,
     #[error("the requester is not invited")]
     NotInvited,
+    #[error("the responder no longer holds what was asked (a newer checkpoint replaced it)")]
+    Superseded,
+}
+
+/// A checkpoint a responder offers a joiner: its header, and the
+/// announcements of other members that vouch for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointOffer {
+    pub header: CheckpointHeader,
+    pub vouches: Vec<SignedAnnouncement>,
 }
 
 /// Why bytes were refused as a message.
@@ -206,7 +238,7 @@ mod tests {
         )
         .encode();
         assert_eq!(Envelope::decode(&[]), Err(WireError::Empty));
-        for version in [1, 2, 3, WIRE_VERSION + 1] {
+        for version in [1, 2, 3, 4, WIRE_VERSION + 1] {
             let mut other_version = good.clone();
             other_version[0] = version;
             assert_eq!(

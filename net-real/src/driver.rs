@@ -443,6 +443,37 @@ impl Driver {
                 "a member broke its stability promise: a transaction below the stable frontier"
             ),
             Event::Announced { .. } => {}
+            Event::CheckpointLoaded {
+                context,
+                from,
+                height,
+                applied,
+                vouched_by,
+            } => info!(
+                context = %context,
+                from = %from,
+                height,
+                applied,
+                vouched_by = vouched_by.len(),
+                "joined from a checkpoint"
+            ),
+            Event::CheckpointRefused {
+                context,
+                from,
+                reason,
+            } => {
+                warn!(context = %context.short(), from = %from.short(), %reason, "refused a checkpoint")
+            }
+            Event::CheckpointMismatch {
+                context,
+                member,
+                height,
+            } => tracing::error!(
+                context = %context,
+                member = %member,
+                height,
+                "another member's checkpoint at this cut differs from ours: the copies diverged"
+            ),
             Event::Dropped {
                 context,
                 tx,

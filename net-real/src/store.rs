@@ -5,8 +5,10 @@
 //!
 //! - table `records`, key `(context id, sequence)`, value `Record::encode()`:
 //!   every record the engine emitted, in emission order within a context.
-//!   A `Deleted` record is not stored: it removes every earlier record of its
-//!   context in the same write transaction (the compaction `record` allows).
+//!   A `Deleted` record removes every earlier record of its context in the
+//!   same write transaction, and a `CheckpointEnd` every record the whole
+//!   checkpoint supersedes (the compactions `record` allows), so a context's
+//!   records follow its state and its unstable tail, not its history.
 //!   Order across contexts does not matter to `Node::restore`, which groups
 //!   records by context.
 //! - table `meta`: `schema`, the layout's version (`SCHEMA_VERSION`; a
@@ -37,8 +39,10 @@ const SCHEMA: &str = "schema";
 /// Version 2: records of `ctx_core::record::RECORD_VERSION` 2. Version 3:
 /// records of version 3, and a context's `Deleted` record is kept (its
 /// tombstone) while the records it supersedes are dropped. Version 4:
-/// records of version 4.
-pub const SCHEMA_VERSION: u64 = 4;
+/// records of version 4. Version 5: records of version 5, with
+/// checkpoints; a checkpoint's end drops the records it supersedes
+/// (`Record::superseded_by`) in the same write transaction.
+pub const SCHEMA_VERSION: u64 = 5;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -148,11 +152,32 @@ impl Store {
             let mut table = write.open_table(RECORDS).map_err(db_error)?;
             for record in records {
                 let context = record.context().0;
-                if let Record::Deleted { .. } = record {
-                    // Drop what it supersedes; keep it (its tombstone).
-                    table
-                        .retain_in((context, 0)..=(context, u64::MAX), |_, _| false)
-                        .map_err(db_error)?;
+                match record {
+                    Record::Deleted { .. } => {
+                        // Drop what it supersedes; keep it (its tombstone).
+                        table
+                            .retain_in((context, 0)..=(context, u64::MAX), |_, _| false)
+                            .map_err(db_error)?;
+                    }
+                    Record::CheckpointEnd {
+                        context: id,
+                        height,
+                    } => {
+                        // The checkpoint is whole (its start and entries
+                        // are stored before it, in this write or an earlier
+                        // one): drop what it supersedes, in the same write
+                        // transaction. A record that does not decode is
+                        // kept, for restore to report.
+                        table
+                            .retain_in((context, 0)..=(context, u64::MAX), |_, bytes| {
+                                match Record::decode(bytes) {
+                                    Ok(stored) => !stored.superseded_by(*id, *height),
+                                    Err(_) => true,
+                                }
+                            })
+                            .map_err(db_error)?;
+                    }
+                    _ => {}
                 }
                 let bytes = record.encode();
                 table
@@ -179,6 +204,32 @@ impl Store {
 mod tests {
     use super::*;
     use ctx_core::ContextId;
+
+    /// The records of a checkpoint of `context` at `height`, with one entry.
+    fn checkpoint_records(context: ContextId, height: u64) -> Vec<Record> {
+        use ctx_core::checkpoint::{Checkpoint, CheckpointHeader, EntriesHasher};
+        use ctx_core::state::State;
+        let entries = vec![(ctx_core::Key([height as u8; 32]), vec![1, 2, 3])];
+        let mut hasher = EntriesHasher::default();
+        let mut state = State::default();
+        for (key, value) in &entries {
+            hasher.add(key, value);
+            state.write(*key, Some(value.clone()));
+        }
+        let header = CheckpointHeader {
+            context,
+            height,
+            applied: height,
+            interval_min: 8,
+            root: state.root(),
+            entries: 1,
+            entries_hash: hasher.finish(),
+            membership: Vec::new(),
+            stability: Vec::new(),
+            heads: Vec::new(),
+        };
+        Record::checkpoint(&Checkpoint::new(header, entries))
+    }
 
     #[test]
     fn records_survive_reopen_and_deleted_compacts() {
@@ -208,7 +259,7 @@ mod tests {
             };
             store.commit(&[deleted], &[]).expect("commit");
         }
-        let (store, loaded) = Store::open(&path).expect("reopen");
+        let (mut store, loaded) = Store::open(&path).expect("reopen");
         let kept = vec![
             Record::Deleted {
                 context: a,
@@ -218,6 +269,23 @@ mod tests {
         ];
         assert_eq!(loaded.records, kept);
         assert_eq!(loaded.peers, vec![(via, addr)]);
+
+        // A whole checkpoint drops the earlier one; a newer one that is not
+        // whole yet (no end) drops nothing.
+        let first = checkpoint_records(b, 8);
+        let second = checkpoint_records(b, 16);
+        store.commit(&first, &[]).expect("commit");
+        store.commit(&second, &[]).expect("commit");
+        let third = checkpoint_records(b, 24);
+        store
+            .commit(&third[..third.len() - 1], &[])
+            .expect("commit");
+        drop(store);
+        let (store, loaded) = Store::open(&path).expect("reopen");
+        let mut expected = kept.clone();
+        expected.extend(second);
+        expected.extend(third[..third.len() - 1].iter().cloned());
+        assert_eq!(loaded.records, expected);
 
         // A database of another layout is refused, and says which.
         let write = store.db.begin_write().expect("write");

@@ -252,6 +252,9 @@ fn percent(hundredths: u64) -> f64 {
 /// clean network conditions, every crashed node restarted (but perhaps one),
 /// and [`QUIET_MS`] later a `converged` check of each context. A pure
 /// function of its arguments.
+/// The smallest checkpoint interval of a generated scenario (heights).
+const CHECKPOINT_INTERVAL_FUZZ_MIN: u64 = 4;
+
 pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (Scenario, Swarm) {
     let swarm = Swarm::draw(choices);
     let nodes_max = options.nodes_max.clamp(2, NODES_MAX);
@@ -293,6 +296,10 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
         nodes,
         settle_ms,
         stress: false,
+        // Cuts a few heights apart, so that generated runs take checkpoints,
+        // join from them and restart on them; from the seed, not from the
+        // choices, so that no other draw moves.
+        checkpoint_interval: Some(CHECKPOINT_INTERVAL_FUZZ_MIN + seed % 13),
         network: initial,
         steps,
         path: PathBuf::from(format!("fuzz-{seed}.toml")),
@@ -338,6 +345,7 @@ pub fn mutate(base: &Scenario, seed: u64, choices: &mut dyn Choices) -> Scenario
         nodes: base.nodes.clone(),
         settle_ms: settle_ms.max(base.settle_ms),
         stress: base.stress,
+        checkpoint_interval: base.checkpoint_interval,
         network: base.network.clone(),
         steps,
         path,

@@ -206,6 +206,9 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput
     };
     let mut config = options.config.clone();
     config.stress |= scenario.stress;
+    if let Some(interval) = scenario.checkpoint_interval {
+        config.checkpoint_interval_min = interval;
+    }
     let recorder = Recorder::new(&scenario.name, seed, &scenario.nodes, &config, trace_file);
     let conditions = Conditions {
         latency_ms: scenario.network.latency_ms,
@@ -634,19 +637,30 @@ impl Runner<'_> {
             }
         }
         for (at, event) in self.world.take_events() {
-            if let Event::BelowStable {
-                tx,
-                height,
-                frontier,
-                ..
-            } = event
-                && self.stable_violation.is_none()
-            {
-                let detail = format!(
+            let detail = match event {
+                Event::BelowStable {
+                    tx,
+                    height,
+                    frontier,
+                    ..
+                } => format!(
                     "{} was sent transaction {} of height {height}, below its stable frontier {frontier}: it would land in the stable prefix",
                     self.world.names[at],
                     tx.short()
-                );
+                ),
+                Event::CheckpointMismatch { member, height, .. } => format!(
+                    "{}'s checkpoint at height {height} differs from the one {} vouched for",
+                    self.world.names[at],
+                    self.name_of_member(&member)
+                ),
+                Event::CheckpointRefused { from, reason, .. } => format!(
+                    "{} refused the checkpoint {} served: {reason}",
+                    self.world.names[at],
+                    self.name_of_member(&from)
+                ),
+                _ => continue,
+            };
+            if self.stable_violation.is_none() {
                 self.stable_violation = Some((self.world.now().as_ms(), detail));
             }
         }
@@ -677,7 +691,7 @@ impl Runner<'_> {
             let made = self.made.get(&context);
             let lacked = made.and_then(|made| {
                 made.range((from, Bound::Unbounded))
-                    .find(|(key, _)| !replica.contains(&key.id))
+                    .find(|(key, _)| !replica.covers(key))
             });
             if let Some((key, maker)) = lacked
                 && key.height < frontier
@@ -700,17 +714,25 @@ impl Runner<'_> {
             };
             self.lowest_lacked
                 .insert((node, context), (incarnation, replica.accepted(), stop));
-            let stable_len = replica.stable_len();
+            // Positions count from the genesis; a copy standing on a
+            // checkpoint holds none below its cut (its checkpoint's digest
+            // is what members compare there: `Event::CheckpointMismatch`).
+            let base = replica.base_len();
+            let stable_len = base + replica.stable_len();
             let checked = match self.stable_checked.get(&(node, context)) {
                 Some((seen, checked)) if *seen == incarnation && *checked <= stable_len => *checked,
                 _ => 0,
             };
+            let checked = checked.max(base);
             let longest = self.stable_orders.entry(context).or_default();
             for (position, id) in
-                (checked..stable_len).zip(replica.order_range(checked..stable_len))
+                (checked..stable_len).zip(replica.order_range(checked - base..stable_len - base))
             {
                 match longest.get(position) {
-                    None => longest.push(id),
+                    None if position == longest.len() => longest.push(id),
+                    // Beyond what any full copy showed so far: nothing to
+                    // compare with yet.
+                    None => break,
                     Some(other) if *other == id => {}
                     Some(other) => {
                         if self.stable_violation.is_none() {
@@ -853,6 +875,25 @@ impl Runner<'_> {
                         false,
                         format!("{node} applied {applied}, expected at least {at_least}"),
                     )
+                }
+            }
+            Check::OnCheckpoint { node, .. } => {
+                let status = self
+                    .world
+                    .engine(self.node(node))
+                    .and_then(|e| e.status(&context));
+                match status {
+                    None => result(false, format!("{node} holds no copy of the context")),
+                    Some(status) => match status.stands_on {
+                        Some(_) => result(true, String::new()),
+                        None => result(
+                            false,
+                            format!(
+                                "{node} holds the whole history ({} transactions), on no checkpoint",
+                                status.applied
+                            ),
+                        ),
+                    },
                 }
             }
             Check::HeldBack { node, by, .. } => {
@@ -1013,7 +1054,11 @@ impl Runner<'_> {
                     .engine(member)
                     .and_then(|e| e.replica(context))
                     .expect("a member");
-                if let Some(missing) = replica.order().find(|id| !theirs.contains(id)) {
+                if let Some(missing) = replica
+                    .order_keys()
+                    .find(|key| !theirs.covers(key))
+                    .map(|key| key.id)
+                {
                     return Err(format!(
                         "{} lacks transaction {} that {} accepted",
                         self.world.names[member],
@@ -1086,6 +1131,7 @@ fn check_label(check: &Check) -> String {
         Check::NotMember { context, node } => format!("not_member({context}, {node})"),
         Check::Applied { context, node, .. } => format!("applied({context}, {node})"),
         Check::HeldBack { context, node, by } => format!("held_back({context}, {node}, {by})"),
+        Check::OnCheckpoint { context, node } => format!("on_checkpoint({context}, {node})"),
         other => format!("{}({})", other.name(), other.context()),
     }
 }

@@ -49,13 +49,14 @@ pub const OPS: [&str; 12] = [
     "expect",
 ];
 /// The checks an `expect` step may name.
-pub const CHECKS: [&str; 6] = [
+pub const CHECKS: [&str; 7] = [
     "converged",
     "value",
     "members",
     "not_member",
     "applied",
     "held_back",
+    "on_checkpoint",
 ];
 /// Quiet time after the last step when the file gives no `settle`.
 pub const SETTLE_MS_DEFAULT: u64 = 10_000;
@@ -91,6 +92,11 @@ pub struct Scenario {
     /// batches, early timers, redundant requests). The fuzzer sets it so a
     /// saved failure replays the same way. Optional, default false.
     pub stress: bool,
+    /// The smallest distance, in heights, between two checkpoint cuts
+    /// (`checkpoint_interval`, for every node): small values make short
+    /// runs take checkpoints and join from them. Optional, default the
+    /// engine's (`ctx_core::checkpoint::CHECKPOINT_INTERVAL_MIN`).
+    pub checkpoint_interval: Option<u64>,
     /// Network conditions at the start of the run.
     pub network: Network,
     /// Sorted by `at_ms`; steps with the same time keep file order.
@@ -337,6 +343,13 @@ pub enum Check {
         node: String,
         by: String,
     },
+    /// `node`'s copy stands on a checkpoint (it joined or restarted from
+    /// one) and holds none of the history below its cut (an extension of
+    /// SCENARIOS.md).
+    OnCheckpoint {
+        context: String,
+        node: String,
+    },
 }
 
 impl Check {
@@ -349,6 +362,7 @@ impl Check {
             Check::NotMember { .. } => "not_member",
             Check::Applied { .. } => "applied",
             Check::HeldBack { .. } => "held_back",
+            Check::OnCheckpoint { .. } => "on_checkpoint",
         }
     }
 
@@ -360,7 +374,8 @@ impl Check {
             | Check::Members { context, .. }
             | Check::NotMember { context, .. }
             | Check::Applied { context, .. }
-            | Check::HeldBack { context, .. } => context,
+            | Check::HeldBack { context, .. }
+            | Check::OnCheckpoint { context, .. } => context,
         }
     }
 }
@@ -517,6 +532,9 @@ impl Scenario {
         push_field(&mut out, "settle", &quote(&format_duration(self.settle_ms)));
         if self.stress {
             push_field(&mut out, "stress", "true");
+        }
+        if let Some(interval) = self.checkpoint_interval {
+            push_field(&mut out, "checkpoint_interval", &interval.to_string());
         }
         out.push_str("\n[network]\n");
         push_field(
@@ -933,13 +951,14 @@ const OP_SHAPES: [Shape; 12] = [
     shape("expect", &["check"], &[]),
 ];
 
-const CHECK_SHAPES: [Shape; 6] = [
+const CHECK_SHAPES: [Shape; 7] = [
     shape("converged", &["context"], &[]),
     shape("value", &["context", "key", "equals"], &["nodes"]),
     shape("members", &["context", "equals"], &[]),
     shape("not_member", &["context", "node"], &[]),
     shape("applied", &["context", "node", "at_least"], &[]),
     shape("held_back", &["context", "node", "by"], &[]),
+    shape("on_checkpoint", &["context", "node"], &[]),
 ];
 
 const fn shape(
@@ -954,13 +973,14 @@ const fn shape(
     }
 }
 
-const TOP_FIELDS: [&str; 8] = [
+const TOP_FIELDS: [&str; 9] = [
     "name",
     "description",
     "seed",
     "nodes",
     "settle",
     "stress",
+    "checkpoint_interval",
     "network",
     "step",
 ];
@@ -1086,6 +1106,16 @@ impl Reader<'_> {
             .duration("settle")?
             .map_or(SETTLE_MS_DEFAULT, |(ms, _)| ms);
         let stress = top.boolean("stress")?.unwrap_or(false);
+        let checkpoint_interval = match top.u64("checkpoint_interval")? {
+            Some((0, line)) => {
+                return Err(bad(
+                    line,
+                    "checkpoint_interval must be at least 1 (heights between two checkpoints)"
+                        .to_string(),
+                ));
+            }
+            other => other.map(|(interval, _)| interval),
+        };
         let network = match top.get("network") {
             None => Network::default(),
             Some(value) => read_network_table(value)?,
@@ -1104,6 +1134,7 @@ impl Reader<'_> {
             nodes: self.nodes.clone(),
             settle_ms,
             stress,
+            checkpoint_interval,
             network,
             steps: steps.into_iter().map(|read| read.step).collect(),
             path: self.path.to_path_buf(),
@@ -1366,6 +1397,10 @@ impl Reader<'_> {
                 context: context_name,
                 node: self.node(fields, "node")?,
                 by: self.node(fields, "by")?,
+            },
+            "on_checkpoint" => Check::OnCheckpoint {
+                context: context_name,
+                node: self.node(fields, "node")?,
             },
             other => {
                 // CHECK_SHAPES and this match list the same checks.
@@ -1865,6 +1900,7 @@ fn write_check(out: &mut String, check: &Check) {
             push_field(out, "node", &quote(node));
             push_field(out, "by", &quote(by));
         }
+        Check::OnCheckpoint { node, .. } => push_field(out, "node", &quote(node)),
     }
 }
 
@@ -1994,6 +2030,7 @@ mod tests {
             nodes: names(&["alice", "bob", "carol"]),
             settle_ms: 10_000,
             stress: false,
+            checkpoint_interval: None,
             network: Network {
                 latency_ms: (1, 20),
                 drop: 0.0,
@@ -2246,6 +2283,14 @@ mod tests {
                 }),
             ),
             step(
+                20_000,
+                168,
+                expect(Check::OnCheckpoint {
+                    context: c1(),
+                    node: s("bob"),
+                }),
+            ),
+            step(
                 120_000,
                 15,
                 expect(Check::Applied {
@@ -2262,6 +2307,7 @@ mod tests {
             nodes: names(&["alice", "bob", "carol"]),
             settle_ms: 1500,
             stress: false,
+            checkpoint_interval: None,
             network: Network {
                 latency_ms: (2, 30),
                 drop: 0.01,
@@ -2847,7 +2893,7 @@ op = "heal"
             |rest: &str| with_c1(&format!("[[step]]\nat = \"1s\"\nop = \"expect\"\n{rest}"));
         assert_error(
             &expect("check = \"convergd\" # <-\ncontext = \"c1\"\n"),
-            "step 2: unknown check \"convergd\" (expected one of: converged, value, members, not_member, applied, held_back)",
+            "step 2: unknown check \"convergd\" (expected one of: converged, value, members, not_member, applied, held_back, on_checkpoint)",
         );
         let expect_marked = |rest: &str| {
             with_c1(&format!(
@@ -2941,6 +2987,7 @@ op = "heal"
             nodes: names(&["a b", "c\"d", "'e'"]),
             settle_ms: 0,
             stress: false,
+            checkpoint_interval: None,
             network: Network {
                 latency_ms: (0, 0),
                 drop: 0.1 + 0.2,

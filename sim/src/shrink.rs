@@ -264,7 +264,9 @@ fn without_node(s: &Scenario, node: &str) -> Scenario {
             true
         }
         Op::Expect(check) => match check {
-            Check::NotMember { node: n, .. } | Check::Applied { node: n, .. } => n != node,
+            Check::NotMember { node: n, .. }
+            | Check::Applied { node: n, .. }
+            | Check::OnCheckpoint { node: n, .. } => n != node,
             Check::HeldBack { node: n, by, .. } => n != node && by != node,
             Check::Value { nodes, .. } => match nodes {
                 Some(list) => {

@@ -376,8 +376,14 @@ pub fn drain(
             {
                 drained.authored.push(tx.clone());
             }
-            if let Record::Deleted { context, .. } = record {
-                disk.retain(|r| r.context() != context);
+            match record {
+                Record::Deleted { context, .. } => disk.retain(|r| r.context() != context),
+                // The disk drops what a whole checkpoint supersedes, as
+                // ctx-node's store does.
+                Record::CheckpointEnd { context, height } => {
+                    disk.retain(|r| !r.superseded_by(context, height))
+                }
+                _ => {}
             }
             disk.push(record);
         }

@@ -129,7 +129,7 @@ impl Held {
     /// persists it. The only path into the replica.
     fn insert(&mut self, context: ContextId, tx: Tx, out: &mut Out) -> Result<(), InsertError> {
         debug_assert!(
-            tx.parent_ids().all(|p| self.replica.contains(p)),
+            tx.parents().iter().all(|p| self.replica.has_parent(p)),
             "only a transaction whose parents are accepted is inserted"
         );
         let signed = tx.signed().clone();
@@ -193,7 +193,7 @@ impl Held {
         tx: Tx,
     ) {
         let id = tx.id();
-        if self.replica.contains(&id) {
+        if self.replica.covers(&tx.order_key()) {
             return;
         }
         if self.pending.contains(&id) {
@@ -203,7 +203,7 @@ impl Held {
             self.start_fetch(context, env, out, now, from, Vec::new());
             return;
         }
-        if tx.parent_ids().all(|p| self.replica.contains(p)) {
+        if tx.parents().iter().all(|p| self.replica.has_parent(p)) {
             if let Err(error) = self.accept(context, tx, out) {
                 self.drop_invalid(context, id, &error, out);
             }
@@ -212,7 +212,7 @@ impl Held {
         if tx.context() != context {
             return;
         }
-        self.pending.hold(tx, |p| self.replica.contains(p));
+        self.pending.hold(tx, |p| self.replica.has_parent(p));
         self.start_fetch(context, env, out, now, from, Vec::new());
     }
 }

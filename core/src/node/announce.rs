@@ -3,7 +3,9 @@
 //!
 //! Owns: `Held::announcements` — this node's latest signed announcement,
 //! the best verified one heard of every other identity, the relay cursor,
-//! and who holds this copy's stable frontier back since when.
+//! and who holds this copy's stable frontier back since when; and
+//! `Held::vouches`, the announcements of others that vouch for this copy's
+//! latest checkpoint, which a catchup offer carries.
 //!
 //! Announcements ride on heads: every heads message carries this node's own
 //! (re-signed only when it changes) and up to
@@ -21,14 +23,26 @@
 //!   what was persisted first (`out`'s durability rule), so its promise
 //!   survives a crash.
 
+use std::sync::Arc;
+
+use crate::checkpoint::Checkpoint;
 use crate::ids::{ContextId, MemberId};
-use crate::limits::ANNOUNCEMENTS_PER_MESSAGE_MAX;
-use crate::stability::{Announcement, SignedAnnouncement};
+use crate::limits::{ANNOUNCEMENTS_PER_MESSAGE_MAX, CHECKPOINT_VOUCHES_MAX};
+use crate::membership::MemberStatus;
+use crate::stability::{Announcement, SignedAnnouncement, Vouch};
 use crate::time::Time;
+use crate::wire::CheckpointOffer;
 
 use super::context::Held;
 use super::out::{Event, Out};
 use super::{Env, HeldBack};
+
+fn vouch_of(checkpoint: &Arc<Checkpoint>) -> Vouch {
+    Vouch {
+        height: checkpoint.header.height,
+        digest: checkpoint.digest,
+    }
+}
 
 impl Held {
     /// What to send with heads to `to`: this node's announcement first (if
@@ -84,18 +98,12 @@ impl Held {
         out: &mut Out,
     ) -> Option<SignedAnnouncement> {
         let last_own = self.replica.stability().local_last()?;
-        let top = self
-            .replica
-            .heads()
-            .iter()
-            .filter_map(|id| self.replica.tx(id))
-            .map(|tx| tx.order_key())
-            .max()
-            .expect("a copy has heads");
+        let top = self.replica.top_head();
         let body = Announcement {
             author: env.me,
             last_own: last_own.id,
             top: top.id,
+            checkpoint: self.own_vouch(),
         };
         match &self.announcements.own {
             Some(own) if own.body == body => {}
@@ -111,14 +119,31 @@ impl Held {
         self.announcements.own.clone()
     }
 
+    /// What this node vouches for: its latest checkpoint, if it took it
+    /// itself (a copy never vouches for what it was given).
+    fn own_vouch(&self) -> Option<Vouch> {
+        self.replica.checkpoint_taken().map(vouch_of)
+    }
+
+    /// The checkpoint this copy offers, which others' vouches are for.
+    fn latest_vouch(&self) -> Option<Vouch> {
+        self.replica.checkpoint().map(vouch_of)
+    }
+
     /// Takes what announcements heard with heads say (see the module's
-    /// invariants), the first `ANNOUNCEMENTS_PER_MESSAGE_MAX` only.
+    /// invariants), the first `ANNOUNCEMENTS_PER_MESSAGE_MAX` only: a floor
+    /// that raises its author's, and a vouch for this copy's checkpoint (or
+    /// a mismatch with it, reported).
     pub(super) fn hear_announcements(
         &mut self,
         context: ContextId,
         env: &Env,
+        out: &mut Out,
         announcements: Vec<SignedAnnouncement>,
     ) {
+        self.refresh_vouches();
+        let own_vouch = self.vouches.for_checkpoint;
+        let members_at_cut = self.members_at_cut();
         for announcement in announcements
             .into_iter()
             .take(ANNOUNCEMENTS_PER_MESSAGE_MAX)
@@ -127,16 +152,36 @@ impl Held {
             if author == env.me || !self.replica.stability().tracks(&author) {
                 continue;
             }
-            let Some(floor) = self.replica.announcement_floor(&announcement.body) else {
-                continue;
-            };
-            if !self.replica.stability().improves(&author, floor) {
+            let floor = self
+                .replica
+                .announcement_floor(&announcement.body)
+                .filter(|floor| self.replica.stability().improves(&author, *floor));
+            let vouch = announcement.body.checkpoint.filter(|vouch| {
+                own_vouch.is_some_and(|own| own.height == vouch.height)
+                    && members_at_cut.contains(&author)
+                    && !self.vouches.by.contains_key(&author)
+            });
+            if floor.is_none() && vouch.is_none() {
                 continue;
             }
             let digest = announcement.body.digest(&context);
             if !env.verifier.verify(announcement.signature_check(&digest)) {
                 continue;
             }
+            if let Some(vouch) = vouch {
+                if Some(vouch) == own_vouch {
+                    self.vouches.by.insert(author, announcement.clone());
+                } else {
+                    out.event(Event::CheckpointMismatch {
+                        context,
+                        member: author,
+                        height: vouch.height,
+                    });
+                }
+            }
+            let Some(floor) = floor else {
+                continue;
+            };
             self.replica.announce(&author, floor);
             self.announcements.heard.insert(author, announcement);
             let fresh = &mut self.announcements.fresh;
@@ -144,6 +189,73 @@ impl Held {
             fresh.push_front(author);
             fresh.truncate(ANNOUNCEMENTS_PER_MESSAGE_MAX);
         }
+    }
+
+    /// Starts the vouches over when this copy took a newer checkpoint,
+    /// with the heard announcements that already vouch for it (their
+    /// signatures were checked when they were heard).
+    fn refresh_vouches(&mut self) {
+        let latest = self.latest_vouch();
+        if self.vouches.for_checkpoint == latest {
+            return;
+        }
+        let members_at_cut = self.members_at_cut();
+        self.vouches.for_checkpoint = latest;
+        self.vouches.by = self
+            .announcements
+            .heard
+            .iter()
+            .filter(|(author, heard)| {
+                latest.is_some()
+                    && heard.body.checkpoint == latest
+                    && members_at_cut.contains(author)
+            })
+            .map(|(author, heard)| (*author, heard.clone()))
+            .collect();
+    }
+
+    /// The members at the cut of this copy's latest checkpoint: only they
+    /// may vouch for it (its digest commits to them, so a responder cannot
+    /// make up vouchers).
+    fn members_at_cut(&self) -> Vec<MemberId> {
+        self.replica
+            .checkpoint()
+            .map_or_else(Vec::new, |checkpoint| {
+                checkpoint
+                    .header
+                    .membership
+                    .iter()
+                    .filter(|(_, status)| *status == MemberStatus::Member)
+                    .map(|(member, _)| *member)
+                    .collect()
+            })
+    }
+
+    /// The checkpoint this copy offers a joiner: its latest, with up to
+    /// `CHECKPOINT_VOUCHES_MAX` vouches of members other than `me`, if any
+    /// vouched or no other member was there at the cut; else none (the
+    /// joiner streams from the genesis).
+    pub(super) fn checkpoint_offer(&mut self, me: &MemberId) -> Option<Box<CheckpointOffer>> {
+        self.refresh_vouches();
+        let checkpoint = self.replica.checkpoint()?;
+        let vouches: Vec<SignedAnnouncement> = self
+            .vouches
+            .by
+            .values()
+            .take(CHECKPOINT_VOUCHES_MAX)
+            .cloned()
+            .collect();
+        let alone = !checkpoint
+            .header
+            .membership
+            .iter()
+            .any(|(member, status)| member != me && *status == MemberStatus::Member);
+        (alone || !vouches.is_empty()).then(|| {
+            Box::new(CheckpointOffer {
+                header: checkpoint.header.clone(),
+                vouches,
+            })
+        })
     }
 
     /// Who holds the stable frontier back, and since when it has not moved

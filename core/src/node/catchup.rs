@@ -3,12 +3,24 @@
 //!
 //! ```text
 //!   joiner                                   member
-//!   CatchupRequest                      ──►  invited? CatchupAccepted { genesis, members }
+//!   CatchupRequest                      ──►  invited? CatchupAccepted { genesis, members, offer }
 //!   AppRequest { offset } (repeated)    ──►  AppChunk
-//!   (the blob matches the genesis: the copy exists, `Record::Opened`)
+//!   with an offer (a checkpoint, vouched for by other members):
+//!     CheckpointRequest { after } (rep.) ──►  CheckpointChunk { entries, more }
+//!     (entries match the header: the copy stands on it, `Record::Opened`
+//!     and the checkpoint's records)
+//!   without: (the blob matches the genesis: the copy exists, `Record::Opened`)
 //!   Stream { after } (repeated)         ──►  Txs { more } over its canonical order
 //!   (the end of the order: Member, and the joiner authors its `Join`)
 //! ```
+//!
+//! What a joiner from a checkpoint trusts: the checkpoint's header, whose
+//! digest at least one member other than the responder signed (in its
+//! stability announcement) unless the responder was the only member at the
+//! cut; and the entries, which must match the header's entries hash and
+//! state root. It does not check the signatures of the history below the
+//! cut (it never sees it). Everything above the cut it checks as any
+//! member does.
 //!
 //! Owns: the joiner's progress (`CatchupStep`), its one outstanding request
 //! and its timer, the members it may be redirected to, and the copy the
@@ -27,18 +39,23 @@
 //! - the copy exists from the step the blob matched its genesis on, and is
 //!   never dropped afterwards;
 //! - a genesis of a runtime version this build does not run ends the join
-//!   (`Accepted::Abandon`): no copy of it is ever made.
+//!   (`Accepted::Abandon`): no copy of it is ever made;
+//! - a checkpoint is loaded only from an offer that passed `check_offer`
+//!   and entries that passed `Assembly::finish`; anything refused starts
+//!   the catchup over at another member.
 
 use std::sync::Arc;
 
-use crate::ids::{ContextId, MemberId};
-use crate::limits::{APP_BYTES_MAX, APP_CHUNK_BYTES, SYNC_IDS_MAX};
+use crate::checkpoint::{Assembly, CHECKPOINT_CHUNK_BYTES, CheckpointHeader};
+use crate::ids::{ContextId, Key, MemberId};
+use crate::limits::{APP_BYTES_MAX, APP_CHUNK_BYTES, CHECKPOINT_VOUCHES_MAX, SYNC_IDS_MAX};
 use crate::membership::MemberStatus;
 use crate::record::Record;
 use crate::replica::{Replica, ReplicaError, check_runtime_version};
+use crate::stability::{SignedAnnouncement, Vouch};
 use crate::time::Time;
 use crate::tx::{OrderKey, SignedTx, Tx, TxError, TxKind};
-use crate::wire::{Body, RefuseReason, RequestId};
+use crate::wire::{Body, CheckpointOffer, RefuseReason, RequestId};
 
 use super::context::{Context, Held, Outstanding, State, accepts_catchup};
 use super::out::{Event, Out};
@@ -59,10 +76,86 @@ pub(super) enum Accepted {
 pub(super) enum CatchupStep {
     /// Sent `CatchupRequest`, waiting for acceptance.
     Requested,
-    /// Downloading the application blob.
-    App { genesis: Tx, blob: Vec<u8> },
+    /// Downloading the application blob; then the checkpoint offered, if
+    /// one was (checked against its vouches).
+    App {
+        genesis: Tx,
+        blob: Vec<u8>,
+        offer: Option<Box<Offer>>,
+    },
+    /// Downloading the checkpoint's entries.
+    Checkpoint(Box<Loading>),
     /// The copy exists; streaming the order after `after`.
     Stream(Box<Stream>),
+}
+
+/// A checkpoint offer that passed its check: its header, the vouches, and
+/// who signed them.
+pub(super) struct Offer {
+    header: CheckpointHeader,
+    vouches: Vec<SignedAnnouncement>,
+    vouched_by: Vec<MemberId>,
+}
+
+/// A checkpoint being downloaded, with what the copy it becomes needs.
+pub(super) struct Loading {
+    genesis: Tx,
+    blob: Arc<Vec<u8>>,
+    assembly: Assembly,
+    vouches: Vec<SignedAnnouncement>,
+    vouched_by: Vec<MemberId>,
+}
+
+/// Checks an offer: of this context, and vouched for by a member other
+/// than the responder (`from`) that was a member at the cut, with a valid
+/// signature, unless the responder was the only member there. Returns the
+/// offer with who vouched, or why it is refused.
+fn check_offer(
+    offer: CheckpointOffer,
+    context: ContextId,
+    from: MemberId,
+    env: &Env,
+) -> Result<Offer, String> {
+    let CheckpointOffer { header, vouches } = offer;
+    if header.context != context {
+        return Err("the checkpoint is of another context".into());
+    }
+    let digest = header.digest();
+    let members: Vec<MemberId> = header
+        .membership
+        .iter()
+        .filter(|(member, status)| *member != from && *status == MemberStatus::Member)
+        .map(|(member, _)| *member)
+        .collect();
+    let mut vouched_by = Vec::new();
+    let mut kept = Vec::new();
+    for vouch in vouches.into_iter().take(CHECKPOINT_VOUCHES_MAX) {
+        let author = vouch.body.author;
+        let matches = vouch.body.checkpoint
+            == Some(Vouch {
+                height: header.height,
+                digest,
+            });
+        if !matches || !members.contains(&author) || vouched_by.contains(&author) {
+            continue;
+        }
+        let signed = vouch.body.digest(&context);
+        if env.verifier.verify(vouch.signature_check(&signed)) {
+            vouched_by.push(author);
+            kept.push(vouch);
+        }
+    }
+    if vouched_by.is_empty() && !members.is_empty() {
+        return Err(format!(
+            "no member other than the responder vouched for its checkpoint at height {}",
+            header.height
+        ));
+    }
+    Ok(Offer {
+        header,
+        vouches: kept,
+        vouched_by,
+    })
 }
 
 /// The last step of a catchup: the copy, and where the stream is.
@@ -116,14 +209,14 @@ impl Catchup {
     pub(super) fn held(&self) -> Option<&Held> {
         match &self.step {
             CatchupStep::Stream(stream) => Some(&stream.held),
-            CatchupStep::Requested | CatchupStep::App { .. } => None,
+            CatchupStep::Requested | CatchupStep::App { .. } | CatchupStep::Checkpoint(_) => None,
         }
     }
 
     pub(super) fn held_mut(&mut self) -> Option<&mut Held> {
         match &mut self.step {
             CatchupStep::Stream(stream) => Some(&mut stream.held),
-            CatchupStep::Requested | CatchupStep::App { .. } => None,
+            CatchupStep::Requested | CatchupStep::App { .. } | CatchupStep::Checkpoint(_) => None,
         }
     }
 
@@ -168,12 +261,25 @@ impl Catchup {
                 request,
                 offset: blob.len() as u64,
             },
+            CatchupStep::Checkpoint(loading) => Body::CheckpointRequest {
+                request,
+                height: loading.assembly.header().height,
+                after: loading.assembly.last_key(),
+            },
             CatchupStep::Stream(stream) => Body::Stream {
                 request,
                 after: stream.after,
             },
         };
         out.send(context, peer, body);
+    }
+
+    /// Starts over at another member, when the timer fires: what this one
+    /// served was refused.
+    fn start_over(&mut self) {
+        self.step = CatchupStep::Requested;
+        self.attempts = CATCHUP_ATTEMPTS_PER_PEER;
+        self.outstanding.request = 0;
     }
 
     /// Makes late answers match nothing, and asks again when the request
@@ -208,12 +314,19 @@ impl Context {
 
     /// A node asks to catch up: accepted if this node is a member and the
     /// asker is invited (or a member, resuming).
-    pub(super) fn on_catchup_request(&self, out: &mut Out, from: MemberId, request: RequestId) {
-        let body = match &self.state {
+    pub(super) fn on_catchup_request(
+        &mut self,
+        env: &Env,
+        out: &mut Out,
+        from: MemberId,
+        request: RequestId,
+    ) {
+        let body = match &mut self.state {
             State::Member(held) if accepts_catchup(held, &from) => Body::CatchupAccepted {
                 request,
                 genesis: held.replica.genesis().signed().clone(),
                 members: held.replica.membership().members().collect(),
+                offer: held.checkpoint_offer(&env.me),
             },
             state => {
                 let reason = match state {
@@ -257,6 +370,37 @@ impl Context {
         );
     }
 
+    /// Serves one chunk of the entries of the checkpoint at `height`, or
+    /// says it is superseded (the joiner starts over, with a new offer).
+    pub(super) fn on_checkpoint_request(
+        &self,
+        out: &mut Out,
+        from: MemberId,
+        request: RequestId,
+        height: u64,
+        after: Option<Key>,
+    ) {
+        let Some(held) = self.serving(&from) else {
+            return;
+        };
+        let body = match held.replica.checkpoint() {
+            Some(checkpoint) if checkpoint.header.height == height => {
+                let (entries, more) = checkpoint.chunk(after, CHECKPOINT_CHUNK_BYTES);
+                Body::CheckpointChunk {
+                    request,
+                    height,
+                    entries,
+                    more,
+                }
+            }
+            _ => Body::CatchupRefused {
+                request,
+                reason: RefuseReason::Superseded,
+            },
+        };
+        out.send(self.id, from, body);
+    }
+
     // ----- the joiner's side ---------------------------------------------------
 
     /// The responder accepted: learn the genesis and the members, then fetch
@@ -272,6 +416,7 @@ impl Context {
         request: RequestId,
         genesis: SignedTx,
         members: Vec<MemberId>,
+        offer: Option<Box<CheckpointOffer>>,
     ) -> Result<Accepted, MessageError> {
         let context = self.id;
         let State::Joining(catchup) = &mut self.state else {
@@ -305,9 +450,23 @@ impl Context {
             .filter(|m| *m != env.me)
             .take(SYNC_IDS_MAX)
             .collect();
+        let offer = match offer.map(|offer| check_offer(*offer, context, from, env)) {
+            None => None,
+            Some(Ok(offer)) => Some(Box::new(offer)),
+            Some(Err(reason)) => {
+                catchup.start_over();
+                out.event(Event::CheckpointRefused {
+                    context,
+                    from,
+                    reason,
+                });
+                return Ok(Accepted::Continue);
+            }
+        };
         catchup.step = CatchupStep::App {
             genesis,
             blob: Vec::new(),
+            offer,
         };
         catchup.attempts = 0;
         catchup.send_step(context, env, out, from, now);
@@ -331,8 +490,13 @@ impl Context {
             return;
         }
         // Try again when the request would have timed out: the invite may not
-        // have reached the responder yet.
+        // have reached the responder yet. A checkpoint that was superseded
+        // is started over, with a new offer.
         catchup.retry_later(env, now);
+        if reason == RefuseReason::Superseded && matches!(catchup.step, CatchupStep::Checkpoint(_))
+        {
+            catchup.step = CatchupStep::Requested;
+        }
         out.event(Event::CatchupRefused {
             context,
             by: from,
@@ -360,7 +524,12 @@ impl Context {
         if !catchup.outstanding.answered_by(request, from) {
             return;
         }
-        let CatchupStep::App { genesis, blob } = &mut catchup.step else {
+        let CatchupStep::App {
+            genesis,
+            blob,
+            offer,
+        } = &mut catchup.step
+        else {
             return;
         };
         let TxKind::Create { app_bytes, .. } = genesis.kind() else {
@@ -386,6 +555,34 @@ impl Context {
         }
         let genesis = genesis.clone();
         let blob = Arc::new(std::mem::take(blob));
+        if let Some(offer) = offer.take() {
+            let Offer {
+                header,
+                vouches,
+                vouched_by,
+            } = *offer;
+            match Assembly::new(header) {
+                Ok(assembly) => {
+                    catchup.step = CatchupStep::Checkpoint(Box::new(Loading {
+                        genesis,
+                        blob,
+                        assembly,
+                        vouches,
+                        vouched_by,
+                    }));
+                    catchup.send_step(context, env, out, from, now);
+                }
+                Err(error) => {
+                    catchup.start_over();
+                    out.event(Event::CheckpointRefused {
+                        context,
+                        from,
+                        reason: error.to_string(),
+                    });
+                }
+            }
+            return;
+        }
         match Replica::new(genesis.clone(), Arc::clone(&blob)) {
             Ok(replica) => {
                 out.persist(Record::Opened {
@@ -401,9 +598,7 @@ impl Context {
             }
             Err(error) => {
                 // The blob does not match its genesis: start over elsewhere.
-                catchup.step = CatchupStep::Requested;
-                catchup.attempts = CATCHUP_ATTEMPTS_PER_PEER;
-                catchup.outstanding.request = 0;
+                catchup.start_over();
                 out.event(Event::Dropped {
                     context,
                     tx: genesis.id(),
@@ -411,6 +606,106 @@ impl Context {
                 });
             }
         }
+    }
+
+    /// Entries of the checkpoint being downloaded. Once all are in and they
+    /// match the header, the copy stands on the checkpoint, is persisted,
+    /// and the stream starts at the cut.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_checkpoint_chunk(
+        &mut self,
+        env: &mut Env,
+        out: &mut Out,
+        now: Time,
+        from: MemberId,
+        request: RequestId,
+        height: u64,
+        entries: Vec<(Key, Vec<u8>)>,
+        more: bool,
+    ) {
+        let context = self.id;
+        let State::Joining(catchup) = &mut self.state else {
+            return;
+        };
+        if !catchup.outstanding.answered_by(request, from) {
+            return;
+        }
+        let CatchupStep::Checkpoint(loading) = &mut catchup.step else {
+            return;
+        };
+        if loading.assembly.header().height != height {
+            return;
+        }
+        let empty = entries.is_empty();
+        let result = loading.assembly.add(entries).map_err(|e| e.to_string());
+        let result = match result {
+            Ok(()) if more && empty => Err("an empty chunk that claims more follow".to_owned()),
+            Ok(()) if more => {
+                catchup.attempts = 0;
+                catchup.send_step(context, env, out, from, now);
+                return;
+            }
+            Ok(()) => Ok(()),
+            Err(reason) => Err(reason),
+        };
+        let CatchupStep::Checkpoint(loading) =
+            std::mem::replace(&mut catchup.step, CatchupStep::Requested)
+        else {
+            unreachable!("matched above");
+        };
+        let Loading {
+            genesis,
+            blob,
+            assembly,
+            vouches,
+            vouched_by,
+        } = *loading;
+        let copy = result.and_then(|()| {
+            let checkpoint = Arc::new(assembly.finish().map_err(|e| e.to_string())?);
+            Replica::from_checkpoint(genesis.clone(), Arc::clone(&blob), Arc::clone(&checkpoint))
+                .map(|replica| (replica, checkpoint))
+                .map_err(|e| e.to_string())
+        });
+        let (replica, checkpoint) = match copy {
+            Ok(copy) => copy,
+            Err(reason) => {
+                catchup.start_over();
+                out.event(Event::CheckpointRefused {
+                    context,
+                    from,
+                    reason,
+                });
+                return;
+            }
+        };
+        out.persist(Record::Opened {
+            context,
+            genesis: genesis.signed().clone(),
+            app: blob.to_vec(),
+        });
+        for record in Record::checkpoint(&checkpoint) {
+            out.persist(record);
+        }
+        let mut held = Held::new(replica, env);
+        held.persisted_checkpoint = height;
+        held.vouches.for_checkpoint = Some(Vouch {
+            height,
+            digest: checkpoint.digest,
+        });
+        held.vouches.by = vouches.into_iter().map(|v| (v.body.author, v)).collect();
+        out.event(Event::CheckpointLoaded {
+            context,
+            from,
+            height,
+            applied: checkpoint.header.applied,
+            vouched_by,
+        });
+        catchup.attempts = 0;
+        catchup.step = CatchupStep::Stream(Box::new(Stream {
+            after: held.replica.last_key(),
+            held,
+        }));
+        catchup.send_step(context, env, out, from, now);
     }
 
     /// Joining → Member: the stream reached the end of the responder's

@@ -29,8 +29,9 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::ids::{ContextId, MemberId, TxId};
 use crate::membership::MemberStatus;
 use crate::pending::Pending;
+use crate::record::Record;
 use crate::replica::Replica;
-use crate::stability::{Holder, SignedAnnouncement};
+use crate::stability::{Holder, SignedAnnouncement, Vouch};
 use crate::time::Time;
 use crate::tx::{Tx, TxKind};
 use crate::wire::RequestId;
@@ -64,6 +65,19 @@ pub(super) struct Held {
     pub(super) fetch: Option<Outstanding>,
     /// What this copy says and hears of stability.
     pub(super) announcements: Announcements,
+    /// Other members' vouches for this copy's latest checkpoint.
+    pub(super) vouches: Vouches,
+    /// The cut of the latest checkpoint persisted (0: none).
+    pub(super) persisted_checkpoint: u64,
+}
+
+/// The announcements of other members that vouch for this copy's latest
+/// checkpoint (same cut, same digest): what a catchup offer carries.
+#[derive(Default)]
+pub(super) struct Vouches {
+    /// The checkpoint they vouch for.
+    pub(super) for_checkpoint: Option<Vouch>,
+    pub(super) by: BTreeMap<MemberId, SignedAnnouncement>,
 }
 
 /// The announcements a copy makes and relays (`crate::stability`).
@@ -95,7 +109,25 @@ impl Held {
             pending: Pending::default(),
             fetch: None,
             announcements: Announcements::default(),
+            vouches: Vouches::default(),
+            persisted_checkpoint: 0,
         }
+    }
+
+    /// Persists the copy's latest checkpoint, if it took one since the last
+    /// persisted: its records, after which the driver may drop what it
+    /// supersedes (`Record::CheckpointEnd`).
+    pub(super) fn persist_checkpoint(&mut self, out: &mut Out) {
+        let Some(checkpoint) = self.replica.checkpoint() else {
+            return;
+        };
+        if checkpoint.header.height <= self.persisted_checkpoint {
+            return;
+        }
+        for record in Record::checkpoint(checkpoint) {
+            out.persist(record);
+        }
+        self.persisted_checkpoint = checkpoint.header.height;
     }
 
     /// Members of the context other than this node, sorted.
@@ -188,10 +220,12 @@ impl Context {
         }
     }
 
-    /// Notes who holds stability back (after every input).
-    pub(super) fn note_stability(&mut self, now: Time) {
+    /// Notes who holds stability back, and persists a checkpoint the copy
+    /// took (after every input and command).
+    pub(super) fn note_stability(&mut self, now: Time, out: &mut Out) {
         if let Some(held) = self.held_mut() {
             held.note_stability(now);
+            held.persist_checkpoint(out);
         }
     }
 

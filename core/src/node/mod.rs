@@ -65,7 +65,7 @@ use rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::checkpoint::CHECKPOINT_INTERVAL_MIN;
+use crate::checkpoint::{CHECKPOINT_INTERVAL_MIN, CheckpointError};
 use crate::ids::{ContextId, Hash, Key, MemberId, TxId};
 use crate::limits::{CONTEXTS_MAX, SYNC_BATCH_BYTES_MAX, SYNC_BATCH_TXS_MAX};
 use crate::membership::MemberStatus;
@@ -181,6 +181,8 @@ pub enum RestoreError {
     Replica(ContextId, ReplicaError),
     #[error("context {0:?}: a transaction record before the context was opened")]
     TxBeforeOpen(ContextId),
+    #[error("context {0:?}: the checkpoint at height {1} is damaged: {2}")]
+    Checkpoint(ContextId, u64, CheckpointError),
 }
 
 /// The result of a local call.
@@ -211,6 +213,13 @@ pub struct ContextStatus {
     pub stable_frontier: u64,
     /// Who holds stability back, when something held is not stable yet.
     pub held_back_by: Option<HeldBack>,
+    /// The cut of the latest checkpoint (taken here, or the one this copy
+    /// stands on).
+    pub checkpoint: Option<u64>,
+    /// The cut of the checkpoint this copy is built on (it joined or
+    /// restarted from it): it holds no transaction below it. `None`: the
+    /// copy holds the whole history.
+    pub stands_on: Option<u64>,
 }
 
 /// The identity that holds a copy's stability back, and since when the
@@ -373,9 +382,13 @@ impl Node {
             heads: replica.map_or_else(Vec::new, |r| r.heads().iter().copied().collect()),
             state_root: replica.map(Replica::state_root),
             members: replica.map_or_else(Vec::new, |r| r.membership().members().collect()),
-            stable: replica.map_or(0, Replica::stable_len),
+            stable: replica.map_or(0, |r| r.base_len() + r.stable_len()),
             stable_frontier: replica.map_or(0, |r| r.stability().frontier()),
             held_back_by: c.held().and_then(Held::held_back),
+            checkpoint: replica
+                .and_then(Replica::checkpoint)
+                .map(|checkpoint| checkpoint.header.height),
+            stands_on: replica.and_then(Replica::base_height),
         })
     }
 
@@ -539,7 +552,7 @@ impl Node {
                 Err(CommandError::NotAMember(context, Some(phase)))
             }
         }?;
-        c.note_stability(now);
+        c.note_stability(now, &mut self.out);
         Ok(receipt)
     }
 
@@ -592,12 +605,15 @@ impl Node {
                 more,
                 complete,
             } => result = c.on_txs(env, out, now, from, request, txs, more, complete),
-            Body::CatchupRequest { request } => c.on_catchup_request(out, from, request),
+            Body::CatchupRequest { request } => c.on_catchup_request(env, out, from, request),
             Body::CatchupAccepted {
                 request,
                 genesis,
                 members,
-            } => match c.on_catchup_accepted(env, out, now, from, request, genesis, members)? {
+                offer,
+            } => match c
+                .on_catchup_accepted(env, out, now, from, request, genesis, members, offer)?
+            {
                 Accepted::Continue => {}
                 Accepted::Abandon(error) => {
                     let reason = error.to_string();
@@ -610,6 +626,17 @@ impl Node {
                 c.on_catchup_refused(env, out, now, from, request, reason)
             }
             Body::AppRequest { request, offset } => c.on_app_request(out, from, request, offset),
+            Body::CheckpointRequest {
+                request,
+                height,
+                after,
+            } => c.on_checkpoint_request(out, from, request, height, after),
+            Body::CheckpointChunk {
+                request,
+                height,
+                entries,
+                more,
+            } => c.on_checkpoint_chunk(env, out, now, from, request, height, entries, more),
             Body::AppChunk {
                 request,
                 offset,
@@ -626,7 +653,7 @@ impl Node {
         }
         self.reconcile_phase(context);
         if let Some(c) = self.contexts.get_mut(&context) {
-            c.note_stability(now);
+            c.note_stability(now, &mut self.out);
         }
         result
     }
@@ -669,7 +696,7 @@ impl Node {
             c.sync_timer(&mut self.env, &mut self.out, now);
             // No timer inserts today; a settle keeps it so if one ever does.
             c.settle(&mut self.out);
-            c.note_stability(now);
+            c.note_stability(now, &mut self.out);
         }
     }
 

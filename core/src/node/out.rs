@@ -98,6 +98,33 @@ pub enum Event {
         context: ContextId,
         announcement: SignedAnnouncement,
     },
+    /// This node joined from a checkpoint at `height` served by `from`,
+    /// whose digest the members in `vouched_by` signed (none: `from` was
+    /// the only member at the cut). It did not re-execute the history below
+    /// the cut.
+    CheckpointLoaded {
+        context: ContextId,
+        from: MemberId,
+        height: u64,
+        applied: u64,
+        vouched_by: Vec<MemberId>,
+    },
+    /// A checkpoint was refused: an offer no other member vouched for, or
+    /// entries that do not match their header.
+    CheckpointRefused {
+        context: ContextId,
+        from: MemberId,
+        reason: String,
+    },
+    /// Another member vouched for a checkpoint at the same cut as this
+    /// node's own, with another digest: the two copies diverged (or one
+    /// lies). Never happens among honest members: the simulator fails a
+    /// run that shows one.
+    CheckpointMismatch {
+        context: ContextId,
+        member: MemberId,
+        height: u64,
+    },
     /// A received transaction was dropped as invalid.
     Dropped {
         context: ContextId,

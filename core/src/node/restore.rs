@@ -10,6 +10,12 @@
 //!   the member it joined through;
 //! - a node that never got the application asks to be accepted again.
 //!
+//! A context with a checkpoint whose end was written stands on the latest
+//! such checkpoint (checked against its hashes: a damaged one is an error,
+//! never a silent fallback) and replays only the transactions above its
+//! cut; a checkpoint without its end (a crash while it was written) is
+//! ignored.
+//!
 //! Invariants: transactions are not re-verified (this node verified them
 //! before persisting them) and each context's order is executed once; no
 //! output is queued and no random draw is made; every restored timer is due
@@ -18,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::checkpoint::{Assembly, Checkpoint, CheckpointError};
 use crate::ids::{ContextId, MemberId};
 use crate::membership::MemberStatus;
 use crate::record::Record;
@@ -35,6 +42,34 @@ struct Saved {
     joining_via: Option<MemberId>,
     opened: Option<(SignedTx, Vec<u8>)>,
     txs: Vec<SignedTx>,
+    /// Checkpoints by cut: the assembly of its entries, and whether its end
+    /// was written.
+    checkpoints: BTreeMap<u64, (Result<Assembly, CheckpointError>, bool)>,
+}
+
+impl Saved {
+    /// The latest checkpoint whose end was written, checked; an earlier
+    /// one is never used instead of a damaged later one (the records it
+    /// superseded may be gone).
+    fn latest_checkpoint(
+        &mut self,
+        context: ContextId,
+    ) -> Result<Option<Arc<Checkpoint>>, RestoreError> {
+        let Some(height) = self
+            .checkpoints
+            .iter()
+            .rev()
+            .find(|(_, (_, ended))| *ended)
+            .map(|(height, _)| *height)
+        else {
+            return Ok(None);
+        };
+        let (assembly, _) = self.checkpoints.remove(&height).expect("found");
+        let checkpoint = assembly
+            .and_then(Assembly::finish)
+            .map_err(|e| RestoreError::Checkpoint(context, height, e))?;
+        Ok(Some(Arc::new(checkpoint)))
+    }
 }
 
 impl Node {
@@ -63,6 +98,42 @@ impl Node {
                         .txs
                         .push(tx);
                 }
+                Record::CheckpointStart { context, header } => {
+                    let height = header.height;
+                    let assembly = Assembly::new(*header);
+                    saved
+                        .entry(context)
+                        .or_default()
+                        .checkpoints
+                        .insert(height, (assembly, false));
+                }
+                Record::CheckpointEntries {
+                    context,
+                    height,
+                    entries,
+                } => {
+                    if let Some((Ok(assembly), false)) = saved
+                        .get_mut(&context)
+                        .and_then(|s| s.checkpoints.get_mut(&height))
+                    {
+                        let added = assembly.add(entries);
+                        if let Err(error) = added {
+                            saved
+                                .get_mut(&context)
+                                .expect("found")
+                                .checkpoints
+                                .insert(height, (Err(error), false));
+                        }
+                    }
+                }
+                Record::CheckpointEnd { context, height } => {
+                    if let Some((_, ended)) = saved
+                        .get_mut(&context)
+                        .and_then(|s| s.checkpoints.get_mut(&height))
+                    {
+                        *ended = true;
+                    }
+                }
                 Record::Deleted { context, last_own } => {
                     saved.remove(&context);
                     if let Some(last_own) = last_own {
@@ -71,7 +142,8 @@ impl Node {
                 }
             }
         }
-        for (id, saved) in saved {
+        for (id, mut saved) in saved {
+            let checkpoint = saved.latest_checkpoint(id)?;
             let context = match saved.opened {
                 None => {
                     let via = saved
@@ -89,9 +161,16 @@ impl Node {
                         .map(Tx::from_signed_unverified)
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| RestoreError::Tx(id, e))?;
-                    let replica = Replica::rebuild(genesis, Arc::new(app), txs)
-                        .map_err(|e| RestoreError::Replica(id, e))?;
-                    self.restored(id, replica, saved.joining_via)
+                    let app = Arc::new(app);
+                    let persisted = checkpoint.as_ref().map_or(0, |c| c.header.height);
+                    let replica = match checkpoint {
+                        Some(checkpoint) => {
+                            Replica::rebuild_on_checkpoint(genesis, app, checkpoint, txs)
+                        }
+                        None => Replica::rebuild(genesis, app, txs),
+                    }
+                    .map_err(|e| RestoreError::Replica(id, e))?;
+                    self.restored(id, replica, saved.joining_via, persisted)
                 }
             };
             self.contexts.insert(id, context);
@@ -100,10 +179,17 @@ impl Node {
     }
 
     /// A context with a copy, in the phase this node's status in it says.
-    fn restored(&self, id: ContextId, replica: Replica, via: Option<MemberId>) -> Context {
+    fn restored(
+        &self,
+        id: ContextId,
+        replica: Replica,
+        via: Option<MemberId>,
+        persisted_checkpoint: u64,
+    ) -> Context {
         let me = self.env.me;
         let status = replica.status(&me);
-        let held = Held::new(replica, &self.env);
+        let mut held = Held::new(replica, &self.env);
+        held.persisted_checkpoint = persisted_checkpoint;
         let state = match status {
             Some(MemberStatus::Member) => State::Member(held),
             Some(MemberStatus::Left) => {

@@ -21,7 +21,7 @@ use crate::replica::Replica;
 use crate::stability::SignedAnnouncement;
 use crate::time::Time;
 use crate::tx::{OrderKey, SignedTx, Tx, TxError, TxKind};
-use crate::wire::{Body, RequestId};
+use crate::wire::{Body, RefuseReason, RequestId};
 
 use super::Env;
 use super::MessageError;
@@ -82,10 +82,10 @@ impl Context {
         if held.replica.status(&from).is_none() {
             return;
         }
-        held.hear_announcements(context, env, announcements);
+        held.hear_announcements(context, env, out, announcements);
         let unknown: Vec<TxId> = heads
             .iter()
-            .filter(|id| !held.replica.contains(id) && !held.pending.contains(id))
+            .filter(|id| !held.replica.knows(id) && !held.pending.contains(id))
             .copied()
             .take(SYNC_IDS_MAX)
             .collect();
@@ -149,6 +149,13 @@ impl Context {
         let Some(held) = self.serving(&from) else {
             return;
         };
+        if !held.replica.holds_after(after) {
+            // This copy stands on a checkpoint above `after`: the joiner
+            // starts over, and is offered the checkpoint.
+            let reason = RefuseReason::Superseded;
+            out.send(self.id, from, Body::CatchupRefused { request, reason });
+            return;
+        }
         let txs_max = env.batch_txs_max();
         let (txs, more) = held
             .replica
