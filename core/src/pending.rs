@@ -54,6 +54,21 @@ impl Pending {
         self.waiting.contains_key(id)
     }
 
+    /// Empties the set: every waiting transaction, in canonical order (so
+    /// parents come before children). For a copy whose holdings changed
+    /// under the set (brought forward onto a checkpoint that covers
+    /// parents it waited for), to offer them all again.
+    pub fn drain_sorted(&mut self) -> Vec<Tx> {
+        let mut txs: Vec<Tx> = std::mem::take(&mut self.waiting)
+            .into_values()
+            .map(|waiting| waiting.tx)
+            .collect();
+        self.children.clear();
+        self.missing.clear();
+        txs.sort_unstable_by_key(Tx::order_key);
+        txs
+    }
+
     /// Parents awaited that nobody here has: what sync should fetch.
     pub fn missing(&self) -> &BTreeSet<TxId> {
         &self.missing

@@ -418,6 +418,65 @@ impl Replica {
         Ok(replica)
     }
 
+    /// Drops the bodies and order slots of every transaction below the cut
+    /// of the latest checkpoint: the copy then stands on it, as one built
+    /// from it does (`from_checkpoint`), holding the heads among them as
+    /// heights only. A late duplicate of a dropped transaction is still
+    /// recognized (`covers`) and ignored. Returns how many were dropped.
+    pub fn fold(&mut self) -> usize {
+        assert!(self.is_settled(), "only a settled copy folds");
+        let Some(checkpoint) = &self.checkpoints.latest else {
+            return 0;
+        };
+        let cut = checkpoint.header.height;
+        let applied = checkpoint.header.applied;
+        if self.base.as_ref().is_some_and(|base| base.frontier >= cut) {
+            return 0;
+        }
+        let position = self.order.partition_point(|slot| slot.key.height < cut);
+        assert!(
+            position <= self.compacted_len,
+            "everything below a checkpoint's cut is stable and compacted"
+        );
+        let heads: BTreeMap<TxId, u64> = self
+            .heads
+            .iter()
+            .filter_map(|id| Some((*id, self.height_of(id)?)))
+            .filter(|(_, height)| *height < cut)
+            .collect();
+        for slot in self.order.drain(..position) {
+            self.txs.remove(&slot.key.id);
+        }
+        self.applied_len -= position;
+        self.compacted_len -= position;
+        let base_applied = self.base_applied() + position;
+        assert_eq!(
+            base_applied as u64, applied,
+            "the checkpoint counts exactly the transactions below its cut"
+        );
+        self.base = Some(Base {
+            frontier: cut,
+            applied: base_applied,
+            heads,
+        });
+        position
+    }
+
+    /// How many transactions of height below `height` this copy holds
+    /// (those a checkpoint it stands on covers included).
+    pub fn held_below(&self, height: u64) -> usize {
+        let base = self.base.as_ref().map_or(0, |base| {
+            debug_assert!(base.frontier <= height, "asked above its own cut");
+            base.applied
+        });
+        base + self.order.partition_point(|slot| slot.key.height < height)
+            + self
+                .unsettled
+                .iter()
+                .filter(|key| key.height < height)
+                .count()
+    }
+
     /// The latest checkpoint this copy took (or stands on).
     pub fn checkpoint(&self) -> Option<&Arc<Checkpoint>> {
         self.checkpoints.latest.as_ref()

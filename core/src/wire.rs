@@ -47,6 +47,10 @@ pub enum Body {
         heads: Vec<TxId>,
         reply: bool,
         announcements: Vec<SignedAnnouncement>,
+        /// The checkpoint the sender stands on (it holds no transaction
+        /// below its cut), if any: a member that holds fewer below the cut
+        /// is brought forward from it (`crate::node::forward`).
+        stands_on: Option<CheckpointMark>,
     },
     /// Send the transactions in the past of `want` (all heads, if empty) that
     /// are not in the past of `have`.
@@ -146,6 +150,13 @@ pub enum RefuseReason {
     Superseded,
 }
 
+/// A checkpoint's cut and how many transactions are below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointMark {
+    pub height: u64,
+    pub applied: u64,
+}
+
 /// A checkpoint a responder offers a joiner: its header, and the
 /// announcements of other members that vouch for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +234,10 @@ mod tests {
                 heads: vec![TxId([1; 32]), TxId([2; 32])],
                 reply: false,
                 announcements: Vec::new(),
+                stands_on: Some(CheckpointMark {
+                    height: 9,
+                    applied: 12,
+                }),
             },
         );
         assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));

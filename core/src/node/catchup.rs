@@ -92,9 +92,9 @@ pub(super) enum CatchupStep {
 /// A checkpoint offer that passed its check: its header, the vouches, and
 /// who signed them.
 pub(super) struct Offer {
-    header: CheckpointHeader,
-    vouches: Vec<SignedAnnouncement>,
-    vouched_by: Vec<MemberId>,
+    pub(super) header: CheckpointHeader,
+    pub(super) vouches: Vec<SignedAnnouncement>,
+    pub(super) vouched_by: Vec<MemberId>,
 }
 
 /// A checkpoint being downloaded, with what the copy it becomes needs.
@@ -110,7 +110,7 @@ pub(super) struct Loading {
 /// than the responder (`from`) that was a member at the cut, with a valid
 /// signature, unless the responder was the only member there. Returns the
 /// offer with who vouched, or why it is refused.
-fn check_offer(
+pub(super) fn check_offer(
     offer: CheckpointOffer,
     context: ContextId,
     from: MemberId,
@@ -419,8 +419,13 @@ impl Context {
         offer: Option<Box<CheckpointOffer>>,
     ) -> Result<Accepted, MessageError> {
         let context = self.id;
-        let State::Joining(catchup) = &mut self.state else {
-            return Ok(Accepted::Continue);
+        let catchup = match &mut self.state {
+            State::Joining(catchup) => catchup,
+            State::Member(held) => {
+                held.on_forward_accepted(context, env, out, now, from, request, offer);
+                return Ok(Accepted::Continue);
+            }
+            State::Leaving { .. } => return Ok(Accepted::Continue),
         };
         if !matches!(catchup.step, CatchupStep::Requested)
             || !catchup.outstanding.answered_by(request, from)
@@ -483,8 +488,10 @@ impl Context {
         reason: RefuseReason,
     ) {
         let context = self.id;
-        let State::Joining(catchup) = &mut self.state else {
-            return;
+        let catchup = match &mut self.state {
+            State::Joining(catchup) => catchup,
+            State::Member(held) => return held.on_forward_refused(request, from),
+            State::Leaving { .. } => return,
         };
         if !catchup.outstanding.answered_by(request, from) {
             return;
@@ -493,7 +500,14 @@ impl Context {
         // have reached the responder yet. A checkpoint that was superseded
         // is started over, with a new offer.
         catchup.retry_later(env, now);
-        if reason == RefuseReason::Superseded && matches!(catchup.step, CatchupStep::Checkpoint(_))
+        // A stream the responder can no longer serve (it dropped the bodies
+        // below its checkpoint) starts over too, and the copy it was
+        // filling is dropped: the new offer replaces it.
+        if reason == RefuseReason::Superseded
+            && matches!(
+                catchup.step,
+                CatchupStep::Checkpoint(_) | CatchupStep::Stream(_)
+            )
         {
             catchup.step = CatchupStep::Requested;
         }
@@ -624,8 +638,14 @@ impl Context {
         more: bool,
     ) {
         let context = self.id;
-        let State::Joining(catchup) = &mut self.state else {
-            return;
+        let catchup = match &mut self.state {
+            State::Joining(catchup) => catchup,
+            State::Member(held) => {
+                return held.on_forward_chunk(
+                    context, env, out, now, from, request, height, entries, more,
+                );
+            }
+            State::Leaving { .. } => return,
         };
         if !catchup.outstanding.answered_by(request, from) {
             return;

@@ -39,6 +39,7 @@ use crate::wire::RequestId;
 use super::Env;
 use super::Phase;
 use super::catchup::Catchup;
+use super::forward::Forward;
 use super::out::Out;
 
 /// A request waiting for its answer.
@@ -69,6 +70,8 @@ pub(super) struct Held {
     pub(super) vouches: Vouches,
     /// The cut of the latest checkpoint persisted (0: none).
     pub(super) persisted_checkpoint: u64,
+    /// The forward in flight, if this copy is behind another's checkpoint.
+    pub(super) forward: Option<Forward>,
 }
 
 /// The announcements of other members that vouch for this copy's latest
@@ -111,6 +114,7 @@ impl Held {
             announcements: Announcements::default(),
             vouches: Vouches::default(),
             persisted_checkpoint: 0,
+            forward: None,
         }
     }
 
@@ -128,6 +132,25 @@ impl Held {
             out.persist(record);
         }
         self.persisted_checkpoint = checkpoint.header.height;
+    }
+
+    /// Drops the bodies below the latest checkpoint (`Replica::fold`) once
+    /// it is persisted and this copy can offer it to a joiner (vouched for,
+    /// or this node was alone at the cut), so that a joiner or a member
+    /// behind is never left with nothing to load.
+    pub(super) fn fold_if_offerable(&mut self, me: &MemberId) {
+        let Some(checkpoint) = self.replica.checkpoint() else {
+            return;
+        };
+        let cut = checkpoint.header.height;
+        if self.replica.base_height().is_some_and(|base| base >= cut)
+            || self.persisted_checkpoint < cut
+            || !self.replica.is_settled()
+            || self.checkpoint_offer(me).is_none()
+        {
+            return;
+        }
+        self.replica.fold();
     }
 
     /// Members of the context other than this node, sorted.
@@ -222,22 +245,24 @@ impl Context {
 
     /// Notes who holds stability back, and persists a checkpoint the copy
     /// took (after every input and command).
-    pub(super) fn note_stability(&mut self, now: Time, out: &mut Out) {
+    pub(super) fn note_stability(&mut self, now: Time, out: &mut Out, me: &MemberId) {
         if let Some(held) = self.held_mut() {
             held.note_stability(now);
             held.persist_checkpoint(out);
+            held.fold_if_offerable(me);
         }
     }
 
     /// The earliest of this context's timers.
     pub(super) fn next_deadline(&self) -> Time {
         let fetch = self.held().and_then(|h| h.fetch).map(|f| f.deadline);
+        let forward = self.held().and_then(Held::forward_deadline);
         let own = match &self.state {
             State::Joining(catchup) => Some(catchup.outstanding.deadline),
             State::Member(_) => None,
             State::Leaving { leave, .. } => Some(leave.push_at),
         };
-        [fetch, own]
+        [fetch, forward, own]
             .into_iter()
             .flatten()
             .fold(self.next_tick_at, Time::min)

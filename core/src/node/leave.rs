@@ -69,7 +69,7 @@ impl Node {
         let leave = Leave::new(tx, self.env.timeout_at(now), &self.env.me);
         let state = State::Leaving { held, leave };
         let mut c = Context::new(id, next_tick_at, state);
-        c.note_stability(now, &mut self.out);
+        c.note_stability(now, &mut self.out, &self.env.me);
         self.contexts.insert(context, c);
         Ok(())
     }

@@ -50,6 +50,7 @@ mod accept;
 mod announce;
 mod catchup;
 mod context;
+mod forward;
 mod leave;
 mod out;
 mod restore;
@@ -552,7 +553,7 @@ impl Node {
                 Err(CommandError::NotAMember(context, Some(phase)))
             }
         }?;
-        c.note_stability(now, &mut self.out);
+        c.note_stability(now, &mut self.out, &self.env.me);
         Ok(receipt)
     }
 
@@ -592,7 +593,8 @@ impl Node {
                 heads,
                 reply,
                 announcements,
-            } => c.on_heads(env, out, now, from, heads, reply, announcements),
+                stands_on,
+            } => c.on_heads(env, out, now, from, heads, reply, announcements, stands_on),
             Body::Fetch {
                 request,
                 want,
@@ -653,7 +655,7 @@ impl Node {
         }
         self.reconcile_phase(context);
         if let Some(c) = self.contexts.get_mut(&context) {
-            c.note_stability(now, &mut self.out);
+            c.note_stability(now, &mut self.out, &self.env.me);
         }
         result
     }
@@ -691,12 +693,15 @@ impl Node {
                 continue;
             }
             c.fetch_timer(now);
+            if let Some(held) = c.held_mut() {
+                held.forward_timer(now);
+            }
             c.catchup_timer(&mut self.env, &mut self.out, now);
             c.leave_timer(&self.env, &mut self.out, now);
             c.sync_timer(&mut self.env, &mut self.out, now);
             // No timer inserts today; a settle keeps it so if one ever does.
             c.settle(&mut self.out);
-            c.note_stability(now, &mut self.out);
+            c.note_stability(now, &mut self.out, &self.env.me);
         }
     }
 

@@ -21,7 +21,7 @@ use crate::replica::Replica;
 use crate::stability::SignedAnnouncement;
 use crate::time::Time;
 use crate::tx::{OrderKey, SignedTx, Tx, TxError, TxKind};
-use crate::wire::{Body, RefuseReason, RequestId};
+use crate::wire::{Body, CheckpointMark, RefuseReason, RequestId};
 
 use super::Env;
 use super::MessageError;
@@ -74,6 +74,7 @@ impl Context {
         heads: Vec<TxId>,
         reply: bool,
         announcements: Vec<SignedAnnouncement>,
+        stands_on: Option<CheckpointMark>,
     ) {
         let context = self.id;
         let State::Member(held) = &mut self.state else {
@@ -83,6 +84,9 @@ impl Context {
             return;
         }
         held.hear_announcements(context, env, out, announcements);
+        if let Some(mark) = stands_on {
+            held.forward_if_behind(context, env, out, now, from, mark);
+        }
         let unknown: Vec<TxId> = heads
             .iter()
             .filter(|id| !held.replica.knows(id) && !held.pending.contains(id))
@@ -327,10 +331,15 @@ impl Held {
     ) {
         let heads = heads_to_send(&self.replica);
         let announcements = self.announcements_for(context, env, out, &to);
+        let stands_on = self.replica.base_height().map(|height| CheckpointMark {
+            height,
+            applied: self.replica.base_len() as u64,
+        });
         let body = Body::Heads {
             heads,
             reply,
             announcements,
+            stands_on,
         };
         out.send(context, to, body);
     }
