@@ -25,12 +25,13 @@ use std::sync::Arc;
 
 use common::support::{Net, secret};
 use common::{
-    BareWasm, RecordedCatchup, Workload, decoded, encoded, history, record_catchup, replay_catchup,
+    BareWasm, RecordedCatchup, Workload, decoded, encoded, history_with, record_catchup,
+    replay_catchup, whole_history,
 };
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ctx_core::tx::{SignedTx, Tx};
 use ctx_core::verify::Verifier;
-use ctx_core::{Config, ContextId, Ed25519Verifier, Node, Record, Replica};
+use ctx_core::{ContextId, Ed25519Verifier, Node, Record, Replica};
 
 const CALLS: u64 = 100_000;
 /// Signatures the ed25519 benchmarks check, per iteration.
@@ -41,7 +42,7 @@ fn restart(records: &[Vec<u8>]) -> Node {
     let mut seed = [0u8; 32];
     seed[1] = 1;
     Node::restore(
-        Config::default(),
+        whole_history(),
         secret(0),
         seed,
         Arc::new(Ed25519Verifier),
@@ -90,7 +91,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(workload: Workload) -> Fixture {
-        let (mut net, context) = history(workload, CALLS, 2);
+        let (mut net, context) = history_with(whole_history(), workload, CALLS, 2);
         let records = encoded(&net.disks[0]);
         let applied = applied(&net.nodes[0], &context);
         let root = net.root(0, &context).expect("held");

@@ -91,7 +91,27 @@ impl Workload {
 /// A context on node 0 of `net` holding `calls` calls of `workload`, made by
 /// node 0 (signed, executed and persisted as any call is).
 pub fn history(workload: Workload, calls: u64, nodes: usize) -> (Net, ContextId) {
-    let mut net = Net::new(nodes);
+    history_with(Config::default(), workload, calls, nodes)
+}
+
+/// A configuration that takes no checkpoint within any history a bench
+/// builds: every restart and catchup goes through the whole history (what
+/// the replay bench measures).
+pub fn whole_history() -> Config {
+    Config {
+        checkpoint_interval_min: u64::MAX / 4,
+        ..Config::default()
+    }
+}
+
+/// [`history`] with nodes of `config`.
+pub fn history_with(
+    config: Config,
+    workload: Workload,
+    calls: u64,
+    nodes: usize,
+) -> (Net, ContextId) {
+    let mut net = Net::with_config(nodes, config);
     let context = net.context_with(0, workload.app(), &[0]);
     for index in 0..calls {
         let (method, input) = workload.call(index);

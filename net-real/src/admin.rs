@@ -202,6 +202,8 @@ pub fn status_json(report: &StatusReport, only: Option<ContextId>) -> Value {
                 "heads": status.heads.iter().map(TxId::to_hex).collect::<Vec<_>>(),
                 "state_root": status.state_root.map(|r| r.to_hex()),
                 "stable": status.stable,
+                "checkpoint": status.checkpoint,
+                "stands_on": status.stands_on,
                 "held_back_by": status.held_back_by.map(|held| json!({
                     "member": held.member.to_hex(),
                     "reason": format!("{:?}", held.reason).to_lowercase(),

@@ -359,6 +359,13 @@ fn print_status(answer: &Value) {
             c["pending"],
             c["state_root"].as_str().unwrap_or("-")
         );
+        if let Some(cut) = c["checkpoint"].as_u64() {
+            let on = match c["stands_on"].as_u64() {
+                Some(base) => format!(", holds the history from height {base} on"),
+                None => ", holds the whole history".to_owned(),
+            };
+            println!("    checkpoint at height {cut}{on}");
+        }
         if let Some(held) = c["held_back_by"].as_object() {
             let why = match held["reason"].as_str() {
                 Some("invited") => "invited and not joined yet",
