@@ -236,7 +236,9 @@ impl Held {
     /// vouched or no other member was there at the cut; else none (the
     /// joiner streams from the genesis).
     pub(super) fn checkpoint_offer(&mut self, me: &MemberId) -> Option<Box<CheckpointOffer>> {
-        self.refresh_vouches();
+        if !self.offerable(me) {
+            return None;
+        }
         let checkpoint = self.replica.checkpoint()?;
         let vouches: Vec<SignedAnnouncement> = self
             .vouches
@@ -245,17 +247,28 @@ impl Held {
             .take(CHECKPOINT_VOUCHES_MAX)
             .cloned()
             .collect();
+        Some(Box::new(CheckpointOffer {
+            header: checkpoint.header.clone(),
+            vouches,
+        }))
+    }
+
+    /// Whether this copy can offer its latest checkpoint: another member at
+    /// the cut vouched for it, or `me` was the only member there. Until
+    /// then some other member may lack what is below the cut and have no
+    /// one to load it from, so the checkpoint is neither persisted (a
+    /// restart would stand on it) nor are the bodies below it dropped.
+    pub(super) fn offerable(&mut self, me: &MemberId) -> bool {
+        self.refresh_vouches();
+        let Some(checkpoint) = self.replica.checkpoint() else {
+            return false;
+        };
         let alone = !checkpoint
             .header
             .membership
             .iter()
             .any(|(member, status)| member != me && *status == MemberStatus::Member);
-        (alone || !vouches.is_empty()).then(|| {
-            Box::new(CheckpointOffer {
-                header: checkpoint.header.clone(),
-                vouches,
-            })
-        })
+        alone || !self.vouches.by.is_empty()
     }
 
     /// Who holds the stable frontier back, and since when it has not moved

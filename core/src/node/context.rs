@@ -119,15 +119,16 @@ impl Held {
     }
 
     /// Persists the copy's latest checkpoint, if it took one since the last
-    /// persisted: its records, after which the driver may drop what it
-    /// supersedes (`Record::CheckpointEnd`).
-    pub(super) fn persist_checkpoint(&mut self, out: &mut Out) {
-        let Some(checkpoint) = self.replica.checkpoint() else {
+    /// persisted and can offer it (`Held::offerable`): its records, after
+    /// which the driver may drop what it supersedes (`Record::CheckpointEnd`).
+    pub(super) fn persist_checkpoint(&mut self, out: &mut Out, me: &MemberId) {
+        let Some(cut) = self.replica.checkpoint().map(|c| c.header.height) else {
             return;
         };
-        if checkpoint.header.height <= self.persisted_checkpoint {
+        if cut <= self.persisted_checkpoint || !self.offerable(me) {
             return;
         }
+        let checkpoint = self.replica.checkpoint().expect("checked above");
         for record in Record::checkpoint(checkpoint) {
             out.persist(record);
         }
@@ -146,7 +147,7 @@ impl Held {
         if self.replica.base_height().is_some_and(|base| base >= cut)
             || self.persisted_checkpoint < cut
             || !self.replica.is_settled()
-            || self.checkpoint_offer(me).is_none()
+            || !self.offerable(me)
         {
             return;
         }
@@ -248,7 +249,7 @@ impl Context {
     pub(super) fn note_stability(&mut self, now: Time, out: &mut Out, me: &MemberId) {
         if let Some(held) = self.held_mut() {
             held.note_stability(now);
-            held.persist_checkpoint(out);
+            held.persist_checkpoint(out, me);
             held.fold_if_offerable(me);
         }
     }
