@@ -1,5 +1,5 @@
 //! Builds the apps written with ctx-sdk (`apps/kv`, `apps/counter`,
-//! `apps/bank`) to WebAssembly, for the tests that check them against the
+//! `apps/bank`, `apps/tour`) to WebAssembly, for the tests that check them against the
 //! bundled WebAssembly-text apps (`tests/bundled.rs`).
 //!
 //! Owns: the modules are built by cargo, from source, into their own target
@@ -18,11 +18,14 @@ use thiserror::Error;
 /// The target the apps are built for.
 pub const TARGET: &str = "wasm32-unknown-unknown";
 
-/// The bundled apps written with ctx-sdk: the scenario name and the package.
-pub const APPS: [(&str, &str); 3] = [
+/// The apps written with ctx-sdk: the name and the package. The first
+/// three are the bundled apps (named as scenarios name them); `tour` uses
+/// every part of the SDK.
+pub const APPS: [(&str, &str); 4] = [
     ("kv", "ctx-app-kv"),
     ("counter", "ctx-app-counter"),
     ("bank", "ctx-app-bank"),
+    ("tour", "ctx-app-tour"),
 ];
 
 #[derive(Debug, Error)]

@@ -467,6 +467,167 @@ fn spin_runs_out_of_fuel_compiled() -> Result<(), Failed> {
     Ok(())
 }
 
+/// The tour app compiled and natively: every outcome, message included,
+/// and every root after it are the same, and each is the one expected.
+fn tour_native_and_compiled_agree() -> Result<(), Failed> {
+    use ctx_app_tour::{Profile, Tour};
+    let mut native = Harness::native::<Tour>();
+    let mut compiled = Harness::module(&std::fs::read(module("tour")?)?)?;
+    let long_name = "n".repeat(100);
+    let profile = |visits: u32, tags: &[&str]| Profile {
+        name: long_name.clone(),
+        visits,
+        tags: tags.iter().map(|tag| tag.to_string()).collect(),
+    };
+    let postcard = |value: &Profile| postcard_of(value);
+    let failed = |message: &str| Err::<Vec<u8>, _>(CallError::AppFailed(message.into()));
+    type Case = (&'static str, Vec<Vec<u8>>, Result<Vec<u8>, CallError>);
+    let cases: Vec<Case> = vec![
+        ("greet", vec![Vec::new()], failed("a greeting is not empty")),
+        ("greet", vec![b"hello".to_vec()], Ok(Vec::new())),
+        ("greeting", vec![], Ok(b"hello".to_vec())),
+        (
+            "hit",
+            vec![5u64.to_le_bytes().to_vec()],
+            Ok(5u64.to_le_bytes().to_vec()),
+        ),
+        (
+            "hit",
+            vec![u64::MAX.to_le_bytes().to_vec()],
+            failed("counter overflow"),
+        ),
+        (
+            "visit",
+            vec![long_name.clone().into_bytes(), b"a".to_vec()],
+            Ok(1u32.to_le_bytes().to_vec()),
+        ),
+        (
+            "visit",
+            vec![long_name.clone().into_bytes(), b"b".to_vec()],
+            Ok(2u32.to_le_bytes().to_vec()),
+        ),
+        (
+            "profile",
+            vec![long_name.clone().into_bytes()],
+            Ok(postcard(&profile(2, &["a", "b"]))),
+        ),
+        ("profile", vec![b"nobody".to_vec()], Ok(Vec::new())),
+        (
+            "note",
+            vec![b"k".to_vec(), b"abc".to_vec(), vec![1]],
+            failed("panicked: exploded after writing 3 bytes"),
+        ),
+        (
+            "note",
+            vec![b"k".to_vec(), b"abc".to_vec(), vec![0]],
+            Ok(Vec::new()),
+        ),
+        (
+            "note",
+            vec![b"k".to_vec(), b"abc".to_vec(), vec![2]],
+            failed("argument explode: a bool is one byte, 0 or 1"),
+        ),
+        ("flood", vec![3u32.to_le_bytes().to_vec()], Ok(Vec::new())),
+        (
+            "big",
+            vec![70_000u32.to_le_bytes().to_vec()],
+            Err(CallError::LimitExceeded(
+                "value of 70000 bytes exceeds VALUE_BYTES_MAX 65536".into(),
+            )),
+        ),
+        ("refuse", vec![b"not today".to_vec()], failed("not today")),
+        (
+            "misread",
+            vec![],
+            failed(
+                "stored value in collection \"greeting:\" is malformed: 6 bytes, not the 8 of a u64",
+            ),
+        ),
+        (
+            "greet",
+            vec![b"hi".to_vec(), b"extra".to_vec()],
+            failed("too many arguments"),
+        ),
+        ("nope", vec![], Err(CallError::UnknownMethod("nope".into()))),
+    ];
+    // More distinct writes than CALL_WRITES_MAX: natively the limit, and
+    // compiled the fuel runs out first (a write through the SDK costs some
+    // thousands of units); either way a failed call with no effect.
+    let root = compiled.root();
+    let flood = [1025u32.to_le_bytes()];
+    let by_native = native.call("flood", &flood);
+    let by_compiled = compiled.call("flood", &flood);
+    let limit =
+        CallError::LimitExceeded("more than CALL_WRITES_MAX 1024 distinct keys written".into());
+    if by_native != Err(limit)
+        || by_compiled != Err(CallError::OutOfFuel)
+        || compiled.root() != root
+        || native.root() != root
+    {
+        return Err(format!("flood: native {by_native:?}, compiled {by_compiled:?}").into());
+    }
+    let fuel = compiled.call("flood", &[100u32.to_le_bytes()])?.fuel_used;
+    eprintln!("tour: 100 distinct writes compiled cost {fuel} fuel");
+    native.call("flood", &[100u32.to_le_bytes()])?;
+    compiled.call("note", &[b"k".as_slice(), b"abc", &[0]])?;
+    native.call("note", &[b"k".as_slice(), b"abc", &[0]])?;
+    for (method, args, expected) in cases {
+        let by_native = native.call(method, &args).map(|output| output.return_value);
+        let by_compiled = compiled
+            .call(method, &args)
+            .map(|output| output.return_value);
+        if by_native != expected || by_compiled != expected {
+            return Err(format!(
+                "{method}{args:?}: native {by_native:?}, compiled {by_compiled:?}, expected {expected:?}"
+            )
+            .into());
+        }
+        if native.root() != compiled.root() {
+            return Err(format!("{method}: roots differ").into());
+        }
+    }
+    // The layout: each field at its prefix, long keys hashed.
+    let padded = |text: &[u8]| {
+        let mut key = [0u8; 32];
+        key[..text.len()].copy_from_slice(text);
+        key
+    };
+    let expected_profile = postcard(&profile(2, &["a", "b"]));
+    let layout = [
+        (padded(b"greeting:"), postcard_of(&"hello".to_string())),
+        (padded(b"hits:"), 5u64.to_le_bytes().to_vec()),
+        (
+            ctx_sdk::storage::storage_key(b"profiles:", long_name.as_bytes()),
+            expected_profile,
+        ),
+        (
+            ctx_sdk::storage::storage_key(b"notes:", &padded(b"k")),
+            b"abc".to_vec(),
+        ),
+    ];
+    for (key, value) in layout {
+        for harness in [&native, &compiled] {
+            if harness.get(&key) != Some(value.as_slice()) {
+                return Err(
+                    format!("at {key:?}: {:?}, expected {value:?}", harness.get(&key)).into(),
+                );
+            }
+        }
+    }
+    if native.entries().len() != 4 + 100 {
+        return Err(format!("{} entries", native.entries().len()).into());
+    }
+    let logs = compiled.call("greet", &[b"again"])?.logs;
+    if logs != ["greeting set to again"] || native.call("greet", &[b"again"])?.logs != logs {
+        return Err(format!("logs {logs:?}").into());
+    }
+    Ok(())
+}
+
+fn postcard_of<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> Vec<u8> {
+    <ctx_sdk::storage::Postcard as ctx_sdk::Codec<T>>::encode(value)
+}
+
 fn main() {
     let arguments = Arguments::from_args();
     let mut trials = vec![
@@ -474,6 +635,10 @@ fn main() {
         Trial::test(
             "spin_runs_out_of_fuel_compiled",
             spin_runs_out_of_fuel_compiled,
+        ),
+        Trial::test(
+            "tour_native_and_compiled_agree",
+            tour_native_and_compiled_agree,
         ),
         Trial::test("kv_native_compiled_and_wat_agree", || {
             native_compiled_and_wat_agree("kv", Harness::native::<ctx_app_kv::Kv>, KV)
