@@ -624,6 +624,59 @@ fn tour_native_and_compiled_agree() -> Result<(), Failed> {
     Ok(())
 }
 
+/// What a call costs compiled, Rust module beside `.wat` (fuel is
+/// deterministic, so these are exact): printed for the figures in
+/// docs/SDK.md (`cargo test -p ctx-apps-conformance --test bundled --
+/// fuel_and_size --nocapture`), and bounded: an SDK call of a bundled app
+/// stays under 1% of `CALL_FUEL_MAX`.
+fn fuel_and_size() -> Result<(), Failed> {
+    let budget = ctx_core::limits::CALL_FUEL_MAX / 100;
+    let amount = 5u64.to_le_bytes().to_vec();
+    type Calls = Vec<(&'static str, Vec<Vec<u8>>)>;
+    let calls: [(&str, Calls); 3] = [
+        (
+            "kv",
+            vec![
+                ("set", vec![b"k".to_vec(), b"v".to_vec()]),
+                ("get", vec![b"k".to_vec()]),
+            ],
+        ),
+        (
+            "counter",
+            vec![("add", vec![b"k".to_vec(), amount.clone()])],
+        ),
+        (
+            "bank",
+            vec![
+                ("open", vec![b"a".to_vec(), amount.clone()]),
+                ("open", vec![b"b".to_vec(), amount.clone()]),
+                (
+                    "transfer",
+                    vec![b"a".to_vec(), b"b".to_vec(), 1u64.to_le_bytes().to_vec()],
+                ),
+            ],
+        ),
+    ];
+    for (name, calls) in calls {
+        let bytes = std::fs::read(module(name)?)?;
+        let mut rust = Harness::module(&bytes)?;
+        let mut text = Harness::module(&wat(name))?;
+        for (method, args) in calls {
+            let by_rust = rust.call(method, &args)?.fuel_used;
+            let by_text = text.call(method, &args)?.fuel_used;
+            eprintln!(
+                "{name}.{method}: Rust module {by_rust} fuel, .wat {by_text} ({:.0}x)",
+                by_rust as f64 / by_text as f64
+            );
+            if by_rust > budget {
+                return Err(format!("{name}.{method} costs {by_rust} fuel, over {budget}").into());
+            }
+        }
+        eprintln!("{name}: module of {} bytes", bytes.len());
+    }
+    Ok(())
+}
+
 fn postcard_of<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> Vec<u8> {
     <ctx_sdk::storage::Postcard as ctx_sdk::Codec<T>>::encode(value)
 }
@@ -640,6 +693,7 @@ fn main() {
             "tour_native_and_compiled_agree",
             tour_native_and_compiled_agree,
         ),
+        Trial::test("fuel_and_size", fuel_and_size),
         Trial::test("kv_native_compiled_and_wat_agree", || {
             native_compiled_and_wat_agree("kv", Harness::native::<ctx_app_kv::Kv>, KV)
         }),
