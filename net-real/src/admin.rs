@@ -5,6 +5,7 @@
 //! GET  /v1/status                      -> {"member", "peers": [..], "contexts": {id: {..}}}
 //! GET  /v1/contexts/{ctx}              -> the same, with that context only
 //! POST /v1/contexts          {"app": hex of a .wasm or .wat file}  -> {"context": hex}
+//!                            (400 if its `ctx_abi` section is malformed)
 //! POST /v1/contexts/{ctx}/invite {"member": hex}                   -> {"tx": hex}
 //! POST /v1/contexts/{ctx}/join   {"via": "host:port"}              -> {"via_member": hex}
 //! POST /v1/contexts/{ctx}/leave  {}                                -> {}
@@ -253,10 +254,25 @@ struct CreateBody {
 async fn create(State(admin): State<Admin>, body: Body) -> Result<Response, ApiError> {
     let body: CreateBody = body_json(body).await?;
     let app = hex_of(&body.app, "app")?;
+    check_abi(&app).map_err(bad)?;
     let context = admin
         .ask(|reply| AdminRequest::Create { app, reply })
         .await??;
     ok(json!({ "context": context.to_hex() }))
+}
+
+/// Refuses an app whose `ctx_abi` section (the ABI an SDK app embeds) is
+/// malformed, saying what is wrong. An app without the section passes, and
+/// so does one that is not WebAssembly at all: the engine refuses that with
+/// its own error.
+fn check_abi(app: &[u8]) -> Result<(), String> {
+    let Ok(wasm) = ctx_core::runtime::wasm_from_source(app) else {
+        return Ok(());
+    };
+    match ctx_abi::Abi::from_module(&wasm) {
+        Ok(_) | Err(ctx_abi::AbiError::Module(_)) => Ok(()),
+        Err(error) => Err(format!("app: {error}")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -433,4 +449,32 @@ async fn wait(
         Err(_) => false,
     };
     ok(json!({ "applied": applied }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_abi;
+
+    fn module_with(custom: &str) -> Vec<u8> {
+        format!("(module (memory (export \"memory\") 1) {custom})").into_bytes()
+    }
+
+    #[test]
+    fn an_app_with_a_malformed_abi_section_is_refused_with_what_is_wrong() {
+        assert_eq!(check_abi(&module_with("")), Ok(()));
+        assert_eq!(check_abi(b"not an app"), Ok(()), "the engine refuses it");
+        let valid = r#"(@custom "ctx_abi" "{\"version\":1,\"methods\":[]}")"#;
+        assert_eq!(check_abi(&module_with(valid)), Ok(()));
+        let future = r#"(@custom "ctx_abi" "{\"version\":9,\"methods\":[]}")"#;
+        assert_eq!(
+            check_abi(&module_with(future)),
+            Err("app: the `ctx_abi` section has version 9; this ctx reads version 1".into())
+        );
+        let broken = r#"(@custom "ctx_abi" "{\"version\":1,\"methods\":")"#;
+        let refused = check_abi(&module_with(broken)).expect_err("refused");
+        assert!(
+            refused.starts_with("app: the `ctx_abi` section is not a valid ABI document"),
+            "{refused}"
+        );
+    }
 }

@@ -164,6 +164,15 @@ fn bad_admin_requests(a: &TestNode, context: &str) {
     assert!(message.contains("u64:"), "{message}");
     let (status, _) = status_of(client.get("/v1/nothing"));
     assert_eq!(status, 404);
+    // An app whose ABI section is malformed is refused at create, saying so.
+    let app = r#"(module (memory (export "memory") 1) (@custom "ctx_abi" "{\"version\":1"))"#;
+    let (status, message) =
+        status_of(client.post("/v1/contexts", &json!({"app": hex::encode(app)})));
+    assert_eq!(status, 400, "{message}");
+    assert!(
+        message.contains("the `ctx_abi` section is not a valid ABI document"),
+        "{message}"
+    );
     // A path that is not even UTF-8 is a JSON 400 too.
     let (status, message) = status_of(client.post("/v1/contexts/%ff/call", &json!({})));
     assert_eq!(status, 400, "{message}");

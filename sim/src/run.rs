@@ -191,6 +191,18 @@ type LookedAt = (u64, usize, Bound<OrderKey>);
 /// Runs a scenario. `Err` only for input that cannot be run (exit 2); a
 /// failed check is a report with `passed: false`.
 pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput> {
+    run_inspect(scenario, options, |_, _| ()).map(|(report, ())| report)
+}
+
+/// [`run`], and then `inspect` sees the world as the run left it, with the
+/// id of each of the scenario's contexts: for a test that looks inside the
+/// engines (the SDK's conformance test re-executes every member's copy
+/// with another build of its app).
+pub fn run_inspect<R>(
+    scenario: &Scenario,
+    options: &RunOptions,
+    inspect: impl FnOnce(&World, &BTreeMap<String, ContextId>) -> R,
+) -> Result<(Report, R), BadInput> {
     let started = Instant::now();
     let seed = options.seed.unwrap_or(scenario.seed);
     let path = scenario.path.display().to_string();
@@ -265,9 +277,10 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput
             .notes
             .push(format!("the trace could not be written: {error}"));
     }
+    let inspected = inspect(&runner.world, &runner.contexts);
     let mut report = runner.report(seed, path);
     report.wall_seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((report, inspected))
 }
 
 /// Compiles every app a `create` step names, so a bad app is bad input
