@@ -402,10 +402,26 @@ impl Replica {
         genesis: Tx,
         app_blob: Arc<Vec<u8>>,
         checkpoint: Arc<Checkpoint>,
+        txs: Vec<Tx>,
+    ) -> Result<Replica, ReplicaError> {
+        Replica::check_app(&genesis, &app_blob)?;
+        let app = App::compile(&app_blob)?;
+        Replica::rebuild_on_checkpoint_with(genesis, app_blob, Box::new(app), checkpoint, txs)
+    }
+
+    /// [`Replica::rebuild_on_checkpoint`] with the application already at
+    /// hand: `app` must behave as the module `app_blob` does (the SDK's
+    /// conformance tests run an app's native and compiled builds this way).
+    pub fn rebuild_on_checkpoint_with(
+        genesis: Tx,
+        app_blob: Arc<Vec<u8>>,
+        app: Box<dyn Application>,
+        checkpoint: Arc<Checkpoint>,
         mut txs: Vec<Tx>,
     ) -> Result<Replica, ReplicaError> {
+        Replica::check_app(&genesis, &app_blob)?;
         let cut = checkpoint.header.height;
-        let mut replica = Replica::from_checkpoint(genesis, app_blob, checkpoint)?;
+        let mut replica = Replica::on_checkpoint(genesis, app_blob, app, checkpoint)?;
         txs.retain(|tx| tx.height() >= cut);
         txs.sort_unstable_by_key(Tx::order_key);
         txs.dedup_by_key(|tx| tx.id());
