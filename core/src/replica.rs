@@ -1195,6 +1195,18 @@ impl Replica {
         Some(last_own.max(top) + 1)
     }
 
+    /// The floor `announcement` gives here (see
+    /// [`Replica::announcement_floor`]) if its author is an identity this
+    /// copy tracks and the floor raises what its announcements gave so far.
+    pub fn improving_floor(&self, announcement: &Announcement) -> Option<u64> {
+        let author = &announcement.author;
+        if !self.stability.tracks(author) {
+            return None;
+        }
+        self.announcement_floor(announcement)
+            .filter(|floor| self.stability.improves(author, *floor))
+    }
+
     /// Takes a verified announcement's floor (see
     /// [`Replica::announcement_floor`]).
     pub fn announce(&mut self, author: &MemberId, floor: u64) {

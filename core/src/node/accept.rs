@@ -153,6 +153,15 @@ impl Held {
         outcomes
     }
 
+    /// [`Held::accept`], and a transaction the DAG refuses is dropped with
+    /// what waits for it.
+    pub(super) fn accept_or_drop(&mut self, context: ContextId, tx: Tx, out: &mut Out) {
+        let id = tx.id();
+        if let Err(error) = self.accept(context, tx, out) {
+            self.drop_invalid(context, id, &error, out);
+        }
+    }
+
     /// A transaction the DAG refused can never be accepted: neither can
     /// anything waiting for it.
     pub(super) fn drop_invalid(
@@ -204,9 +213,7 @@ impl Held {
             return;
         }
         if tx.parents().iter().all(|p| self.replica.has_parent(p)) {
-            if let Err(error) = self.accept(context, tx, out) {
-                self.drop_invalid(context, id, &error, out);
-            }
+            self.accept_or_drop(context, tx, out);
             return;
         }
         if tx.context() != context {

@@ -143,7 +143,6 @@ impl Held {
     ) {
         self.refresh_vouches();
         let own_vouch = self.vouches.for_checkpoint;
-        let members_at_cut = self.members_at_cut();
         for announcement in announcements
             .into_iter()
             .take(ANNOUNCEMENTS_PER_MESSAGE_MAX)
@@ -152,13 +151,10 @@ impl Held {
             if author == env.me || !self.replica.stability().tracks(&author) {
                 continue;
             }
-            let floor = self
-                .replica
-                .announcement_floor(&announcement.body)
-                .filter(|floor| self.replica.stability().improves(&author, *floor));
+            let floor = self.replica.improving_floor(&announcement.body);
             let vouch = announcement.body.checkpoint.filter(|vouch| {
                 own_vouch.is_some_and(|own| own.height == vouch.height)
-                    && members_at_cut.contains(&author)
+                    && self.member_at_cut(&author)
                     && !self.vouches.by.contains_key(&author)
             });
             if floor.is_none() && vouch.is_none() {
@@ -199,36 +195,29 @@ impl Held {
         if self.vouches.for_checkpoint == latest {
             return;
         }
-        let members_at_cut = self.members_at_cut();
         self.vouches.for_checkpoint = latest;
         self.vouches.by = self
             .announcements
             .heard
             .iter()
             .filter(|(author, heard)| {
-                latest.is_some()
-                    && heard.body.checkpoint == latest
-                    && members_at_cut.contains(author)
+                latest.is_some() && heard.body.checkpoint == latest && self.member_at_cut(author)
             })
             .map(|(author, heard)| (*author, heard.clone()))
             .collect();
     }
 
-    /// The members at the cut of this copy's latest checkpoint: only they
-    /// may vouch for it (its digest commits to them, so a responder cannot
-    /// make up vouchers).
-    fn members_at_cut(&self) -> Vec<MemberId> {
-        self.replica
-            .checkpoint()
-            .map_or_else(Vec::new, |checkpoint| {
-                checkpoint
-                    .header
-                    .membership
-                    .iter()
-                    .filter(|(_, status)| *status == MemberStatus::Member)
-                    .map(|(member, _)| *member)
-                    .collect()
-            })
+    /// Whether `member` was a member at the cut of this copy's latest
+    /// checkpoint: only such members may vouch for it (its digest commits
+    /// to them, so a responder cannot make up vouchers).
+    fn member_at_cut(&self, member: &MemberId) -> bool {
+        self.replica.checkpoint().is_some_and(|checkpoint| {
+            checkpoint
+                .header
+                .membership
+                .iter()
+                .any(|(m, status)| m == member && *status == MemberStatus::Member)
+        })
     }
 
     /// The checkpoint this copy offers a joiner: its latest, with up to

@@ -282,6 +282,23 @@ impl Catchup {
         self.outstanding.request = 0;
     }
 
+    /// Refuses the checkpoint `from` offered or served, and starts over at
+    /// another member.
+    fn refuse_checkpoint(
+        &mut self,
+        context: ContextId,
+        out: &mut Out,
+        from: MemberId,
+        reason: String,
+    ) {
+        self.start_over();
+        out.event(Event::CheckpointRefused {
+            context,
+            from,
+            reason,
+        });
+    }
+
     /// Makes late answers match nothing, and asks again when the request
     /// would have timed out.
     pub(super) fn retry_later(&mut self, env: &Env, now: Time) {
@@ -459,12 +476,7 @@ impl Context {
             None => None,
             Some(Ok(offer)) => Some(Box::new(offer)),
             Some(Err(reason)) => {
-                catchup.start_over();
-                out.event(Event::CheckpointRefused {
-                    context,
-                    from,
-                    reason,
-                });
+                catchup.refuse_checkpoint(context, out, from, reason);
                 return Ok(Accepted::Continue);
             }
         };
@@ -586,14 +598,7 @@ impl Context {
                     }));
                     catchup.send_step(context, env, out, from, now);
                 }
-                Err(error) => {
-                    catchup.start_over();
-                    out.event(Event::CheckpointRefused {
-                        context,
-                        from,
-                        reason: error.to_string(),
-                    });
-                }
+                Err(error) => catchup.refuse_checkpoint(context, out, from, error.to_string()),
             }
             return;
         }
@@ -689,12 +694,7 @@ impl Context {
         let (replica, checkpoint) = match copy {
             Ok(copy) => copy,
             Err(reason) => {
-                catchup.start_over();
-                out.event(Event::CheckpointRefused {
-                    context,
-                    from,
-                    reason,
-                });
+                catchup.refuse_checkpoint(context, out, from, reason);
                 return;
             }
         };
@@ -703,23 +703,9 @@ impl Context {
             genesis: genesis.signed().clone(),
             app: blob.to_vec(),
         });
-        for record in Record::checkpoint(&checkpoint) {
-            out.persist(record);
-        }
         let mut held = Held::new(replica, env);
-        held.persisted_checkpoint = height;
-        held.vouches.for_checkpoint = Some(Vouch {
-            height,
-            digest: checkpoint.digest,
-        });
-        held.vouches.by = vouches.into_iter().map(|v| (v.body.author, v)).collect();
-        out.event(Event::CheckpointLoaded {
-            context,
-            from,
-            height,
-            applied: checkpoint.header.applied,
-            vouched_by,
-        });
+        held.persist_checkpoint_records(out, &checkpoint);
+        held.loaded_checkpoint(context, out, from, &checkpoint, vouches, vouched_by);
         catchup.attempts = 0;
         catchup.step = CatchupStep::Stream(Box::new(Stream {
             after: held.replica.last_key(),

@@ -25,7 +25,9 @@
 //! - a leave is this node's own `Leave` transaction, in its copy.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
+use crate::checkpoint::Checkpoint;
 use crate::ids::{ContextId, MemberId, TxId};
 use crate::membership::MemberStatus;
 use crate::pending::Pending;
@@ -40,7 +42,7 @@ use super::Env;
 use super::Phase;
 use super::catchup::Catchup;
 use super::forward::Forward;
-use super::out::Out;
+use super::out::{Event, Out};
 
 /// A request waiting for its answer.
 #[derive(Clone, Copy, Debug)]
@@ -128,11 +130,43 @@ impl Held {
         if cut <= self.persisted_checkpoint || !self.offerable(me) {
             return;
         }
-        let checkpoint = self.replica.checkpoint().expect("checked above");
+        let checkpoint = Arc::clone(self.replica.checkpoint().expect("checked above"));
+        self.persist_checkpoint_records(out, &checkpoint);
+    }
+
+    /// Persists `checkpoint`'s records (taken here, or loaded: a joiner's
+    /// or a forward's) and notes it as the latest persisted.
+    pub(super) fn persist_checkpoint_records(&mut self, out: &mut Out, checkpoint: &Checkpoint) {
         for record in Record::checkpoint(checkpoint) {
             out.persist(record);
         }
         self.persisted_checkpoint = checkpoint.header.height;
+    }
+
+    /// Takes what came with a checkpoint loaded from `from` (a joiner's or
+    /// a forward's): the vouches that went with its offer, and reports it.
+    pub(super) fn loaded_checkpoint(
+        &mut self,
+        context: ContextId,
+        out: &mut Out,
+        from: MemberId,
+        checkpoint: &Checkpoint,
+        vouches: Vec<SignedAnnouncement>,
+        vouched_by: Vec<MemberId>,
+    ) {
+        let height = checkpoint.header.height;
+        self.vouches.for_checkpoint = Some(Vouch {
+            height,
+            digest: checkpoint.digest,
+        });
+        self.vouches.by = vouches.into_iter().map(|v| (v.body.author, v)).collect();
+        out.event(Event::CheckpointLoaded {
+            context,
+            from,
+            height,
+            applied: checkpoint.header.applied,
+            vouched_by,
+        });
     }
 
     /// Drops the bodies below the latest checkpoint (`Replica::fold`) once

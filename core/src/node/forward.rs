@@ -32,9 +32,8 @@ use std::sync::Arc;
 
 use crate::checkpoint::{Assembly, Checkpoint};
 use crate::ids::{ContextId, Key, MemberId};
-use crate::record::Record;
 use crate::replica::Replica;
-use crate::stability::{SignedAnnouncement, Vouch};
+use crate::stability::SignedAnnouncement;
 use crate::time::Time;
 use crate::wire::{Body, CheckpointMark, CheckpointOffer, RequestId};
 
@@ -133,14 +132,7 @@ impl Held {
                 }));
                 self.send_forward_request(context, env, out, now);
             }
-            Err(reason) => {
-                self.forward = None;
-                out.event(Event::CheckpointRefused {
-                    context,
-                    from,
-                    reason,
-                });
-            }
+            Err(reason) => self.refuse_forward(context, out, from, reason),
         }
     }
 
@@ -231,18 +223,7 @@ impl Held {
                     self.refuse_forward(context, out, from, reason);
                     return;
                 }
-                self.vouches.for_checkpoint = Some(Vouch {
-                    height,
-                    digest: checkpoint.digest,
-                });
-                self.vouches.by = vouches.into_iter().map(|v| (v.body.author, v)).collect();
-                out.event(Event::CheckpointLoaded {
-                    context,
-                    from,
-                    height,
-                    applied: checkpoint.header.applied,
-                    vouched_by,
-                });
+                self.loaded_checkpoint(context, out, from, &checkpoint, vouches, vouched_by);
             }
             Err(error) => self.refuse_forward(context, out, from, error.to_string()),
         }
@@ -291,12 +272,8 @@ impl Held {
         }
         replica.settle();
         for announcement in self.announcements.heard.values() {
-            let author = announcement.body.author;
-            if let Some(floor) = replica.announcement_floor(&announcement.body)
-                && replica.stability().tracks(&author)
-                && replica.stability().improves(&author, floor)
-            {
-                replica.announce(&author, floor);
+            if let Some(floor) = replica.improving_floor(&announcement.body) {
+                replica.announce(&announcement.body.author, floor);
             }
         }
         if replica.accepted() < old.accepted() {
@@ -307,10 +284,7 @@ impl Held {
             ));
         }
         self.replica = replica;
-        for record in Record::checkpoint(checkpoint) {
-            out.persist(record);
-        }
-        self.persisted_checkpoint = cut;
+        self.persist_checkpoint_records(out, checkpoint);
         // What waited for parents the checkpoint covers can go in now.
         for tx in self.pending.drain_sorted() {
             let context = self.replica.context();
@@ -318,10 +292,7 @@ impl Held {
                 continue;
             }
             if tx.parents().iter().all(|p| self.replica.has_parent(p)) {
-                let id = tx.id();
-                if let Err(error) = self.accept(context, tx, out) {
-                    self.drop_invalid(context, id, &error, out);
-                }
+                self.accept_or_drop(context, tx, out);
             } else {
                 self.pending.hold(tx, |p| self.replica.has_parent(p));
             }

@@ -112,18 +112,14 @@ impl Node {
                     height,
                     entries,
                 } => {
-                    if let Some((Ok(assembly), false)) = saved
+                    // Entries after the end, or of a checkpoint already
+                    // damaged, change nothing; a damaged chunk marks it.
+                    if let Some((assembly, false)) = saved
                         .get_mut(&context)
                         .and_then(|s| s.checkpoints.get_mut(&height))
+                        && let Err(error) = assembly.as_mut().map_or(Ok(()), |a| a.add(entries))
                     {
-                        let added = assembly.add(entries);
-                        if let Err(error) = added {
-                            saved
-                                .get_mut(&context)
-                                .expect("found")
-                                .checkpoints
-                                .insert(height, (Err(error), false));
-                        }
+                        *assembly = Err(error);
                     }
                 }
                 Record::CheckpointEnd { context, height } => {
