@@ -69,6 +69,12 @@ const KEYS: u64 = 8;
 const OWN_KEY: &str = "own";
 /// Most `spin` calls in one scenario (each burns a call's whole fuel).
 const SPINS_MAX: u32 = 2;
+/// Shortest long partition ([`Swarm::long_partitions`]); the longest is
+/// [`LONG_PARTITION_MS`] plus [`LONG_PARTITION_EXTRA_MS`].
+pub const LONG_PARTITION_MS: u64 = 20_000;
+const LONG_PARTITION_EXTRA_MS: u64 = 25_000;
+/// Most calls of one side's workload in a long partition.
+const LONG_PARTITION_CALLS_MAX: u32 = 80;
 
 /// Where the generator's random choices come from.
 pub trait Choices {
@@ -157,6 +163,10 @@ pub struct Swarm {
     pub network_changes: bool,
     /// A call or two of `spin`, which runs out of fuel.
     pub spins: bool,
+    /// One partition lasts [`LONG_PARTITION_MS`] or more, with a workload
+    /// on each side (only with `partitions`): deep repair after it, and
+    /// checkpoints cut on both histories once it heals.
+    pub long_partitions: bool,
 }
 
 impl Swarm {
@@ -172,6 +182,8 @@ impl Swarm {
         let late_joins = sometimes(c, 450);
         let network_changes = sometimes(c, 400);
         let spins = sometimes(c, 150);
+        // Drawn last, so that every other draw stays where it was.
+        let long_partitions = partitions && sometimes(c, 350);
         Swarm {
             loss,
             duplication,
@@ -184,6 +196,7 @@ impl Swarm {
             late_joins,
             network_changes,
             spins,
+            long_partitions,
         }
     }
 
@@ -201,6 +214,7 @@ impl Swarm {
             late_joins: false,
             network_changes: false,
             spins: false,
+            long_partitions: false,
         }
     }
 
@@ -223,6 +237,7 @@ impl Swarm {
             (self.late_joins, "late joins"),
             (self.network_changes, "network changes"),
             (self.spins, "spins"),
+            (self.long_partitions, "a long partition"),
         ];
         parts.extend(
             flags
@@ -242,6 +257,36 @@ impl Swarm {
 /// simplest choices switch features off.
 fn sometimes(c: &mut dyn Choices, per_mille: u64) -> bool {
     c.below(1000) >= 1000 - per_mille.min(1000)
+}
+
+/// The methods a generated workload of `app` draws from (a write twice, so
+/// that writes dominate).
+fn workload_methods(app: App) -> Vec<MethodTemplate> {
+    let template = |method: &str, args: &[Draw]| MethodTemplate {
+        method: method.to_owned(),
+        args: args.iter().map(|&draw| Arg::Draw(draw)).collect(),
+    };
+    use Draw::{Amount, Key, Value};
+    match app {
+        App::Kv => vec![
+            template("set", &[Key, Value]),
+            template("set", &[Key, Value]),
+            template("remove", &[Key]),
+            template("get", &[Key]),
+        ],
+        App::Counter => vec![
+            template("add", &[Key, Amount]),
+            template("add", &[Key, Amount]),
+            template("get", &[Key]),
+        ],
+        App::Bank => vec![
+            template("open", &[Key, Amount]),
+            template("transfer", &[Key, Key, Amount]),
+            template("transfer", &[Key, Key, Amount]),
+            template("balance", &[Key]),
+        ],
+        App::Other => unreachable!("workloads are only generated for the bundled apps"),
+    }
 }
 
 fn percent(hundredths: u64) -> f64 {
@@ -456,6 +501,8 @@ struct Gen<'c> {
     /// Partition group of each node (all 0 when healed).
     group: Vec<usize>,
     partitioned: bool,
+    /// Whether this scenario's long partition was emitted (one at most).
+    long_partitioned: bool,
     /// The conditions a `NetworkRestore` goes back to.
     base_network: Network,
     network_changed: bool,
@@ -489,6 +536,7 @@ impl<'c> Gen<'c> {
             via_until: vec![0; count],
             group: vec![0; count],
             partitioned: false,
+            long_partitioned: false,
             base_network: Network::default(),
             network_changed: false,
             contexts: Vec::new(),
@@ -1123,31 +1171,7 @@ impl Gen<'_> {
             return;
         };
         let calls = 5 + self.below(u64::from(budget.min(100)) - 4) as u32;
-        let template = |method: &str, args: &[Draw]| MethodTemplate {
-            method: method.to_owned(),
-            args: args.iter().map(|&draw| Arg::Draw(draw)).collect(),
-        };
-        use Draw::{Amount, Key, Value};
-        let mut methods = match self.contexts[context].app {
-            App::Kv => vec![
-                template("set", &[Key, Value]),
-                template("set", &[Key, Value]),
-                template("remove", &[Key]),
-                template("get", &[Key]),
-            ],
-            App::Counter => vec![
-                template("add", &[Key, Amount]),
-                template("add", &[Key, Amount]),
-                template("get", &[Key]),
-            ],
-            App::Bank => vec![
-                template("open", &[Key, Amount]),
-                template("transfer", &[Key, Key, Amount]),
-                template("transfer", &[Key, Key, Amount]),
-                template("balance", &[Key]),
-            ],
-            App::Other => unreachable!("filtered out"),
-        };
+        let mut methods = workload_methods(self.contexts[context].app);
         if self.sometimes(300) {
             let drop = self.below(methods.len() as u64) as usize;
             methods.remove(drop);
@@ -1227,8 +1251,14 @@ impl Gen<'_> {
     }
 
     fn partition(&mut self) {
-        let wanted = 500 + self.below(12_000);
-        let Some(duration) = self.duration(wanted, 300) else {
+        let long = self.swarm.long_partitions && !self.long_partitioned;
+        let (wanted, least) = if long {
+            let wanted = LONG_PARTITION_MS + self.below(LONG_PARTITION_EXTRA_MS + 1);
+            (wanted, LONG_PARTITION_MS)
+        } else {
+            (500 + self.below(12_000), 300)
+        };
+        let Some(duration) = self.duration(wanted, least) else {
             return;
         };
         let count = self.nodes.len();
@@ -1253,8 +1283,51 @@ impl Gen<'_> {
         if self.sometimes(300) && groups.iter().any(|g| g.len() > 1) {
             groups.retain(|g| g.len() > 1);
         }
-        self.emit(Op::Partition { groups });
+        self.emit(Op::Partition {
+            groups: groups.clone(),
+        });
         self.schedule(self.now + duration, Event::Heal);
+        if long {
+            self.long_partitioned = true;
+            self.workloads_on_each_side(&groups, duration);
+        }
+    }
+
+    /// For a long partition: in each context, a workload by the ready
+    /// members of each side, spread over most of the partition, so that
+    /// both sides write long histories the heal has to merge.
+    fn workloads_on_each_side(&mut self, groups: &[Vec<String>], duration: u64) {
+        let over_ms = duration.saturating_sub(1_000).max(500);
+        for context in 0..self.contexts.len() {
+            let app = self.contexts[context].app;
+            if app == App::Other || (0..DRAW_KEYS).any(|k| self.avoided(context, &format!("k{k}")))
+            {
+                continue;
+            }
+            let members = self.ready_members(context);
+            for group in groups {
+                let side: Vec<String> = members
+                    .iter()
+                    .map(|&m| self.nodes[m].clone())
+                    .filter(|name| group.contains(name))
+                    .collect();
+                let budget = CALLS_MAX.saturating_sub(self.calls);
+                if side.is_empty() || budget < 10 {
+                    continue;
+                }
+                let most = budget.min(LONG_PARTITION_CALLS_MAX);
+                let calls = 10 + self.below(u64::from(most - 9)) as u32;
+                self.calls += calls;
+                self.busy_until = self.busy_until.max(self.now + over_ms);
+                self.emit(Op::Workload {
+                    context: self.contexts[context].name.clone(),
+                    calls,
+                    over_ms,
+                    methods: workload_methods(app),
+                    nodes: Some(side),
+                });
+            }
+        }
     }
 
     fn crash(&mut self) {
@@ -1545,7 +1618,7 @@ mod tests {
             .map(|seed| generate(seed, &mut SeededChoices::new(seed), &GenOptions::default()).1)
             .collect();
         type IsOn = fn(&Swarm) -> bool;
-        let kinds: [(&str, IsOn); 11] = [
+        let kinds: [(&str, IsOn); 12] = [
             ("loss", |s| s.loss.is_some()),
             ("duplication", |s| s.duplication.is_some()),
             ("wide_latency", |s| s.wide_latency),
@@ -1557,6 +1630,7 @@ mod tests {
             ("late_joins", |s| s.late_joins),
             ("network_changes", |s| s.network_changes),
             ("spins", |s| s.spins),
+            ("long_partitions", |s| s.long_partitions),
         ];
         for (name, on) in kinds {
             let count = swarms.iter().filter(|s| on(s)).count();
@@ -1591,6 +1665,12 @@ mod tests {
             if !swarm.partitions {
                 assert_eq!(partitions, 0, "{seed}");
             }
+            if !swarm.long_partitions {
+                assert!(
+                    longest_partition_ms(&scenario) < LONG_PARTITION_MS,
+                    "{seed}"
+                );
+            }
             for step in &scenario.steps {
                 if let Op::Network {
                     latency_ms,
@@ -1604,6 +1684,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The longest time from a `partition` step to the `heal` after it.
+    fn longest_partition_ms(scenario: &Scenario) -> u64 {
+        let mut from = None;
+        let mut longest = 0;
+        for step in &scenario.steps {
+            match step.op {
+                Op::Partition { .. } => {
+                    from.get_or_insert(step.at_ms);
+                }
+                Op::Heal => {
+                    if let Some(from) = from.take() {
+                        longest = longest.max(step.at_ms - from);
+                    }
+                }
+                _ => {}
+            }
+        }
+        longest
+    }
+
+    #[test]
+    fn some_seeds_write_on_both_sides_of_a_long_partition() {
+        let mut long = 0;
+        for seed in 0..200 {
+            let (scenario, _) =
+                generate(seed, &mut SeededChoices::new(seed), &GenOptions::default());
+            if longest_partition_ms(&scenario) < LONG_PARTITION_MS {
+                continue;
+            }
+            let partition = scenario
+                .steps
+                .iter()
+                .position(|s| matches!(s.op, Op::Partition { .. }))
+                .expect("a partition");
+            let sides = scenario.steps[partition..]
+                .iter()
+                .filter(|s| s.at_ms == scenario.steps[partition].at_ms)
+                .filter(|s| matches!(&s.op, Op::Workload { nodes: Some(_), .. }))
+                .count();
+            if sides >= 2 {
+                long += 1;
+            }
+        }
+        assert!(
+            (5..100).contains(&long),
+            "{long} of 200 seeds write on both sides of a long partition"
+        );
     }
 
     fn bundled(name: &str) -> Scenario {
