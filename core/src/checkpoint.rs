@@ -44,7 +44,7 @@ use crate::ids::{ContextId, Hash, Key, MemberId, TxId};
 use crate::limits::VALUE_BYTES_MAX;
 use crate::membership::{MemberStatus, Membership};
 use crate::stability::IdentityFacts;
-use crate::state::State;
+use crate::state::{State, StoredValue};
 
 /// The smallest distance, in heights, between two cuts.
 pub const CHECKPOINT_INTERVAL_MIN: u64 = 1024;
@@ -110,16 +110,29 @@ pub fn next_cut(height: u64, entries: u64, interval_min: u64) -> u64 {
 }
 
 /// A checkpoint: its header, its entries in key order, and the header's
-/// digest.
+/// digest. The entries are held as the state holds its values (short ones
+/// inline), since a member keeps its latest checkpoint beside its state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     pub header: CheckpointHeader,
-    pub entries: Vec<(Key, Vec<u8>)>,
+    entries: Vec<(Key, StoredValue)>,
     pub digest: Hash,
 }
 
 impl Checkpoint {
     pub fn new(header: CheckpointHeader, entries: Vec<(Key, Vec<u8>)>) -> Checkpoint {
+        let entries = entries
+            .into_iter()
+            .map(|(key, value)| (key, StoredValue::new(value)))
+            .collect();
+        Checkpoint::of_stored(header, entries)
+    }
+
+    /// From entries already held as state values (sorted by key).
+    pub(crate) fn of_stored(
+        header: CheckpointHeader,
+        entries: Vec<(Key, StoredValue)>,
+    ) -> Checkpoint {
         debug_assert!(
             entries.windows(2).all(|pair| pair[0].0 < pair[1].0),
             "entries are sorted by key, without duplicates"
@@ -140,12 +153,12 @@ impl Checkpoint {
         let mut chunk = Vec::new();
         let mut bytes = 0;
         for (key, value) in &self.entries[start..] {
-            let size = 40 + value.len();
+            let size = 40 + value.bytes().len();
             if !chunk.is_empty() && bytes + size > bytes_max {
                 return (chunk, true);
             }
             bytes += size;
-            chunk.push((*key, value.clone()));
+            chunk.push((*key, value.bytes().to_vec()));
         }
         (chunk, false)
     }
@@ -154,7 +167,7 @@ impl Checkpoint {
     pub fn state(&self) -> State {
         let mut state = State::default();
         for (key, value) in &self.entries {
-            state.write(*key, Some(value.clone()));
+            state.write(*key, Some(value.bytes().to_vec()));
         }
         state
     }
@@ -339,15 +352,14 @@ mod tests {
     fn an_assembly_refuses_disorder_excess_and_forgery() {
         let checkpoint = checkpoint_of(entries(10));
         let header = checkpoint.header.clone();
+        let all = checkpoint.chunk(None, usize::MAX).0;
         let mut assembly = Assembly::new(header.clone()).unwrap();
-        assembly.add(checkpoint.entries[..5].to_vec()).unwrap();
+        assembly.add(all[..5].to_vec()).unwrap();
         assert_eq!(
-            assembly.add(checkpoint.entries[3..4].to_vec()),
-            Err(CheckpointError::OutOfOrder {
-                key: checkpoint.entries[3].0
-            })
+            assembly.add(all[3..4].to_vec()),
+            Err(CheckpointError::OutOfOrder { key: all[3].0 })
         );
-        let mut extra = checkpoint.entries[5..].to_vec();
+        let mut extra = all[5..].to_vec();
         extra.push((Key([200; 32]), vec![1]));
         assert!(matches!(
             assembly.add(extra),
@@ -358,7 +370,7 @@ mod tests {
             Err(CheckpointError::Incomplete { .. })
         ));
         // One value changed: the entries hash no longer matches.
-        let mut forged = checkpoint.entries.clone();
+        let mut forged = all.clone();
         forged[2].1 = b"forged".to_vec();
         let mut assembly = Assembly::new(header.clone()).unwrap();
         assembly.add(forged.clone()).unwrap();
@@ -367,7 +379,7 @@ mod tests {
         let mut lying = checkpoint_of(forged).header;
         lying.root = header.root;
         let mut assembly = Assembly::new(lying).unwrap();
-        let mut forged = checkpoint.entries.clone();
+        let mut forged = all.clone();
         forged[2].1 = b"forged".to_vec();
         assembly.add(forged).unwrap();
         assert_eq!(assembly.finish(), Err(CheckpointError::Root));

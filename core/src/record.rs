@@ -94,17 +94,16 @@ impl Record {
             header: Box::new(header.clone()),
         }];
         let mut after = None;
-        while !checkpoint.entries.is_empty() {
-            let (entries, more) = checkpoint.chunk(after, CHECKPOINT_CHUNK_BYTES);
+        let mut more = header.entries > 0;
+        while more {
+            let (entries, rest) = checkpoint.chunk(after, CHECKPOINT_CHUNK_BYTES);
             after = entries.last().map(|(key, _)| *key);
+            more = rest;
             records.push(Record::CheckpointEntries {
                 context,
                 height,
                 entries,
             });
-            if !more {
-                break;
-            }
         }
         records.push(Record::CheckpointEnd { context, height });
         records

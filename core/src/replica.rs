@@ -818,29 +818,39 @@ impl Replica {
     /// sorted. Costs the state and the tail, once per cut.
     fn take_checkpoint(&mut self, position: usize, cut: u64) {
         debug_assert_eq!(position, self.compacted_len);
-        let mut state = self.state.clone();
+        // The state at the cut is the state with the applied tail above it
+        // undone: read through the tail's undo logs instead of copying the
+        // state and undoing them.
+        let tail = &self.order[position..self.applied_len];
+        let logs = || tail.iter().map(|slot| slot.undo.state.as_slice());
+        let entries = self.state.entries_sorted_before(logs());
+        let root = self.state.root_before(logs());
         let mut membership = self.membership.clone();
-        for slot in self.order[position..self.applied_len].iter().rev() {
-            state.undo(slot.undo.state.clone());
+        for slot in tail.iter().rev() {
             if let Some(undo) = slot.undo.membership {
                 membership.undo(undo);
             }
         }
-        let entries: Vec<(Key, Vec<u8>)> = state
-            .entries_sorted()
-            .into_iter()
-            .map(|(key, value)| (key, value.to_vec()))
-            .collect();
+        #[cfg(debug_assertions)]
+        if self.state.len() < 4096 {
+            let mut state = self.state.clone();
+            for slot in tail.iter().rev() {
+                state.undo(slot.undo.state.clone());
+            }
+            let copied: Vec<(Key, &[u8])> = entries.iter().map(|(k, v)| (*k, v.bytes())).collect();
+            assert_eq!(copied, state.entries_sorted(), "the entries at the cut");
+            assert_eq!(root, state.root(), "the root at the cut");
+        }
         let mut hasher = EntriesHasher::default();
         for (key, value) in &entries {
-            hasher.add(key, value);
+            hasher.add(key, value.bytes());
         }
         let header = CheckpointHeader {
             context: self.context,
             height: cut,
             applied: (self.base_applied() + position) as u64,
             interval_min: self.checkpoints.interval_min,
-            root: state.root(),
+            root,
             entries: entries.len() as u64,
             entries_hash: hasher.finish(),
             membership: membership.all().collect(),
@@ -857,7 +867,7 @@ impl Replica {
             "a checkpoint's heads are below its cut"
         );
         self.checkpoints.next_height = header.next_height();
-        self.checkpoints.latest = Some(Arc::new(Checkpoint::new(header, entries)));
+        self.checkpoints.latest = Some(Arc::new(Checkpoint::of_stored(header, entries)));
         self.checkpoints.latest_taken = true;
     }
 

@@ -6,10 +6,16 @@
 //! The root is a homomorphic multiset hash: each entry contributes
 //! `blake3(key || value)` read as four 64-bit lanes, and the accumulator is
 //! the lane-wise wrapping sum over all entries. Adding, changing or removing
-//! one entry costs one hash, never a pass over the state, and the order in
-//! which entries were written does not matter. The published root is
-//! `blake3(accumulator)`. It is a convergence fingerprint between cooperating
+//! one entry costs a hash of the new and of the old entry, never a pass over
+//! the state, and the order in which entries were written does not matter.
+//! The published root is `blake3(accumulator)`. It is a convergence fingerprint between cooperating
 //! members, not a commitment one could prove inclusion against.
+//!
+//! Memory: an entry is its 32-byte key and its value, a value of up to
+//! [`VALUE_INLINE_BYTES`] stored inline in the map's slot (no allocation of
+//! its own); an entry's contribution to the root is recomputed when it is
+//! overwritten or removed rather than kept beside it, so that a long-lived
+//! member holds little more than its state's own bytes.
 //!
 //! Invariants:
 //! - the accumulator equals the sum of the stored entry hashes (checked by
@@ -19,6 +25,7 @@
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
+use smallvec::SmallVec;
 
 use crate::ids::{Hash, Key};
 
@@ -73,15 +80,25 @@ impl Lanes {
     }
 }
 
-/// A stored value with its contribution to the root, so removing or
-/// overwriting it needs no second hash.
+/// Bytes of a value stored inline, in the map's slot.
+pub const VALUE_INLINE_BYTES: usize = 16;
+
+/// A stored value: inline up to [`VALUE_INLINE_BYTES`], else on the heap.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredValue {
-    bytes: Vec<u8>,
-    lanes: Lanes,
+    bytes: SmallVec<[u8; VALUE_INLINE_BYTES]>,
 }
 
 impl StoredValue {
+    pub(crate) fn new(bytes: Vec<u8>) -> StoredValue {
+        let bytes = if bytes.len() <= VALUE_INLINE_BYTES {
+            SmallVec::from_slice(&bytes)
+        } else {
+            SmallVec::from_vec(bytes)
+        };
+        StoredValue { bytes }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -127,11 +144,7 @@ impl State {
 
     /// Sets (`Some`) or removes (`None`) a key; returns what undoes it.
     pub fn write(&mut self, key: Key, value: Option<Vec<u8>>) -> UndoEntry {
-        let new = value.map(|bytes| StoredValue {
-            lanes: Lanes::of_entry(&key, &bytes),
-            bytes,
-        });
-        let previous = self.put(key, new);
+        let previous = self.put(key, value.map(StoredValue::new));
         (key, previous)
     }
 
@@ -154,13 +167,13 @@ impl State {
     fn put(&mut self, key: Key, value: Option<StoredValue>) -> Option<StoredValue> {
         let previous = match value {
             Some(value) => {
-                self.accumulator.add(value.lanes);
+                self.accumulator.add(Lanes::of_entry(&key, value.bytes()));
                 self.entries.insert(key, value)
             }
             None => self.entries.remove(&key),
         };
         if let Some(old) = &previous {
-            self.accumulator.sub(old.lanes);
+            self.accumulator.sub(Lanes::of_entry(&key, old.bytes()));
         }
         previous
     }
@@ -177,12 +190,17 @@ impl State {
             for (key, previous) in log.iter().rev() {
                 let current = match held.get(key) {
                     Some(lanes) => *lanes,
-                    None => self.entries.get(key).map(|value| value.lanes),
+                    None => self
+                        .entries
+                        .get(key)
+                        .map(|value| Lanes::of_entry(key, value.bytes())),
                 };
                 if let Some(current) = current {
                     accumulator.sub(current);
                 }
-                let previous = previous.as_ref().map(|value| value.lanes);
+                let previous = previous
+                    .as_ref()
+                    .map(|value| Lanes::of_entry(key, value.bytes()));
                 if let Some(previous) = previous {
                     accumulator.add(previous);
                 }
@@ -190,6 +208,39 @@ impl State {
             }
         }
         accumulator.root()
+    }
+
+    /// Every entry as it was before the writes whose undo logs are `logs`
+    /// (oldest first) were made, sorted by key, without changing anything:
+    /// what undoing them would leave, at the cost of the logs and one pass
+    /// over the state, not of a copy of it.
+    pub(crate) fn entries_sorted_before<'a>(
+        &self,
+        logs: impl Iterator<Item = &'a [UndoEntry]>,
+    ) -> Vec<(Key, StoredValue)> {
+        // The oldest undo of a key holds its value before all of them.
+        let mut before: HashMap<Key, Option<&StoredValue>, FixedHasher> =
+            HashMap::with_hasher(fixed_hasher());
+        for log in logs {
+            for (key, previous) in log {
+                before.entry(*key).or_insert(previous.as_ref());
+            }
+        }
+        // Sized once: a checkpoint keeps this vector for a long time.
+        let mut entries = Vec::with_capacity(self.entries.len() + before.len());
+        entries.extend(
+            self.entries
+                .iter()
+                .filter(|(key, _)| !before.contains_key(*key))
+                .map(|(key, value)| (*key, value.clone())),
+        );
+        entries.extend(
+            before
+                .into_iter()
+                .filter_map(|(key, value)| Some((key, value?.clone()))),
+        );
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        entries
     }
 
     /// Every entry, sorted by key.
@@ -206,9 +257,7 @@ impl State {
     pub fn check_root(&self) {
         let mut sum = Lanes::default();
         for (key, value) in &self.entries {
-            let lanes = Lanes::of_entry(key, &value.bytes);
-            assert_eq!(lanes, value.lanes, "cached entry hash of {key:?} is stale");
-            sum.add(lanes);
+            sum.add(Lanes::of_entry(key, value.bytes()));
         }
         assert_eq!(sum, self.accumulator, "state root accumulator drifted");
     }
@@ -275,6 +324,22 @@ mod tests {
             .map(|(k, v)| (*k, v.to_vec()))
             .collect::<Vec<_>>();
         assert_eq!(after, before);
+    }
+
+    #[test]
+    fn short_values_are_inline_and_long_ones_kept_whole() {
+        let mut state = State::default();
+        let long = vec![7u8; VALUE_INLINE_BYTES + 1];
+        state.write(k(1), Some(vec![1; VALUE_INLINE_BYTES]));
+        state.write(k(2), Some(long.clone()));
+        state.write(k(3), Some(Vec::new()));
+        assert!(!state.entries[&k(1)].bytes.spilled());
+        assert!(state.entries[&k(2)].bytes.spilled());
+        assert_eq!(state.get(&k(1)), Some(&[1; VALUE_INLINE_BYTES][..]));
+        assert_eq!(state.get(&k(2)), Some(&long[..]));
+        assert_eq!(state.get(&k(3)), Some(&[][..]));
+        state.check_root();
+        assert!(std::mem::size_of::<StoredValue>() <= 24);
     }
 
     #[test]
