@@ -19,7 +19,7 @@
     context: "",
     hiddenNodes: new Set(),
     hiddenKinds: new Set(),
-    layers: { messages: true, lost: true, txs: true, applications: true, marks: true, steps: false, roots: true, checks: true, partitions: true },
+    layers: { messages: true, lost: true, txs: true, applications: true, marks: true, reorders: false, steps: false, roots: true, checks: true, partitions: true },
     from: null,
     to: null,
     pinned: null,
@@ -119,15 +119,20 @@
     ctx.clearRect(0, 0, width, height);
     ctx.font = "11px system-ui, sans-serif";
     const visibleEnd = Math.min(state.t1, data.end_ms);
+    drawLanes(visibleEnd);
+    // Everything in time is clipped to the right of the lane names.
+    ctx.save();
+    ctx.beginPath(); ctx.rect(LEFT - 6, 0, width - LEFT + 6, height); ctx.clip();
     drawPartitions();
     drawDown();
-    drawLanes(visibleEnd);
+    drawLaneLines(visibleEnd);
     if (state.layers.roots) drawRoots();
     if (state.layers.messages) drawMessages();
     if (state.layers.applications) drawApplications();
     if (state.layers.txs) drawAuthored();
     if (state.layers.marks) drawMarks();
     if (state.layers.checks) drawChecks();
+    ctx.restore();
     drawAxis();
     publish();
   }
@@ -147,17 +152,24 @@
     ctx.stroke();
   }
 
-  function drawLanes(end) {
+  function drawLanes() {
     ctx.textBaseline = "middle";
     for (const l of lanes) {
-      const y = laneY.get(l.index);
-      ctx.strokeStyle = "#9c998f"; ctx.lineWidth = 1;
-      ctx.beginPath(); ctx.moveTo(LEFT, y); ctx.lineTo(Math.max(LEFT, x(end)), y); ctx.stroke();
       ctx.fillStyle = "#1d1d1b";
-      ctx.fillText(l.lane.name, 6, y);
+      ctx.fillText(l.lane.name, 6, laneY.get(l.index));
       drawn.lanes++;
     }
     ctx.textBaseline = "alphabetic";
+  }
+
+  function drawLaneLines(end) {
+    ctx.strokeStyle = "#9c998f"; ctx.lineWidth = 1;
+    ctx.beginPath();
+    for (const l of lanes) {
+      const y = laneY.get(l.index);
+      ctx.moveTo(Math.max(LEFT, x(0)), y); ctx.lineTo(Math.max(LEFT, x(end)), y);
+    }
+    ctx.stroke();
   }
 
   function drawPartitions() {
@@ -315,7 +327,7 @@
         hits.push({ kind: "vline", x: px, item: { type: "mark", item: mark }, weak: true });
       } else {
         const glyph = GLYPHS[mark.kind];
-        if (!glyph || !laneY.has(mark.node)) continue;
+        if (!glyph || !laneY.has(mark.node) || (mark.kind === "reordered" && !state.layers.reorders)) continue;
         const y = laneY.get(mark.node) - laneH / 2 + 7;
         ctx.fillStyle = glyph[1]; ctx.fillText(glyph[0], px, Math.max(TOP, y));
         hits.push({ kind: "pt", x: px, y: Math.max(TOP, y), item: { type: "mark", item: mark } });
