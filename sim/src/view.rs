@@ -198,9 +198,11 @@ pub struct View {
     /// Inputs the nodes took (entries of the trace).
     pub inputs: u64,
     pub end_ms: u64,
-    /// The network's delay range at the start and at each change (the page
-    /// marks arrows slower than the range in force as long delays).
-    pub latency_ms_max: u64,
+    /// A long delay: the page marks copies delivered later than this after
+    /// their send (the 95th percentile of the run's delivery delays; every
+    /// delay is drawn within the network's range in force, so "long" is
+    /// relative to the run).
+    pub slow_ms: u64,
     pub lanes: Vec<Lane>,
     pub contexts: Vec<ContextView>,
     pub kinds: Vec<String>,
@@ -362,7 +364,7 @@ impl Builder {
                 trace_hash: String::new(),
                 inputs: 0,
                 end_ms: 0,
-                latency_ms_max: 0,
+                slow_ms: 0,
                 lanes,
                 contexts: Vec::new(),
                 kinds: Vec::new(),
@@ -644,7 +646,6 @@ impl Builder {
                 duplicate,
             } => {
                 let at_ms = self.time(at);
-                self.view.latency_ms_max = self.view.latency_ms_max.max(latency_ms.1);
                 self.mark(
                     None,
                     at_ms,
@@ -1076,19 +1077,19 @@ impl Builder {
             self.view.contexts[index].name = name.clone();
         }
         self.view.kinds = self.kinds.into_iter().collect();
-        if self.view.latency_ms_max == 0 {
-            self.view.latency_ms_max = self
-                .view
-                .messages
-                .iter()
-                .flat_map(|m| {
-                    m.copies
-                        .iter()
-                        .filter_map(|c| c.due_ms.map(|d| d - m.sent_ms))
-                })
-                .max()
-                .unwrap_or(0);
-        }
+        let mut delays: Vec<u64> = self
+            .view
+            .messages
+            .iter()
+            .flat_map(|m| {
+                m.copies
+                    .iter()
+                    .filter(|c| c.fate == "delivered")
+                    .map(|c| c.at_ms.saturating_sub(m.sent_ms))
+            })
+            .collect();
+        delays.sort_unstable();
+        self.view.slow_ms = delays.get(delays.len() * 95 / 100).copied().unwrap_or(0);
         let view = &self.view;
         let copies = view.messages.iter().flat_map(|m| &m.copies);
         self.view.counts = Counts {

@@ -220,7 +220,7 @@
   function drawMessages() {
     const styles = { delivered: [], duplicate: [], slow: [], lost: [], flight: [] };
     const crosses = [];
-    const slowMs = Math.max(1, data.latency_ms_max);
+    const slowMs = Math.max(1, data.slow_ms);
     for (const m of data.messages) {
       if (!laneY.has(m.from) || !laneY.has(m.to) || state.hiddenKinds.has(m.kind) || !inContext(m.context) || !inRange(m.sent_ms)) continue;
       const y0 = laneY.get(m.from), y1 = laneY.get(m.to), x0 = x(m.sent_ms);
