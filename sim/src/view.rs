@@ -312,10 +312,12 @@ pub fn html(view: &View) -> String {
     const PAGE: &str = include_str!("view/page.html");
     const STYLE: &str = include_str!("view/view.css");
     const SCRIPT: &str = include_str!("view/view.js");
-    // `</` never appears inside the data's script element: JSON allows `\/`.
+    // No `<` inside the data's script element (so neither `</script>` nor
+    // `<!--` can end or bend it): `<` appears only inside JSON strings,
+    // where `\u003c` means the same.
     let data = serde_json::to_string(view)
         .expect("views serialize")
-        .replace("</", "<\\/");
+        .replace('<', "\\u003c");
     let title = format!("{} (seed {}): ctx-sim", view.scenario, view.seed)
         .replace('&', "&amp;")
         .replace('<', "&lt;");

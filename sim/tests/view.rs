@@ -178,3 +178,28 @@ fn re_executions_are_counted_where_a_late_transaction_sorts_first() {
     assert!(reported > 0, "reorder-heavy re-executes");
     assert_eq!(counted, reported);
 }
+
+#[test]
+fn the_page_embeds_any_text_without_ending_its_script() {
+    let (_, mut view) = view_of("scenarios/quickstart.toml");
+    let hostile = "</script><!-- <script>alert(1)</script>";
+    view.checks[0].detail = hostile.to_owned();
+    let page = ctx_sim::view::html(&view);
+    let data = page
+        .split("id=\"ctx-data\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</script>").next())
+        .unwrap();
+    assert!(
+        !data.contains('<'),
+        "no `<` inside the data's script element"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(data).unwrap();
+    assert_eq!(parsed["checks"][0]["detail"], hostile);
+    // Script and style are inline; nothing is fetched.
+    assert!(page.contains("window.ctxView"));
+    assert!(!page.contains("/*{{SCRIPT}}*/") && !page.contains("{{DATA}}"));
+    for fetched in ["src=", "href=", "<link", "@import", "fetch("] {
+        assert!(!page.contains(fetched), "the page fetches: {fetched}");
+    }
+}
