@@ -1,7 +1,9 @@
 //! Every bundled scenario (`scenarios/*.toml`, `scenarios/regressions/*.toml`)
 //! runs, passes, runs again with the same trace hash (determinism is tested,
 //! not assumed), and has its outcome pinned in an insta snapshot
-//! (`tests/snapshots/`): review a changed snapshot like code.
+//! (`tests/snapshots/`): review a changed snapshot like code. The scenarios
+//! of `scenarios/failing/` fail on purpose (the diagram's example): each
+//! fails exactly the checks its file's `fails` comment names.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -90,6 +92,35 @@ fn every_bundled_scenario_passes_deterministically() {
         "failing scenarios:\n{}",
         failures.join("\n")
     );
+}
+
+#[test]
+fn every_failing_scenario_fails_the_check_it_names() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/failing");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "scenarios/failing/ holds the diagram's example"
+    );
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        // `# fails: NAME; NAME` names the checks that must fail, and only them.
+        let expected: Vec<&str> = text
+            .lines()
+            .find_map(|line| line.strip_prefix("# fails: "))
+            .unwrap_or_else(|| panic!("{}: no `# fails:` line", file.display()))
+            .split("; ")
+            .collect();
+        let scenario = Scenario::from_file(file).unwrap_or_else(|e| panic!("{e}"));
+        let report = run(&scenario, &RunOptions::default()).unwrap();
+        let failed: Vec<&str> = report.failures().map(|c| c.name.as_str()).collect();
+        assert_eq!(failed, expected, "{}", file.display());
+    }
 }
 
 #[test]

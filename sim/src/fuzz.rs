@@ -19,6 +19,7 @@ use crate::generate::{GenOptions, SeededChoices, generate, mutate};
 use crate::run::{RunOptions, run};
 use crate::scenario::Scenario;
 use crate::shrink::{failing_checks, shrink};
+use crate::view::{View, html};
 
 /// Candidate runs the shrinker may spend on one failure.
 pub const SHRINK_RUNS_MAX: usize = 2_000;
@@ -66,6 +67,8 @@ pub struct FuzzSummary {
     pub shrunk: Option<(PathBuf, usize, usize)>,
     /// Unshrunk failing scenarios written.
     pub saved: Vec<PathBuf>,
+    /// The shrunk failure's space-time diagram, beside it.
+    pub diagram: Option<PathBuf>,
 }
 
 /// The scenario a seed means.
@@ -156,6 +159,7 @@ pub fn fuzz(
         failures: failures.iter().map(|(f, _)| f.clone()).collect(),
         shrunk: None,
         saved: Vec::new(),
+        diagram: None,
     };
     if failures.is_empty() {
         return Ok(summary);
@@ -185,9 +189,28 @@ pub fn fuzz(
         );
         let steps = small.steps.len();
         summary.shrunk = Some((save(&small, &path)?, scenario.steps.len(), steps));
+        summary.diagram = diagram(&small, &path.with_extension("html"))?;
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Runs a saved failure again, keeping its trace, and writes its diagram.
+/// `None` when it no longer runs (it did a moment ago: not expected).
+fn diagram(scenario: &Scenario, page: &Path) -> std::io::Result<Option<PathBuf>> {
+    let options = RunOptions {
+        keep_trace: true,
+        ..RunOptions::default()
+    };
+    let Some(view) = run(scenario, &options)
+        .ok()
+        .and_then(|report| report.trace)
+        .and_then(|bytes| View::from_bytes(&bytes).ok())
+    else {
+        return Ok(None);
+    };
+    std::fs::write(page, html(&view))?;
+    Ok(Some(page.to_path_buf()))
 }
 
 /// Writes a scenario where it can be run from.

@@ -5,6 +5,7 @@
 //! and messages ([`world`]), the scenario runner and its checks ([`run`]),
 //! replayable traces ([`trace`]) and reports ([`report`]).
 
+pub mod explain;
 pub mod fuzz;
 pub mod generate;
 pub mod report;
@@ -12,4 +13,5 @@ pub mod run;
 pub mod scenario;
 pub mod shrink;
 pub mod trace;
+pub mod view;
 pub mod world;

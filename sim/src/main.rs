@@ -3,7 +3,7 @@
 //! Exit status: 0 every check held; 1 a check failed; 2 the input was bad
 //! (one message naming the file, the line and what is wrong, and no run).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use std::time::Duration;
@@ -14,7 +14,8 @@ use ctx_sim::run::{RunOptions, run};
 use ctx_sim::scenario::Scenario;
 use ctx_sim::scenario::{NODES_MAX, parse_duration_ms};
 use ctx_sim::shrink::{failing_checks, shrink};
-use ctx_sim::{report, trace};
+use ctx_sim::view::{self, View};
+use ctx_sim::{explain, report, trace};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -44,6 +45,10 @@ enum Command {
         /// Writes the trace of the run (one scenario file only).
         #[arg(long, value_name = "OUT")]
         trace: Option<PathBuf>,
+        /// Writes the run's space-time diagram, one self-contained HTML
+        /// page (one scenario file only).
+        #[arg(long, value_name = "OUT")]
+        html: Option<PathBuf>,
         /// Prints an event log.
         #[arg(long)]
         verbose: bool,
@@ -88,6 +93,25 @@ enum Command {
         /// A trace written by `ctx-sim run --trace`.
         trace: PathBuf,
     },
+    /// Draws a trace as a space-time diagram: one self-contained HTML page.
+    View {
+        /// A trace written by `ctx-sim run --trace`.
+        trace: PathBuf,
+        /// The page to write.
+        #[arg(long, value_name = "FILE.html")]
+        out: PathBuf,
+    },
+    /// Where one transaction went: authored, sent, lost, fetched, applied.
+    Explain {
+        /// A trace written by `ctx-sim run --trace`.
+        trace: PathBuf,
+        /// The transaction's id, or a prefix of it (hex).
+        #[arg(long, value_name = "ID")]
+        tx: String,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -98,8 +122,9 @@ fn main() -> ExitCode {
             seed,
             json,
             trace,
+            html,
             verbose,
-        } => run_files(&files, seed, json, trace, verbose),
+        } => run_files(&files, seed, json, trace, html, verbose),
         Command::Fuzz {
             seeds,
             for_duration,
@@ -110,6 +135,12 @@ fn main() -> ExitCode {
             out,
         } => fuzz_command(seeds, for_duration, from, nodes, jobs, &shard, out),
         Command::Shrink { file, seed, out } => shrink_command(&file, seed, out),
+        Command::View { trace: path, out } => view_command(&path, &out),
+        Command::Explain {
+            trace: path,
+            tx,
+            json,
+        } => explain_command(&path, &tx, json),
         Command::Replay { trace: path } => match trace::replay(&path) {
             Ok(replayed) => {
                 println!(
@@ -135,14 +166,17 @@ fn run_files(
     seed: Option<u64>,
     json: bool,
     trace: Option<PathBuf>,
+    html: Option<PathBuf>,
     verbose: bool,
 ) -> ExitCode {
-    if trace.is_some() && files.len() > 1 {
-        eprintln!(
-            "ctx-sim: --trace takes one scenario file, not {}",
-            files.len()
-        );
-        return ExitCode::from(2);
+    for (flag, given) in [("--trace", trace.is_some()), ("--html", html.is_some())] {
+        if given && files.len() > 1 {
+            eprintln!(
+                "ctx-sim: {flag} takes one scenario file, not {}",
+                files.len()
+            );
+            return ExitCode::from(2);
+        }
     }
     // Read and validate every file before running any.
     let mut scenarios = Vec::with_capacity(files.len());
@@ -160,6 +194,7 @@ fn run_files(
         let options = RunOptions {
             seed,
             trace: trace.clone(),
+            keep_trace: html.is_some(),
             verbose,
             ..RunOptions::default()
         };
@@ -179,6 +214,29 @@ fn run_files(
             println!("{}", report::json(&report));
         } else {
             print!("{}", report::text(&report));
+        }
+        if let Some(out) = &html {
+            // The page comes from the trace file when one was written, else
+            // from the trace kept in memory.
+            let built = match (&trace, &report.trace) {
+                (Some(file), _) => View::from_file(file),
+                (None, Some(bytes)) => View::from_bytes(bytes),
+                (None, None) => unreachable!("keep_trace keeps the trace"),
+            };
+            let written = built
+                .map_err(|e| e.to_string())
+                .and_then(|v| write_page(&v, out));
+            match written {
+                Ok(()) => {
+                    if !json {
+                        println!("  diagram: {}", out.display());
+                    }
+                }
+                Err(error) => {
+                    eprintln!("ctx-sim: {}: {error}", out.display());
+                    return ExitCode::from(2);
+                }
+            }
         }
         failed |= !report.passed;
     }
@@ -286,6 +344,9 @@ fn fuzz_command(
         );
         println!("  replay: ctx-sim run {}", file.display());
     }
+    if let Some(page) = &summary.diagram {
+        println!("  diagram: {}", page.display());
+    }
     let others: Vec<String> = summary
         .failures
         .iter()
@@ -303,6 +364,64 @@ fn fuzz_command(
         );
     }
     ExitCode::from(1)
+}
+
+fn write_page(view: &View, out: &Path) -> Result<(), String> {
+    std::fs::write(out, view::html(view)).map_err(|e| format!("cannot write the page: {e}"))
+}
+
+fn view_command(path: &Path, out: &Path) -> ExitCode {
+    let view = match View::from_file(path) {
+        Ok(view) => view,
+        Err(error) => {
+            eprintln!("ctx-sim: {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = write_page(&view, out) {
+        eprintln!("ctx-sim: {}: {error}", out.display());
+        return ExitCode::from(2);
+    }
+    println!(
+        "{} (seed {}): {} lanes, {} messages ({} copies lost), {} transactions, {} checks ({} failed): {}",
+        view.scenario,
+        view.seed,
+        view.counts.lanes,
+        view.counts.messages,
+        view.counts.lost,
+        view.counts.txs,
+        view.counts.checks,
+        view.counts.failed_checks,
+        out.display()
+    );
+    ExitCode::SUCCESS
+}
+
+fn explain_command(path: &Path, tx: &str, json: bool) -> ExitCode {
+    let view = match View::from_file(path) {
+        Ok(view) => view,
+        Err(error) => {
+            eprintln!("ctx-sim: {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match explain::explain(&view, tx) {
+        Ok(explained) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&explained).expect("explanations serialize")
+                );
+            } else {
+                print!("{}", explain::text(&explained));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("ctx-sim: {}: --tx {tx}: {error}", path.display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `I/K` with 1 <= I <= K.

@@ -32,7 +32,7 @@ use thiserror::Error;
 use crate::scenario::{
     AppRef, Arg, Check, Draw, Expected, MethodTemplate, Op, Scenario, encode_args,
 };
-use crate::trace::{Input, Recorder};
+use crate::trace::{Input, Recorder, TraceSink, WorldEvent};
 use crate::world::{Action, Conditions, Happened, World};
 
 /// The bundled apps, compiled into the binary so scenarios run from any
@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Writes the trace here.
     pub trace: Option<std::path::PathBuf>,
+    /// Keeps the trace (format 2, world frames and all) in memory, for a
+    /// view of the run: `Report::trace` (when `trace` is not set).
+    pub keep_trace: bool,
     /// Keeps an event log.
     pub verbose: bool,
     /// Engine configuration (timers, batches, stress hooks; a scenario's
@@ -136,6 +139,9 @@ pub struct Report {
     pub stats: crate::world::Stats,
     #[serde(skip)]
     pub path: String,
+    /// The trace's bytes, with `RunOptions::keep_trace`.
+    #[serde(skip)]
+    pub trace: Option<Vec<u8>>,
 }
 
 impl Report {
@@ -209,11 +215,14 @@ pub fn run_inspect<R>(
     let apps = load_apps(scenario)?;
     check_keys(scenario)?;
     let trace_file = match &options.trace {
-        Some(file) => Some(File::create(file).map_err(|e| BadInput {
-            path: file.display().to_string(),
-            line: 0,
-            message: format!("cannot write the trace: {e}"),
-        })?),
+        Some(file) => Some(TraceSink::File(File::create(file).map_err(|e| {
+            BadInput {
+                path: file.display().to_string(),
+                line: 0,
+                message: format!("cannot write the trace: {e}"),
+            }
+        })?)),
+        None if options.keep_trace => Some(TraceSink::Memory),
         None => None,
     };
     let mut config = options.config.clone();
@@ -272,13 +281,16 @@ pub fn run_inspect<R>(
     }
     runner.final_checks();
     runner.world.check_vouched_signatures();
+    runner.record_world_summary();
     if let Err(error) = runner.world.recorder.finish() {
         runner
             .notes
             .push(format!("the trace could not be written: {error}"));
     }
     let inspected = inspect(&runner.world, &runner.contexts);
+    let trace = runner.world.recorder.take_memory();
     let mut report = runner.report(seed, path);
+    report.trace = trace;
     report.wall_seconds = started.elapsed().as_secs_f64();
     Ok((report, inspected))
 }
@@ -373,6 +385,14 @@ impl Runner<'_> {
     fn step(&mut self, index: usize) {
         let step = &self.scenario.steps[index];
         let line = step.line;
+        if self.world.recorder.keeps_world() {
+            let event = WorldEvent::Step {
+                at: self.world.now(),
+                line: line as u32,
+                op: step.op.name().to_owned(),
+            };
+            self.world.recorder.world(&event);
+        }
         match &step.op {
             Op::Create { node, context, .. } => {
                 let node = self.node(node);
@@ -1084,6 +1104,37 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// Into the trace, once the run is over: the scenario's name of each
+    /// context and every check, with the nodes its detail names.
+    fn record_world_summary(&mut self) {
+        if !self.world.recorder.keeps_world() {
+            return;
+        }
+        let mut events = Vec::new();
+        for (name, id) in &self.contexts {
+            events.push(WorldEvent::Context {
+                name: name.clone(),
+                id: *id,
+            });
+        }
+        for check in &self.checks {
+            events.push(WorldEvent::Check {
+                at: Time::from_ms(check.at_ms),
+                name: check.name.clone(),
+                passed: check.passed,
+                detail: check.detail.clone(),
+                line: check.line as u32,
+                nodes: named_nodes(
+                    &self.world.names,
+                    &format!("{} {}", check.name, check.detail),
+                ),
+            });
+        }
+        for event in &events {
+            self.world.recorder.world(event);
+        }
+    }
+
     fn report(mut self, seed: u64, path: String) -> Report {
         let mut contexts = BTreeMap::new();
         for (name, context) in &self.contexts {
@@ -1133,6 +1184,7 @@ impl Runner<'_> {
             wall_seconds: 0.0,
             stats: self.world.stats,
             path,
+            trace: None,
         }
     }
 }
@@ -1170,6 +1222,21 @@ fn show_value(value: &Option<Vec<u8>>) -> String {
             _ => format!("0x{}", hex::encode(bytes)),
         },
     }
+}
+
+/// The nodes a check's text names: each node whose name appears in it as
+/// a whole word (in the order of `names`).
+pub fn named_nodes(names: &[String], text: &str) -> Vec<u32> {
+    let words: std::collections::BTreeSet<&str> = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+        .filter(|w| !w.is_empty())
+        .collect();
+    names
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| words.contains(name.as_str()))
+        .map(|(index, _)| index as u32)
+        .collect()
 }
 
 fn short_ids(ids: &[TxId]) -> String {

@@ -1,10 +1,22 @@
-//! Traces: every input given to every node, and a digest of what it produced.
+//! Traces: every input given to every node, and a digest of what it produced;
+//! in a trace file, also what the world did around them.
 //!
 //! Owns the trace format and the trace hash. A run's trace hash is blake3
-//! over the whole sequence of entries (time, node, input, output digest), so
-//! two runs with the same hash gave every node the same inputs at the same
-//! times and got the same outputs back. `--trace FILE` also writes the
-//! entries (postcard, length-prefixed, after a versioned header);
+//! over the header as format 1 wrote it and the whole sequence of entries
+//! (time, node, input, output digest), so two runs with the same hash gave
+//! every node the same inputs at the same times and got the same outputs
+//! back. The hash covers nothing else: the world frames a file also holds
+//! are not hashed, so trace hashes are the same whichever format writes the
+//! file, and whether one is written at all.
+//!
+//! The file (`--trace FILE`, format 2): the magic [`TRACE_MAGIC`], then
+//! length-prefixed frames: the header (postcard, its first byte the
+//! version), then per frame a tag byte and its postcard body: an [`Entry`]
+//! ([`FRAME_ENTRY`]) or a [`WorldEvent`] ([`FRAME_WORLD`]): a message sent,
+//! delivered or lost, a node's engine events and state roots after an
+//! input, partitions, network changes, the scenario's contexts and every
+//! check. Format 1 files (no magic, entries only) are still replayed; the
+//! view refuses them, having nothing to draw the network from.
 //! [`replay`] re-drives fresh engines with the inputs and checks every
 //! output digest.
 
@@ -16,14 +28,27 @@ use std::sync::Arc;
 use ctx_core::record::Record;
 use ctx_core::stability::SignedAnnouncement;
 use ctx_core::tx::SignedTx;
-use ctx_core::{Config, ContextId, Event, MemberId, Node, Time, Transmit};
+use ctx_core::{Config, ContextId, Event, Hash, MemberId, Node, Time, Transmit, TxId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::world::{MemoVerifier, apply_input};
 
-/// The trace file format version.
-pub const TRACE_VERSION: u8 = 1;
+/// The trace file format version this build writes. Version 1 held the
+/// entries only; version 2 adds the magic and the world frames.
+pub const TRACE_VERSION: u8 = 2;
+
+/// The header version the trace hash covers: the hash is computed over the
+/// header as format 1 wrote it, so it does not change with the file format.
+const HASHED_HEADER_VERSION: u8 = 1;
+
+/// The first bytes of a format 2 trace file.
+pub const TRACE_MAGIC: &[u8; 8] = b"CTXTRACE";
+
+/// Tag of a frame holding an [`Entry`].
+pub const FRAME_ENTRY: u8 = 0;
+/// Tag of a frame holding a [`WorldEvent`].
+pub const FRAME_WORLD: u8 = 1;
 
 /// Bytes of one trace entry, at most (a message or an app blob).
 const ENTRY_BYTES_MAX: usize = 8 * 1024 * 1024;
@@ -97,15 +122,130 @@ pub struct Entry {
     pub outputs: [u8; 32],
 }
 
-/// Records a run: always its hash, and its entries when writing a trace.
+/// Why a message never reached its recipient's engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Loss {
+    /// The network dropped it when it was sent (the `drop` probability).
+    Dropped,
+    /// Sender and recipient were in different partition groups at delivery.
+    Partitioned,
+    /// The recipient was down at delivery.
+    Down,
+    /// The recipient crashed and restarted since it was sent: it was
+    /// addressed to an earlier incarnation.
+    Stale,
+}
+
+impl Loss {
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Dropped => "dropped",
+            Loss::Partitioned => "partitioned",
+            Loss::Down => "down",
+            Loss::Stale => "stale",
+        }
+    }
+}
+
+/// What the world did, written into a trace file beside the entries (not
+/// hashed). Nodes are indices into the header's names; messages are
+/// numbered from 0 in the order they were sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum WorldEvent {
+    /// A node's message entered the network: when each copy is due (none
+    /// when dropped at once; a second copy when duplicated).
+    Sent {
+        at: Time,
+        message: u64,
+        from: u32,
+        to: u32,
+        bytes: Vec<u8>,
+        deliver_at: Option<Time>,
+        duplicate_at: Option<Time>,
+    },
+    /// A copy of a message reached its recipient's engine (the next entry
+    /// is that input). `copy` is 1 for a duplicate.
+    Delivered { at: Time, message: u64, copy: u8 },
+    /// A copy of a message was lost, and why.
+    Lost {
+        at: Time,
+        message: u64,
+        copy: u8,
+        loss: Loss,
+    },
+    /// What a node's engine reported after an input: its events (without
+    /// stability announcements), the order position of each transaction it
+    /// applied for the first time, and the state root of each context whose
+    /// root changed; and the transactions it made.
+    Outputs {
+        at: Time,
+        node: u32,
+        events: Vec<Event>,
+        positions: Vec<(TxId, u64)>,
+        roots: Vec<(ContextId, Hash)>,
+        authored: Vec<SignedTx>,
+    },
+    /// Only nodes of the same group reach each other (a group per node).
+    Partition { at: Time, groups: Vec<u32> },
+    /// Everyone reaches everyone.
+    Heal { at: Time },
+    /// New network conditions.
+    Network {
+        at: Time,
+        latency_ms: (u64, u64),
+        drop: f64,
+        duplicate: f64,
+    },
+    /// A scenario step ran (its op and line).
+    Step { at: Time, line: u32, op: String },
+    /// The scenario's name for a context id.
+    Context { name: String, id: ContextId },
+    /// A check's result, and the nodes its detail names.
+    Check {
+        at: Time,
+        name: String,
+        passed: bool,
+        detail: String,
+        line: u32,
+        nodes: Vec<u32>,
+    },
+}
+
+/// Records a run: always its hash, and its entries and world frames when
+/// writing a trace.
 pub struct Recorder {
     hasher: blake3::Hasher,
     header: Header,
-    writer: Option<BufWriter<File>>,
+    writer: Option<Sink>,
+    header_hashed: bool,
     header_written: bool,
     entries: u64,
     buffer: Vec<u8>,
     error: Option<std::io::Error>,
+}
+
+/// Where a trace is written: a file, or memory (for a view made without a
+/// trace file).
+pub enum TraceSink {
+    File(File),
+    Memory,
+}
+
+enum Sink {
+    File(BufWriter<File>),
+    Memory(Vec<u8>),
+}
+
+impl Sink {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::File(writer) => writer.write_all(bytes),
+            Sink::Memory(memory) => {
+                memory.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Recorder {
@@ -114,7 +254,7 @@ impl Recorder {
         seed: u64,
         names: &[String],
         config: &Config,
-        file: Option<File>,
+        sink: Option<TraceSink>,
     ) -> Recorder {
         Recorder {
             hasher: blake3::Hasher::new(),
@@ -127,7 +267,11 @@ impl Recorder {
                 node_seeds: Vec::new(),
                 config: config.clone(),
             },
-            writer: file.map(BufWriter::new),
+            header_hashed: false,
+            writer: sink.map(|sink| match sink {
+                TraceSink::File(file) => Sink::File(BufWriter::new(file)),
+                TraceSink::Memory => Sink::Memory(TRACE_MAGIC.to_vec()),
+            }),
             header_written: false,
             entries: 0,
             buffer: Vec::new(),
@@ -146,13 +290,46 @@ impl Recorder {
         self.header.node_seeds.push(seed);
     }
 
-    pub fn record(&mut self, at: Time, node: usize, input: Input, outputs: [u8; 32]) {
-        if !self.header_written {
-            self.header_written = true;
-            let header = postcard::to_stdvec(&self.header).expect("headers encode");
-            self.hasher.update(&header);
-            self.write_frame_of(header);
+    /// Whether world frames are kept (a trace is being written): callers
+    /// skip building them otherwise.
+    pub fn keeps_world(&self) -> bool {
+        self.writer.is_some()
+    }
+
+    /// The hash covers the header (as format 1 wrote it) from the first
+    /// entry on, exactly as format 1 did.
+    fn hash_header(&mut self) {
+        if self.header_hashed {
+            return;
         }
+        self.header_hashed = true;
+        let hashed = Header {
+            version: HASHED_HEADER_VERSION,
+            ..self.header.clone()
+        };
+        self.hasher
+            .update(&postcard::to_stdvec(&hashed).expect("headers encode"));
+    }
+
+    /// The file starts with the magic and the header, before any frame.
+    fn write_header(&mut self) {
+        if self.header_written {
+            return;
+        }
+        self.header_written = true;
+        if let Some(writer) = &mut self.writer
+            && let Sink::File(_) = writer
+        {
+            let result = writer.write_all(TRACE_MAGIC);
+            self.note(result);
+        }
+        let header = postcard::to_stdvec(&self.header).expect("headers encode");
+        self.write_frame_of(&[], &header);
+    }
+
+    pub fn record(&mut self, at: Time, node: usize, input: Input, outputs: [u8; 32]) {
+        self.hash_header();
+        self.write_header();
         let entry = Entry {
             at,
             node: node as u32,
@@ -165,19 +342,46 @@ impl Recorder {
         self.hasher.update(&bytes);
         self.entries += 1;
         if self.writer.is_some() {
-            self.write_frame_of(bytes.clone());
+            self.write_frame_of(&[FRAME_ENTRY], &bytes);
         }
         self.buffer = bytes;
     }
 
-    fn write_frame_of(&mut self, bytes: Vec<u8>) {
+    /// Writes a world frame (when a trace is written; never hashed).
+    pub fn world(&mut self, event: &WorldEvent) {
+        if self.writer.is_none() {
+            return;
+        }
+        self.write_header();
+        let bytes = postcard::to_stdvec(event).expect("world events encode");
+        self.write_frame_of(&[FRAME_WORLD], &bytes);
+    }
+
+    fn write_frame_of(&mut self, tag: &[u8], bytes: &[u8]) {
         if let Some(writer) = &mut self.writer {
+            let length = (tag.len() + bytes.len()) as u32;
             let result = writer
-                .write_all(&(bytes.len() as u32).to_le_bytes())
-                .and_then(|()| writer.write_all(&bytes));
-            if let Err(e) = result {
-                self.error.get_or_insert(e);
-                self.writer = None;
+                .write_all(&length.to_le_bytes())
+                .and_then(|()| writer.write_all(tag))
+                .and_then(|()| writer.write_all(bytes));
+            self.note(result);
+        }
+    }
+
+    fn note(&mut self, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            self.error.get_or_insert(e);
+            self.writer = None;
+        }
+    }
+
+    /// The trace written to memory ([`TraceSink::Memory`]), once finished.
+    pub fn take_memory(&mut self) -> Option<Vec<u8>> {
+        match self.writer.take()? {
+            Sink::Memory(bytes) => Some(bytes),
+            file => {
+                self.writer = Some(file);
+                None
             }
         }
     }
@@ -196,22 +400,32 @@ impl Recorder {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
-        if let Some(writer) = &mut self.writer {
+        self.write_header();
+        if let Some(Sink::File(writer)) = &mut self.writer {
             writer.flush()?;
         }
         Ok(())
     }
 }
 
+/// Why a trace file could not be read.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("cannot read the trace: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a ctx-sim trace (it starts with neither the trace magic nor a format 1 header)")]
+    NotATrace,
+    #[error("the trace is damaged at entry {entry}: {message}")]
+    Damaged { entry: u64, message: String },
+    #[error("trace format version {0} is not supported (this build reads 1 and {TRACE_VERSION})")]
+    Version(u8),
+}
+
 /// Why a trace could not be replayed, or where it diverged.
 #[derive(Debug, Error)]
 pub enum ReplayError {
-    #[error("cannot read the trace: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the trace is damaged at entry {entry}: {message}")]
-    Damaged { entry: u64, message: String },
-    #[error("trace format version {0} is not supported (this build reads {TRACE_VERSION})")]
-    Version(u8),
+    #[error(transparent)]
+    Read(#[from] ReadError),
     #[error(
         "outputs differ at entry {entry} (t={at}, node {node}, input {input}): the engine is not deterministic, or the trace came from another build"
     )]
@@ -221,6 +435,152 @@ pub enum ReplayError {
         node: String,
         input: &'static str,
     },
+}
+
+/// One frame of a trace file, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    Entry(Entry),
+    World(WorldEvent),
+}
+
+/// Reads a trace file frame by frame, and computes its trace hash as it
+/// goes (over the header as format 1 wrote it and the entries).
+pub struct TraceReader<R> {
+    reader: R,
+    pub header: Header,
+    /// The file's format version (1 or 2).
+    pub version: u8,
+    hasher: blake3::Hasher,
+    hashed_header: Option<Vec<u8>>,
+    entries: u64,
+}
+
+impl TraceReader<BufReader<File>> {
+    pub fn open(path: &Path) -> Result<Self, ReadError> {
+        TraceReader::new(BufReader::new(File::open(path)?))
+    }
+}
+
+impl<R: Read> TraceReader<R> {
+    /// Reads the magic (format 2; a format 1 file has none) and the header.
+    pub fn new(mut reader: R) -> Result<Self, ReadError> {
+        let mut start = [0u8; 8];
+        let read = read_up_to(&mut reader, &mut start)?;
+        if read == 0 {
+            return Err(ReadError::Damaged {
+                entry: 0,
+                message: "empty file".into(),
+            });
+        }
+        let (version, header_bytes) = if read == 8 && &start == TRACE_MAGIC {
+            let bytes = read_frame(&mut reader, 0)?.ok_or(ReadError::Damaged {
+                entry: 0,
+                message: "truncated: no header after the magic".into(),
+            })?;
+            (bytes.first().copied().unwrap_or(0), bytes)
+        } else {
+            // Format 1: the header's length, then the header, whose first
+            // byte is its version.
+            if read < 5 {
+                return Err(ReadError::NotATrace);
+            }
+            let length = u32::from_le_bytes(start[..4].try_into().expect("4 bytes")) as usize;
+            if start[4] != 1 || length > ENTRY_BYTES_MAX || length < read - 4 {
+                return Err(ReadError::NotATrace);
+            }
+            let mut bytes = start[4..read].to_vec();
+            let mut rest = vec![0u8; length - bytes.len()];
+            reader
+                .read_exact(&mut rest)
+                .map_err(|e| ReadError::Damaged {
+                    entry: 0,
+                    message: format!("truncated header: {e}"),
+                })?;
+            bytes.extend_from_slice(&rest);
+            (1, bytes)
+        };
+        if version != 1 && version != TRACE_VERSION {
+            return Err(ReadError::Version(version));
+        }
+        let header: Header =
+            postcard::from_bytes(&header_bytes).map_err(|e| ReadError::Damaged {
+                entry: 0,
+                message: format!("bad header: {e}"),
+            })?;
+        if header.secrets.len() != header.names.len()
+            || header.node_seeds.len() != header.names.len()
+        {
+            return Err(ReadError::Damaged {
+                entry: 0,
+                message: "header lists a different number of names, keys and seeds".into(),
+            });
+        }
+        let hashed = Header {
+            version: HASHED_HEADER_VERSION,
+            ..header.clone()
+        };
+        Ok(TraceReader {
+            reader,
+            header,
+            version,
+            hasher: blake3::Hasher::new(),
+            hashed_header: Some(postcard::to_stdvec(&hashed).expect("headers encode")),
+            entries: 0,
+        })
+    }
+
+    /// The next frame, or `None` at the end of the file.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ReadError> {
+        let Some(bytes) = read_frame(&mut self.reader, self.entries + 1)? else {
+            return Ok(None);
+        };
+        let damaged = |entry: u64, message: String| ReadError::Damaged { entry, message };
+        let (tag, body) = match self.version {
+            1 => (FRAME_ENTRY, bytes.as_slice()),
+            _ => match bytes.split_first() {
+                Some((tag, body)) => (*tag, body),
+                None => return Err(damaged(self.entries + 1, "an empty frame".into())),
+            },
+        };
+        match tag {
+            FRAME_ENTRY => {
+                self.entries += 1;
+                if let Some(header) = self.hashed_header.take() {
+                    self.hasher.update(&header);
+                }
+                self.hasher.update(body);
+                let entry: Entry =
+                    postcard::from_bytes(body).map_err(|e| damaged(self.entries, e.to_string()))?;
+                if entry.node as usize >= self.header.names.len() {
+                    return Err(damaged(
+                        self.entries,
+                        format!("node {} does not exist", entry.node),
+                    ));
+                }
+                Ok(Some(Frame::Entry(entry)))
+            }
+            FRAME_WORLD => {
+                let event: WorldEvent = postcard::from_bytes(body)
+                    .map_err(|e| damaged(self.entries, format!("bad world frame after it: {e}")))?;
+                Ok(Some(Frame::World(event)))
+            }
+            other => Err(damaged(
+                self.entries,
+                format!("unknown frame tag {other} after it"),
+            )),
+        }
+    }
+
+    /// Entries read so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// The trace hash of the entries read so far.
+    pub fn hash(&self) -> String {
+        self.hasher.finalize().to_hex().to_string()
+    }
 }
 
 /// What a successful replay checked.
@@ -234,28 +594,8 @@ pub struct Replayed {
 
 /// Re-drives fresh engines with a trace's inputs and checks every output.
 pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
-    let mut reader = BufReader::new(File::open(path)?);
-    let mut hasher = blake3::Hasher::new();
-    let header_bytes = read_frame(&mut reader, 0)?.ok_or(ReplayError::Damaged {
-        entry: 0,
-        message: "empty file".into(),
-    })?;
-    if header_bytes.first() != Some(&TRACE_VERSION) {
-        return Err(ReplayError::Version(
-            header_bytes.first().copied().unwrap_or(0),
-        ));
-    }
-    let header: Header = postcard::from_bytes(&header_bytes).map_err(|e| ReplayError::Damaged {
-        entry: 0,
-        message: e.to_string(),
-    })?;
-    hasher.update(&header_bytes);
-    if header.secrets.len() != header.names.len() || header.node_seeds.len() != header.names.len() {
-        return Err(ReplayError::Damaged {
-            entry: 0,
-            message: "header lists a different number of names, keys and seeds".into(),
-        });
-    }
+    let mut reader = TraceReader::open(path)?;
+    let header = reader.header.clone();
     let verifier = Arc::new(MemoVerifier::new());
     let mut engines: Vec<Option<Node>> = header
         .secrets
@@ -271,21 +611,12 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
         })
         .collect();
     let mut disks: Vec<Vec<Record>> = vec![Vec::new(); engines.len()];
-    let mut count = 0u64;
-    while let Some(bytes) = read_frame(&mut reader, count + 1)? {
-        count += 1;
-        hasher.update(&bytes);
-        let entry: Entry = postcard::from_bytes(&bytes).map_err(|e| ReplayError::Damaged {
-            entry: count,
-            message: e.to_string(),
-        })?;
+    while let Some(frame) = reader.next_frame()? {
+        let Frame::Entry(entry) = frame else {
+            continue;
+        };
+        let count = reader.entries();
         let node = entry.node as usize;
-        if node >= engines.len() {
-            return Err(ReplayError::Damaged {
-                entry: count,
-                message: format!("node {node} does not exist"),
-            });
-        }
         let result = match &entry.input {
             Input::Crash => {
                 engines[node] = None;
@@ -331,8 +662,8 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
     Ok(Replayed {
         scenario: header.scenario,
         seed: header.seed,
-        entries: count,
-        trace_hash: hasher.finalize().to_hex().to_string(),
+        entries: reader.entries(),
+        trace_hash: reader.hash(),
     })
 }
 
@@ -409,16 +740,35 @@ pub fn drain(
     drained
 }
 
-fn read_frame(reader: &mut impl Read, entry: u64) -> Result<Option<Vec<u8>>, ReplayError> {
+/// Reads into `buffer` until it is full or the input ends; how many bytes.
+fn read_up_to(reader: &mut impl Read, buffer: &mut [u8]) -> Result<usize, ReadError> {
+    let mut read = 0;
+    while read < buffer.len() {
+        match reader.read(&mut buffer[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(read)
+}
+
+fn read_frame(reader: &mut impl Read, entry: u64) -> Result<Option<Vec<u8>>, ReadError> {
     let mut length = [0u8; 4];
-    match reader.read_exact(&mut length) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    match read_up_to(reader, &mut length)? {
+        0 => return Ok(None),
+        4 => {}
+        n => {
+            return Err(ReadError::Damaged {
+                entry,
+                message: format!("truncated: {n} bytes of a frame length"),
+            });
+        }
     }
     let length = u32::from_le_bytes(length) as usize;
     if length > ENTRY_BYTES_MAX {
-        return Err(ReplayError::Damaged {
+        return Err(ReadError::Damaged {
             entry,
             message: format!("an entry of {length} bytes exceeds {ENTRY_BYTES_MAX}"),
         });
@@ -426,7 +776,7 @@ fn read_frame(reader: &mut impl Read, entry: u64) -> Result<Option<Vec<u8>>, Rep
     let mut bytes = vec![0u8; length];
     reader
         .read_exact(&mut bytes)
-        .map_err(|e| ReplayError::Damaged {
+        .map_err(|e| ReadError::Damaged {
             entry,
             message: format!("truncated: {e}"),
         })?;

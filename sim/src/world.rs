@@ -18,20 +18,20 @@
 //!   flight (the engine's durability contract).
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::{Arc, Mutex};
 
 use ctx_core::record::Record;
 use ctx_core::stability::SignedAnnouncement;
 use ctx_core::tx::{Signature, SignedTx};
 use ctx_core::verify::{Ed25519Verifier, SignatureCheck, Verifier};
-use ctx_core::{Config, ContextId, Event, MemberId, Node, Time};
+use ctx_core::{Config, ContextId, Event, Hash, MemberId, Node, Replica, Time, TxId};
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::trace::{Input, Recorder, drain};
+use crate::trace::{Input, Loss, Recorder, WorldEvent, drain};
 
 /// Network conditions in force.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +66,11 @@ enum Queued {
         incarnation: u64,
         from: usize,
         bytes: Vec<u8>,
+        /// The message's number, and 1 for a duplicate's copy (the trace's
+        /// world frames name them; the queue's order is by time and
+        /// sequence alone).
+        message: u64,
+        copy: u8,
     },
     Timer {
         node: usize,
@@ -234,6 +239,9 @@ pub struct World {
     authored: Vec<(usize, SignedTx)>,
     /// A line per event, when verbose.
     log: Option<Vec<String>>,
+    /// The state root of each context each node held when last written
+    /// into the trace's world frames (only kept while a trace is written).
+    roots: Vec<BTreeMap<ContextId, Hash>>,
 }
 
 impl World {
@@ -284,6 +292,7 @@ impl World {
             events: Vec::new(),
             authored: Vec::new(),
             log: verbose.then(Vec::new),
+            roots: vec![BTreeMap::new(); count],
         }
     }
 
@@ -386,7 +395,9 @@ impl World {
                     incarnation,
                     from,
                     bytes,
-                } => self.deliver(to, incarnation, from, bytes),
+                    message,
+                    copy,
+                } => self.deliver(to, incarnation, from, bytes, (message, copy)),
             };
             if let Some(node) = touched {
                 return Some(Happened::Input(node));
@@ -450,6 +461,9 @@ impl World {
     fn drain(&mut self, node: usize, result: &Result<Option<String>, String>) -> [u8; 32] {
         let sim = &mut self.nodes[node];
         let drained = drain(sim.engine.as_mut(), &mut sim.disk, result);
+        if self.recorder.keeps_world() {
+            self.record_outputs(node, &drained.events, &drained.authored);
+        }
         for tx in &drained.authored {
             self.verifier.vouch(tx);
         }
@@ -493,6 +507,49 @@ impl World {
         drained.digest
     }
 
+    /// Into the trace: what a node's engine reported after an input, the
+    /// order position of each transaction it applied, its changed roots.
+    fn record_outputs(&mut self, node: usize, events: &[Event], authored: &[SignedTx]) {
+        let engine = self.nodes[node].engine.as_ref();
+        let mut positions = Vec::new();
+        for event in events {
+            if let Event::Applied { context, tx, .. } = event
+                && let Some(position) = engine
+                    .and_then(|e| e.replica(context))
+                    .and_then(|replica| order_position(replica, tx))
+            {
+                positions.push((*tx, position));
+            }
+        }
+        let mut held = BTreeMap::new();
+        if let Some(engine) = engine {
+            for context in engine.context_ids() {
+                if let Some(replica) = engine.replica(&context) {
+                    held.insert(context, replica.state_root());
+                }
+            }
+        }
+        let roots: Vec<(ContextId, Hash)> = held
+            .iter()
+            .filter(|(context, root)| self.roots[node].get(*context) != Some(*root))
+            .map(|(context, root)| (*context, *root))
+            .collect();
+        self.roots[node] = held;
+        let event = WorldEvent::Outputs {
+            at: self.now,
+            node: node as u32,
+            events: events
+                .iter()
+                .filter(|e| !matches!(e, Event::Announced { .. }))
+                .cloned()
+                .collect(),
+            positions,
+            roots,
+            authored: authored.to_vec(),
+        };
+        self.recorder.world(&event);
+    }
+
     fn arm_timer(&mut self, node: usize, timer: Option<Time>) {
         let sim = &mut self.nodes[node];
         if timer == sim.timer_at {
@@ -517,15 +574,38 @@ impl World {
     }
 
     fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        let message = self.stats.messages_sent;
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
+        let now = self.now;
+        let sent = move |deliver_at, duplicate_at, bytes: &[u8]| WorldEvent::Sent {
+            at: now,
+            message,
+            from: from as u32,
+            to: to as u32,
+            bytes: bytes.to_vec(),
+            deliver_at,
+            duplicate_at,
+        };
         if self.rng.random_bool_f64(self.conditions.drop) {
             self.stats.messages_lost += 1;
+            if self.recorder.keeps_world() {
+                let event = sent(None, None, &bytes);
+                self.recorder.world(&event);
+                self.recorder.world(&WorldEvent::Lost {
+                    at: self.now,
+                    message,
+                    copy: 0,
+                    loss: Loss::Dropped,
+                });
+            }
             return;
         }
         let incarnation = self.nodes[to].incarnation;
+        let mut duplicate_at = None;
         if self.rng.random_bool_f64(self.conditions.duplicate) {
             let at = self.now + self.latency();
+            duplicate_at = Some(at);
             let copy = bytes.clone();
             self.push(
                 at,
@@ -534,10 +614,16 @@ impl World {
                     incarnation,
                     from,
                     bytes: copy,
+                    message,
+                    copy: 1,
                 },
             );
         }
         let at = self.now + self.latency();
+        if self.recorder.keeps_world() {
+            let event = sent(Some(at), duplicate_at, &bytes);
+            self.recorder.world(&event);
+        }
         self.push(
             at,
             Queued::Deliver {
@@ -545,6 +631,8 @@ impl World {
                 incarnation,
                 from,
                 bytes,
+                message,
+                copy: 0,
             },
         );
     }
@@ -560,14 +648,36 @@ impl World {
         incarnation: u64,
         from: usize,
         bytes: Vec<u8>,
+        (message, copy): (u64, u8),
     ) -> Option<usize> {
         let reachable = self.groups[from] == self.groups[to];
         let sim = &self.nodes[to];
-        if !reachable || sim.engine.is_none() || sim.incarnation != incarnation {
+        let loss = if !reachable {
+            Some(Loss::Partitioned)
+        } else if sim.engine.is_none() {
+            Some(Loss::Down)
+        } else if sim.incarnation != incarnation {
+            Some(Loss::Stale)
+        } else {
+            None
+        };
+        if let Some(loss) = loss {
             self.stats.messages_lost += 1;
+            let event = WorldEvent::Lost {
+                at: self.now,
+                message,
+                copy,
+                loss,
+            };
+            self.recorder.world(&event);
             return None;
         }
         self.stats.messages_delivered += 1;
+        self.recorder.world(&WorldEvent::Delivered {
+            at: self.now,
+            message,
+            copy,
+        });
         let sender = self.nodes[from].member;
         if let Err(error) = self.input(
             to,
@@ -592,6 +702,12 @@ impl World {
     // ----- the world's own changes ---------------------------------------------------
 
     pub fn set_conditions(&mut self, conditions: Conditions) {
+        self.recorder.world(&WorldEvent::Network {
+            at: self.now,
+            latency_ms: conditions.latency_ms,
+            drop: conditions.drop,
+            duplicate: conditions.duplicate,
+        });
         self.conditions = conditions;
     }
 
@@ -599,10 +715,15 @@ impl World {
     /// alone.
     pub fn partition(&mut self, groups: &[Vec<usize>]) {
         self.groups = partition_groups(self.nodes.len(), groups);
+        self.recorder.world(&WorldEvent::Partition {
+            at: self.now,
+            groups: self.groups.iter().map(|g| *g as u32).collect(),
+        });
     }
 
     pub fn heal(&mut self) {
         self.groups = vec![0; self.nodes.len()];
+        self.recorder.world(&WorldEvent::Heal { at: self.now });
     }
 
     /// Draws a fresh engine seed (for a restart).
@@ -646,6 +767,27 @@ pub fn partition_groups(count: usize, groups: &[Vec<usize>]) -> Vec<usize> {
             })
         })
         .collect()
+}
+
+/// The position of `tx` in `replica`'s canonical order, counted from the
+/// genesis (a copy standing on a checkpoint counts the transactions below
+/// its cut), if the copy holds it.
+pub fn order_position(replica: &Replica, tx: &TxId) -> Option<u64> {
+    let key = replica.tx(tx)?.order_key();
+    let base = replica.base_len();
+    let (mut low, mut high) = (0, replica.accepted() - base);
+    // The order is sorted by key; its slots above the cut hold their bodies.
+    while low < high {
+        let mid = low + (high - low) / 2;
+        let id = replica.order_range(mid..mid + 1).next()?;
+        let mid_key = replica.tx(&id)?.order_key();
+        match mid_key.cmp(&key) {
+            std::cmp::Ordering::Less => low = mid + 1,
+            std::cmp::Ordering::Greater => high = mid,
+            std::cmp::Ordering::Equal => return Some((base + mid) as u64),
+        }
+    }
+    None
 }
 
 /// Applies a command or network input to a live engine.

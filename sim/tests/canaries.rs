@@ -1,6 +1,7 @@
 //! The fuzzer has teeth: with a known bug planted in the engine, `ctx-sim
 //! fuzz --seeds 200` finds it (exit status 1), writes a shrunk scenario of at
-//! most 10 steps, and `ctx-sim run` on that file fails too.
+//! most 10 steps and its diagram beside it (`.html`, naming the failed
+//! check), and `ctx-sim run` on that file fails too.
 //!
 //! Each canary builds its own `ctx-sim` (profile `canary`: optimized, no
 //! debug info) into `target/canaries`, so the user's own binaries are never
@@ -85,6 +86,24 @@ fn canary_is_found(feature: &str) {
         "{feature}: shrunk to {} steps\n{}",
         scenario.steps.len(),
         scenario.to_toml()
+    );
+    // The diagram beside the shrunk file, announced, naming the failure.
+    let page = file.with_extension("html");
+    assert!(
+        stdout.contains(&format!("diagram: {}", page.display())),
+        "{feature}: the diagram is announced\n{stdout}"
+    );
+    let html = std::fs::read_to_string(&page)
+        .unwrap_or_else(|e| panic!("{feature}: {}: {e}", page.display()));
+    let data = html
+        .split("id=\"ctx-data\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</script>").next())
+        .expect("the page's data");
+    let view: serde_json::Value = serde_json::from_str(data).expect("the data is JSON");
+    assert!(
+        view["counts"]["failed_checks"].as_u64() >= Some(1),
+        "{feature}: the diagram shows the failed check"
     );
     let replay = Command::new(&binary)
         .arg("run")

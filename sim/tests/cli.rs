@@ -64,6 +64,41 @@ key = "colour"
 equals = "blue"
 "#;
 
+/// The frames of a format 2 trace after its magic: (start of the frame's
+/// bytes, its tag, its length with the tag); the header first (tag: its
+/// version byte).
+fn frames(bytes: &[u8]) -> Vec<(usize, u8, usize)> {
+    assert_eq!(&bytes[..8], b"CTXTRACE", "a format 2 trace");
+    let mut at = 8;
+    let mut frames = Vec::new();
+    while at < bytes.len() {
+        let length = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        frames.push((at + 4, bytes[at + 4], length));
+        at += 4 + length;
+    }
+    frames
+}
+
+/// The same trace as format 1 wrote it: no magic, a version 1 header,
+/// entries without tags, no world frames.
+fn as_format_1(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, (start, tag, length)) in frames(bytes).into_iter().enumerate() {
+        let (body, is_entry) = if index == 0 {
+            let mut header = bytes[start..start + length].to_vec();
+            header[0] = 1;
+            (header, true)
+        } else {
+            (bytes[start + 1..start + length].to_vec(), tag == 0)
+        };
+        if is_entry {
+            out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            out.extend_from_slice(&body);
+        }
+    }
+    out
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -228,10 +263,16 @@ fn a_trace_replays_and_a_tampered_one_is_refused() {
         stdout.contains(report["trace_hash"].as_str().unwrap()),
         "{stdout}"
     );
-    // Flip one byte of an output digest near the end: replay must notice.
+    // Flip one byte of the last entry's output digest (an entry frame
+    // ends with it): replay must notice.
     let mut bytes = std::fs::read(&trace).unwrap();
-    let at = bytes.len() - 5;
-    bytes[at] ^= 0xff;
+    let last_entry_end = frames(&bytes)
+        .into_iter()
+        .filter(|(_, tag, _)| *tag == 0)
+        .map(|(start, _, length)| start + length)
+        .next_back()
+        .expect("entries");
+    bytes[last_entry_end - 5] ^= 0xff;
     let tampered = file.with_extension("tampered");
     std::fs::write(&tampered, bytes).unwrap();
     let replay = ctx_sim(&["replay", tampered.to_str().unwrap()]);
@@ -313,4 +354,173 @@ fn shrink_reduces_a_failing_scenario_and_leaves_a_passing_one() {
     let output = ctx_sim(&["shrink", good.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to shrink"));
+}
+
+#[test]
+fn a_format_1_trace_still_replays_to_the_same_hash_and_the_view_refuses_it_clearly() {
+    let file = scratch("format1.toml", GOOD);
+    let trace = file.with_extension("trace");
+    let run = ctx_sim(&[
+        "run",
+        file.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(run.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let old = file.with_extension("v1.trace");
+    std::fs::write(&old, as_format_1(&std::fs::read(&trace).unwrap())).unwrap();
+    let replay = ctx_sim(&["replay", old.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert_eq!(replay.status.code(), Some(0), "{stdout}{}", stderr(&replay));
+    // The hash covers what format 1 covered: the same on both files.
+    assert!(
+        stdout.contains(report["trace_hash"].as_str().unwrap()),
+        "{stdout}"
+    );
+    let page = file.with_extension("v1.html");
+    let view = ctx_sim(&[
+        "view",
+        old.to_str().unwrap(),
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(view.status.code(), Some(2));
+    let message = stderr(&view);
+    assert!(message.contains(old.to_str().unwrap()), "{message}");
+    assert!(message.contains("format version 1"), "{message}");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(!page.exists());
+}
+
+#[test]
+fn view_and_explain_refuse_missing_truncated_and_foreign_files_with_exit_2() {
+    let file = scratch("bad-traces.toml", GOOD);
+    let trace = file.with_extension("trace");
+    let run = ctx_sim(&[
+        "run",
+        file.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(0));
+    let bytes = std::fs::read(&trace).unwrap();
+    let truncated = scratch("truncated.trace", "");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let missing = file.with_extension("missing.trace");
+    let foreign = scratch("foreign.trace", "[package]\nname = \"not a trace\"\n");
+    let empty = scratch("empty.trace", "");
+    let page = file.with_extension("bad.html");
+    for (bad, says) in [
+        (&truncated, "truncated"),
+        (&missing, "cannot read the trace"),
+        (&foreign, "not a ctx-sim trace"),
+        (&empty, "empty file"),
+    ] {
+        for args in [
+            vec![
+                "view",
+                bad.to_str().unwrap(),
+                "--out",
+                page.to_str().unwrap(),
+            ],
+            vec!["explain", bad.to_str().unwrap(), "--tx", "ab"],
+            vec!["replay", bad.to_str().unwrap()],
+        ] {
+            let output = ctx_sim(&args);
+            let message = stderr(&output);
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+            assert!(message.contains(bad.to_str().unwrap()), "{message}");
+            assert!(message.contains(says), "{args:?}: {message}");
+            assert_eq!(message.lines().count(), 1, "one line: {message}");
+            assert!(!message.contains("panicked"), "{message}");
+        }
+    }
+    assert!(!page.exists());
+}
+
+#[test]
+fn run_writes_a_page_and_explain_finds_a_transaction_by_prefix() {
+    let file = scratch("paged.toml", GOOD);
+    let page = file.with_extension("html");
+    let trace = file.with_extension("paged.trace");
+    let run = ctx_sim(&[
+        "run",
+        file.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<script type=\"application/json\" id=\"ctx-data\">"));
+    // Self-contained: nothing is fetched.
+    for fetched in ["src=\"http", "href=\"http", "<link ", "import("] {
+        assert!(!html.contains(fetched), "the page fetches: {fetched}");
+    }
+    // The same page from the trace file.
+    let again = file.with_extension("again.html");
+    let view = ctx_sim(&[
+        "view",
+        trace.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(view.status.code(), Some(0), "{}", stderr(&view));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), html);
+    // Bob's write, its id read from the page's data.
+    let data = html
+        .split("id=\"ctx-data\">")
+        .nth(1)
+        .unwrap()
+        .split("</script>")
+        .next()
+        .unwrap();
+    let data: serde_json::Value = serde_json::from_str(data).unwrap();
+    let set = data["txs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|tx| tx["kind"] == "set")
+        .unwrap();
+    let id = set["id"].as_str().unwrap();
+    let text = ctx_sim(&["explain", trace.to_str().unwrap(), "--tx", &id[..12]]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.status.code(), Some(0), "{}", stderr(&text));
+    assert!(stdout.contains(&format!("transaction {id}")), "{stdout}");
+    assert!(stdout.contains("authored by bob"), "{stdout}");
+    let json = ctx_sim(&[
+        "explain",
+        trace.to_str().unwrap(),
+        "--tx",
+        &id[..12],
+        "--json",
+    ]);
+    assert_eq!(json.status.code(), Some(0));
+    let explained: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(explained["tx"], id);
+    assert_eq!(explained["applied"].as_array().unwrap().len(), 2);
+    let unknown = ctx_sim(&[
+        "explain",
+        trace.to_str().unwrap(),
+        "--tx",
+        "0000000000000000ff",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("no transaction"),
+        "{}",
+        stderr(&unknown)
+    );
+    let two = ctx_sim(&[
+        "run",
+        file.to_str().unwrap(),
+        file.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    assert_eq!(two.status.code(), Some(2));
+    assert!(stderr(&two).contains("--html takes one scenario file"));
 }
