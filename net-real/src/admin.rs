@@ -9,12 +9,24 @@
 //! POST /v1/contexts/{ctx}/invite {"member": hex}                   -> {"tx": hex}
 //! POST /v1/contexts/{ctx}/join   {"via": "host:port"}              -> {"via_member": hex}
 //! POST /v1/contexts/{ctx}/leave  {}                                -> {}
+//! GET  /v1/contexts/{ctx}/abi                  -> the app's ABI (404 if it has none)
 //! POST /v1/contexts/{ctx}/call   {"method", "args": [..]} or {"method", "input": hex}
 //!                                                    -> {"tx": hex, "outcome": "ok"|..}
 //! POST /v1/contexts/{ctx}/view   {"method", "args"|"input"} -> {"ok": true, "return": hex}
+//!                                              (and "value", decoded by the ABI)
 //!                                                             | {"ok": false, "error": ..}
 //! POST /v1/contexts/{ctx}/wait   {"tx": hex, "timeout_ms": N} -> {"applied": bool}
 //! ```
+//!
+//! Arguments: for an app without an ABI, `args` is a list of words in the
+//! command-line syntax (`crate::args`). For an app whose module carries an
+//! ABI (`ctx_abi`, as every `ctx-sdk` app does), the method must be one it
+//! declares, of the right kind (a view is read with `view`, a call made with
+//! `call`: neither becomes a failed transaction), and `args` is converted by
+//! its parameter types: a list of words as on the command line
+//! (`transfer alice bob 10` is two strings and a u64), a JSON list in order,
+//! or a JSON object by parameter name; a wrong count, name or type is a 400
+//! that says which. `input` (hex) is passed as it is, for either.
 //!
 //! Errors are `{"error": "..."}` with a 4xx status for a bad request (400
 //! malformed, 404 unknown context or endpoint, 405 wrong method, 409
@@ -24,7 +36,9 @@
 //! nothing itself. Bodies are read with a limit (`ADMIN_BODY_BYTES_MAX`)
 //! before they are parsed.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -34,6 +48,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ctx_abi::{Abi, Kind, Method};
 use ctx_core::{CommandError, ContextId, MemberId, Outcome, TxId};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -47,7 +62,14 @@ use crate::limits::{ADMIN_BODY_BYTES_MAX, WAIT_TIMEOUT_MAX};
 #[derive(Clone)]
 struct Admin {
     engine: mpsc::Sender<AdminRequest>,
+    /// Each held context's ABI (`None`: its app has none), read once from
+    /// its app: a context's app never changes.
+    abis: Arc<Mutex<BTreeMap<ContextId, Option<Arc<Abi>>>>>,
 }
+
+/// Most ABIs the admin keeps; past it the cache starts over (an ABI is
+/// read again from the app on its next use).
+const ABIS_CACHED_MAX: usize = 1024;
 
 /// An error answer.
 struct ApiError(StatusCode, String);
@@ -112,6 +134,7 @@ pub fn router(engine: mpsc::Sender<AdminRequest>) -> Router {
         .route("/v1/contexts/{ctx}/leave", post(leave))
         .route("/v1/contexts/{ctx}/call", post(call))
         .route("/v1/contexts/{ctx}/view", post(view))
+        .route("/v1/contexts/{ctx}/abi", get(abi))
         .route("/v1/contexts/{ctx}/wait", post(wait))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
@@ -120,7 +143,10 @@ pub fn router(engine: mpsc::Sender<AdminRequest>) -> Router {
                 "method not allowed here".into(),
             )
         })
-        .with_state(Admin { engine })
+        .with_state(Admin {
+            engine,
+            abis: Arc::default(),
+        })
 }
 
 impl Admin {
@@ -132,6 +158,36 @@ impl Admin {
         let gone = || ApiError::from(RequestError::ShuttingDown);
         self.engine.send(make(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
+    }
+
+    /// The ABI of `context`'s app: `None` when its module has none (or one
+    /// that does not parse: such an app is refused at create, but a context
+    /// joined from elsewhere may carry one, and runs with untyped
+    /// arguments as before).
+    async fn abi(&self, context: ContextId) -> Result<Option<Arc<Abi>>, ApiError> {
+        if let Some(abi) = self.abis().get(&context) {
+            return Ok(abi.clone());
+        }
+        let app = self
+            .ask(|reply| AdminRequest::App { context, reply })
+            .await??;
+        let abi = ctx_core::runtime::wasm_from_source(&app)
+            .ok()
+            .and_then(|wasm| Abi::from_module(&wasm).ok().flatten())
+            .map(Arc::new);
+        let mut abis = self.abis();
+        if abis.len() >= ABIS_CACHED_MAX {
+            abis.clear();
+        }
+        abis.insert(context, abi.clone());
+        Ok(abi)
+    }
+
+    fn abis(&self) -> std::sync::MutexGuard<'_, BTreeMap<ContextId, Option<Arc<Abi>>>> {
+        // A panic while holding it cannot leave the map half-written.
+        self.abis
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -355,27 +411,96 @@ async fn leave(
 struct CallBody {
     method: String,
     #[serde(default)]
-    args: Option<Vec<String>>,
+    args: Option<Value>,
     #[serde(default)]
     input: Option<String>,
 }
 
 impl CallBody {
-    /// Reads a call or view body: the method and its input.
-    async fn read(body: Body) -> Result<(String, Vec<u8>), ApiError> {
+    /// Reads a call (`kind` Call) or view body: the method, its input, and
+    /// the method's ABI when the app has one.
+    async fn read(
+        admin: &Admin,
+        context: ContextId,
+        kind: Kind,
+        body: Body,
+    ) -> Result<(String, Vec<u8>, Option<Method>), ApiError> {
         let body: CallBody = body_json(body).await?;
-        let input = body.input()?;
-        Ok((body.method, input))
+        let abi = admin.abi(context).await?;
+        let method = abi
+            .map(|abi| declared(&abi, &body.method, kind))
+            .transpose()?;
+        let input = body.input(method.as_ref())?;
+        Ok((body.method, input, method))
     }
 
-    fn input(&self) -> Result<Vec<u8>, ApiError> {
-        match (&self.args, &self.input) {
-            (Some(args), None) => encode_cli_args(args).map_err(|e| bad(e.to_string())),
-            (None, Some(input)) => hex_of(input, "input"),
-            (None, None) => Ok(ctx_core::runtime::encode_args::<Vec<u8>>(&[])),
-            (Some(_), Some(_)) => Err(bad("give either \"args\" or \"input\", not both")),
+    fn input(&self, method: Option<&Method>) -> Result<Vec<u8>, ApiError> {
+        match (&self.args, &self.input, method) {
+            (Some(_), Some(_), _) => Err(bad("give either \"args\" or \"input\", not both")),
+            (None, Some(input), _) => hex_of(input, "input"),
+            (args, None, Some(method)) => typed_input(method, args.as_ref()),
+            (Some(args), None, None) => {
+                let words = words_of(args)?;
+                encode_cli_args(&words).map_err(|e| bad(e.to_string()))
+            }
+            (None, None, None) => Ok(ctx_core::runtime::encode_args::<Vec<u8>>(&[])),
         }
     }
+}
+
+/// `name` as the ABI declares it, if it is of `kind`; else a 400 saying
+/// what the app has.
+fn declared(abi: &Abi, name: &str, kind: Kind) -> Result<Method, ApiError> {
+    let Some(method) = abi.method(name) else {
+        let names: Vec<&str> = abi.methods.iter().map(|m| m.name.as_str()).collect();
+        return Err(bad(format!(
+            "the app has no method {name:?} (its ABI declares: {})",
+            names.join(", ")
+        )));
+    };
+    match (method.kind, kind) {
+        (Kind::View, Kind::Call) => Err(bad(format!(
+            "{} is a view: read it with `view` (as a call it would only record a transaction that changes nothing)",
+            method.signature()
+        ))),
+        (Kind::Call, Kind::View) => Err(bad(format!(
+            "{} is a call (it may write): make it with `call`",
+            method.signature()
+        ))),
+        _ => Ok(method.clone()),
+    }
+}
+
+/// The input for `args` by the method's parameter types: a list of strings
+/// is words as on the command line, any other list or an object is JSON
+/// values (in order, or by name).
+fn typed_input(method: &Method, args: Option<&Value>) -> Result<Vec<u8>, ApiError> {
+    let encoded = match args {
+        None => method.encode_json(&Value::Null),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            let words: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            method.encode_words(&words)
+        }
+        Some(args) => method.encode_json(args),
+    };
+    encoded.map_err(|e| bad(e.to_string()))
+}
+
+/// `args` of an app without an ABI: a list of words.
+fn words_of(args: &Value) -> Result<Vec<String>, ApiError> {
+    let untyped = || {
+        bad(
+            "\"args\" must be a list of strings (words as on the command line); \
+             arguments by name or as JSON values need an app with an ABI, and this one has none",
+        )
+    };
+    let Value::Array(items) = args else {
+        return Err(untyped());
+    };
+    items
+        .iter()
+        .map(|item| item.as_str().map(str::to_owned).ok_or_else(untyped))
+        .collect()
 }
 
 fn outcome_text(outcome: &Outcome) -> String {
@@ -391,7 +516,7 @@ async fn call(
     Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (method, input) = CallBody::read(body).await?;
+    let (method, input, _) = CallBody::read(&admin, context, Kind::Call, body).await?;
     let receipt = admin
         .ask(|reply| AdminRequest::Call {
             context,
@@ -408,7 +533,7 @@ async fn view(
     Ctx(context): Ctx,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (method, input) = CallBody::read(body).await?;
+    let (method, input, declared) = CallBody::read(&admin, context, Kind::View, body).await?;
     let result = admin
         .ask(|reply| AdminRequest::View {
             context,
@@ -418,12 +543,33 @@ async fn view(
         })
         .await?;
     match result {
-        Ok(bytes) => ok(json!({ "ok": true, "return": hex::encode(bytes) })),
+        Ok(bytes) => {
+            let mut answer = json!({ "ok": true, "return": hex::encode(&bytes) });
+            match declared.map(|method| method.decode_return(&bytes)) {
+                Some(Ok(value)) => answer["value"] = value,
+                Some(Err(error)) => answer["value_error"] = json!(error.to_string()),
+                None => {}
+            }
+            ok(answer)
+        }
         // The call ran and failed: an answer, not a bad request.
         Err(RequestError::Command(CommandError::Call(e))) => {
             ok(json!({ "ok": false, "error": e.to_string() }))
         }
         Err(other) => Err(other.into()),
+    }
+}
+
+async fn abi(State(admin): State<Admin>, Ctx(context): Ctx) -> Result<Response, ApiError> {
+    match admin.abi(context).await? {
+        Some(abi) => ok(abi.to_json()),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "the app of context {} has no ABI (no `ctx_abi` section): its methods take untyped arguments",
+                context.to_hex()
+            ),
+        )),
     }
 }
 

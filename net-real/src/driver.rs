@@ -103,6 +103,11 @@ pub enum AdminRequest {
         input: Vec<u8>,
         reply: Reply<Vec<u8>>,
     },
+    /// The application blob `context` runs (for its ABI).
+    App {
+        context: ContextId,
+        reply: Reply<Arc<Vec<u8>>>,
+    },
     /// Answers `true` once `tx` is applied in `context` on this node.
     Wait {
         context: ContextId,
@@ -531,6 +536,14 @@ impl Driver {
             } => {
                 let result = self.node.view(&context, &method, &input);
                 self.reply_after_commit(reply, result.map_err(RequestError::from));
+            }
+            AdminRequest::App { context, reply } => {
+                let blob = self
+                    .node
+                    .replica(&context)
+                    .map(|replica| Arc::clone(replica.app_blob()))
+                    .ok_or(RequestError::Command(CommandError::UnknownContext(context)));
+                let _ = reply.send(blob);
             }
             AdminRequest::Wait { context, tx, reply } => self.on_wait(context, tx, reply),
         }

@@ -57,6 +57,13 @@ enum Command {
     Call(Invocation),
     /// Run a read-only call against this node's state.
     View(Invocation),
+    /// The methods of a context's app, from the ABI its module carries.
+    Abi {
+        context: String,
+        /// Print the ABI document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait until a transaction is applied on this node.
     Wait {
         context: String,
@@ -79,7 +86,9 @@ enum Command {
 struct Invocation {
     context: String,
     method: String,
-    /// Arguments: a plain word is UTF-8, `u64:N` 8 little-endian bytes,
+    /// Arguments. For an app with an ABI, one word per parameter, converted
+    /// by its type (`transfer alice bob 10`: two strings and a u64). For
+    /// one without: a plain word is UTF-8, `u64:N` 8 little-endian bytes,
     /// `hex:..` raw bytes.
     args: Vec<String>,
     /// Print the node's JSON answer.
@@ -202,8 +211,30 @@ fn dispatch(cli: Cli) -> Result<()> {
             if answer.get("ok").and_then(Value::as_bool) != Some(true) {
                 bail!("view failed: {}", text(&answer, "error")?);
             }
-            let bytes = hex::decode(text(&answer, "return")?).context("return value")?;
-            println!("{}", printable(&bytes));
+            match answer.get("value") {
+                Some(Value::String(value)) => println!("{value}"),
+                Some(value) => println!("{value}"),
+                None => {
+                    let bytes = hex::decode(text(&answer, "return")?).context("return value")?;
+                    println!("{}", printable(&bytes));
+                }
+            }
+            Ok(())
+        }
+        Command::Abi { context, json } => {
+            let abi = client().get(&format!("/v1/contexts/{context}/abi"))?;
+            if json {
+                println!("{abi}");
+                return Ok(());
+            }
+            let abi: ctx_abi::Abi = serde_json::from_value(abi).context("the node's ABI answer")?;
+            for method in &abi.methods {
+                let kind = match method.kind {
+                    ctx_abi::Kind::Call => "call",
+                    ctx_abi::Kind::View => "view",
+                };
+                println!("{kind} {}", method.signature());
+            }
             Ok(())
         }
         Command::Wait {
