@@ -1206,6 +1206,8 @@ fn show_arg(arg: &Arg) -> String {
         Arg::Str(text) => text.clone(),
         Arg::U64(number) => number.to_string(),
         Arg::Hex(bytes) => format!("0x{}", hex::encode(bytes)),
+        Arg::Int { ty, bits } => format!("{}{}", ty.format(*bits), ty.name()),
+        Arg::Bool(value) => value.to_string(),
         Arg::Draw(draw) => draw.as_str().to_owned(),
     }
 }

@@ -264,6 +264,14 @@ pub enum Arg {
     U64(u64),
     /// Raw bytes, written `{hex = "00ff"}`.
     Hex(Vec<u8>),
+    /// An integer of a named type, written `{u32 = 7}` or `{i64 = -2}`
+    /// (128-bit ones beyond 64 bits as a decimal string): its fixed-width
+    /// little-endian bytes, the encoding of `docs/ABI.md` that an SDK app's
+    /// parameters of that type decode. `bits` is that value in two's
+    /// complement, truncated to the type's width.
+    Int { ty: IntType, bits: u128 },
+    /// A boolean, written `{bool = true}`: one byte, 1 or 0.
+    Bool(bool),
     /// `"$key"`, `"$value"` or `"$amount"`: drawn by the runner for each
     /// call of a workload.
     Draw(Draw),
@@ -276,7 +284,115 @@ impl Arg {
             Arg::Str(text) => Some(text.as_bytes().to_vec()),
             Arg::U64(number) => Some(number.to_le_bytes().to_vec()),
             Arg::Hex(bytes) => Some(bytes.clone()),
+            Arg::Int { ty, bits } => Some(bits.to_le_bytes()[..ty.width_bytes()].to_vec()),
+            Arg::Bool(value) => Some(vec![u8::from(*value)]),
             Arg::Draw(_) => None,
+        }
+    }
+}
+
+/// The integer types an argument may name (those of an SDK app's ABI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntType {
+    U8,
+    U16,
+    U32,
+    U64,
+    U128,
+    I8,
+    I16,
+    I32,
+    I64,
+    I128,
+}
+
+impl IntType {
+    pub const ALL: [IntType; 10] = [
+        IntType::U8,
+        IntType::U16,
+        IntType::U32,
+        IntType::U64,
+        IntType::U128,
+        IntType::I8,
+        IntType::I16,
+        IntType::I32,
+        IntType::I64,
+        IntType::I128,
+    ];
+
+    /// As written in a file (and in an ABI): `u8`, ..., `i128`.
+    pub fn name(self) -> &'static str {
+        match self {
+            IntType::U8 => "u8",
+            IntType::U16 => "u16",
+            IntType::U32 => "u32",
+            IntType::U64 => "u64",
+            IntType::U128 => "u128",
+            IntType::I8 => "i8",
+            IntType::I16 => "i16",
+            IntType::I32 => "i32",
+            IntType::I64 => "i64",
+            IntType::I128 => "i128",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<IntType> {
+        IntType::ALL.into_iter().find(|ty| ty.name() == name)
+    }
+
+    pub fn width_bytes(self) -> usize {
+        match self {
+            IntType::U8 | IntType::I8 => 1,
+            IntType::U16 | IntType::I16 => 2,
+            IntType::U32 | IntType::I32 => 4,
+            IntType::U64 | IntType::I64 => 8,
+            IntType::U128 | IntType::I128 => 16,
+        }
+    }
+
+    fn signed(self) -> bool {
+        matches!(
+            self,
+            IntType::I8 | IntType::I16 | IntType::I32 | IntType::I64 | IntType::I128
+        )
+    }
+
+    /// The value of `text` (decimal, `_` allowed) as this type's bits, or
+    /// why it is not one.
+    pub fn parse(self, text: &str) -> Result<u128, String> {
+        let digits: String = text.chars().filter(|&c| c != '_').collect();
+        let width_bits = 8 * self.width_bytes() as u32;
+        if self.signed() {
+            let min = i128::MIN >> (128 - width_bits);
+            let max = i128::MAX >> (128 - width_bits);
+            match digits.parse::<i128>() {
+                Ok(value) if (min..=max).contains(&value) => {
+                    Ok(value as u128 & (u128::MAX >> (128 - width_bits)))
+                }
+                _ => Err(format!(
+                    "{text} is not an {} (a whole number from {min} to {max})",
+                    self.name()
+                )),
+            }
+        } else {
+            let max = u128::MAX >> (128 - width_bits);
+            match digits.parse::<u128>() {
+                Ok(value) if value <= max => Ok(value),
+                _ => Err(format!(
+                    "{text} is not a {} (a whole number from 0 to {max})",
+                    self.name()
+                )),
+            }
+        }
+    }
+
+    /// The decimal text of `bits` of this type.
+    pub fn format(self, bits: u128) -> String {
+        if self.signed() {
+            let shift = 128 - 8 * self.width_bytes() as u32;
+            (((bits << shift) as i128) >> shift).to_string()
+        } else {
+            bits.to_string()
         }
     }
 }
@@ -1605,7 +1721,9 @@ fn read_arg(value: &Value<'_>, what: &str, may_draw: bool) -> Res<Arg> {
             let (Some((key, inner)), None) = (entries.next(), entries.next()) else {
                 return Err(bad(
                     start(value),
-                    format!("{what} must be {{hex = \"00ff\"}} or {{str = \"...\"}}, with one key"),
+                    format!(
+                        "{what} must be {{hex = \"00ff\"}}, {{str = \"...\"}}, {{bool = true}} or a typed integer such as {{u32 = 7}}, with one key"
+                    ),
                 ));
             };
             match key.get_ref().as_ref() {
@@ -1618,10 +1736,19 @@ fn read_arg(value: &Value<'_>, what: &str, may_draw: bool) -> Res<Arg> {
                 "str" => Ok(Arg::Str(
                     expect_str(inner, &format!("{what}: str"))?.to_string(),
                 )),
-                other => Err(bad(
-                    key.span().start,
-                    format!("{what} has unknown key {other:?} (expected hex or str)"),
-                )),
+                "bool" => match inner.get_ref() {
+                    DeValue::Boolean(value) => Ok(Arg::Bool(*value)),
+                    _ => Err(wrong_type(inner, &format!("{what}: bool"), "true or false")),
+                },
+                name => match IntType::from_name(name) {
+                    Some(ty) => read_int_arg(inner, ty, what),
+                    None => Err(bad(
+                        key.span().start,
+                        format!(
+                            "{what} has unknown key {name:?} (expected hex, str, bool, or an integer type: u8, u16, u32, u64, u128, i8, i16, i32, i64, i128)"
+                        ),
+                    )),
+                },
             }
         }
         _ => Err(wrong_type(
@@ -1630,6 +1757,20 @@ fn read_arg(value: &Value<'_>, what: &str, may_draw: bool) -> Res<Arg> {
             "a string, a whole number or {hex = \"00ff\"}",
         )),
     }
+}
+
+/// `{u32 = 7}`: a whole number, or a decimal string (for 128-bit values
+/// past what TOML's integers hold), that fits `ty`.
+fn read_int_arg(inner: &Value<'_>, ty: IntType, what: &str) -> Res<Arg> {
+    let what = format!("{what}: {}", ty.name());
+    let text = match inner.get_ref() {
+        DeValue::Integer(integer) if integer.radix() == 10 => integer.as_str().to_string(),
+        DeValue::String(text) => text.to_string(),
+        _ => return Err(wrong_type(inner, &what, "a whole number in decimal")),
+    };
+    ty.parse(&text)
+        .map(|bits| Arg::Int { ty, bits })
+        .map_err(|reason| bad(start(inner), format!("{what}: {reason}")))
 }
 
 fn read_text_arg(text: &str, at: usize, what: &str, may_draw: bool) -> Res<Arg> {
@@ -1773,6 +1914,16 @@ fn format_arg(arg: &Arg) -> String {
             let digits: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
             format!("{{ hex = \"{digits}\" }}")
         }
+        Arg::Int { ty, bits } => {
+            let text = ty.format(*bits);
+            // TOML's integers are 64-bit: a wider value is written as text.
+            if text.parse::<i64>().is_ok() {
+                format!("{{ {} = {text} }}", ty.name())
+            } else {
+                format!("{{ {} = \"{text}\" }}", ty.name())
+            }
+        }
+        Arg::Bool(value) => format!("{{ bool = {value} }}"),
         Arg::Draw(draw) => quote(draw.as_str()),
     }
 }
@@ -2856,7 +3007,27 @@ op = "heal"
         );
         assert_error(
             &call("[{bin = \"01\"}]"),
-            "argument 1 has unknown key \"bin\" (expected hex or str)",
+            "argument 1 has unknown key \"bin\" (expected hex, str, bool, or an integer type: u8, u16, u32, u64, u128, i8, i16, i32, i64, i128)",
+        );
+        assert_error(
+            &call("[{u8 = 256}]"),
+            "argument 1: u8: 256 is not a u8 (a whole number from 0 to 255)",
+        );
+        assert_error(
+            &call("[{i8 = -129}]"),
+            "argument 1: i8: -129 is not an i8 (a whole number from -128 to 127)",
+        );
+        assert_error(
+            &call("[{u32 = 1.5}]"),
+            "argument 1: u32 must be a whole number in decimal, not a float",
+        );
+        assert_error(
+            &call("[{u64 = -1}]"),
+            "argument 1: u64: -1 is not a u64 (a whole number from 0 to 18446744073709551615)",
+        );
+        assert_error(
+            &call("[{bool = 1}]"),
+            "argument 1: bool must be true or false, not an integer",
         );
         assert_error(&call("[{hex = \"01\", str = \"a\"}]"), "with one key");
         assert_error(&call("[-3]"), "argument 1 must not be negative");
@@ -3169,6 +3340,35 @@ op = "heal"
         for ms in [0, 1, 999, 1000, 1001, 60_000, 61_500, TIME_MS_MAX, u64::MAX] {
             assert_eq!(parse_duration_ms(&format_duration(ms)), Ok(ms));
         }
+    }
+
+    #[test]
+    fn typed_arguments_encode_by_their_type_and_write_back() {
+        let text = with_c1(
+            "[[step]]\nat = \"1s\"\nop = \"call\"\nnode = \"alice\"\ncontext = \"c1\"\nmethod = \"m\"\nargs = [{u8 = 255}, {u32 = 7}, {i16 = -2}, {i64 = -9_000}, {u128 = \"340282366920938463463374607431768211455\"}, {i128 = \"-170141183460469231731687303715884105728\"}, {bool = true}, {bool = false}, {u64 = 5}]\n",
+        );
+        let scenario = Scenario::parse(&text, Path::new("typed.toml")).expect("parses");
+        let Op::Call { args, .. } = &scenario.steps[1].op else {
+            panic!("a call");
+        };
+        let bytes: Vec<Vec<u8>> = args.iter().map(|a| a.to_bytes().unwrap()).collect();
+        assert_eq!(
+            bytes,
+            vec![
+                vec![255],
+                7u32.to_le_bytes().to_vec(),
+                (-2i16).to_le_bytes().to_vec(),
+                (-9_000i64).to_le_bytes().to_vec(),
+                u128::MAX.to_le_bytes().to_vec(),
+                i128::MIN.to_le_bytes().to_vec(),
+                vec![1],
+                vec![0],
+                5u64.to_le_bytes().to_vec(),
+            ]
+        );
+        // Written back, they read the same.
+        let again = Scenario::parse(&scenario.to_toml(), Path::new("typed.toml")).expect("reads");
+        assert_eq!(again, scenario);
     }
 
     #[test]
