@@ -2,8 +2,10 @@
 //! first failure shrunk and saved as a scenario file with the command that
 //! replays it.
 //!
-//! Owns the seed slicing (`--shard I/K` runs the seeds `s` with
-//! `s % K == I - 1`, so K machines cover a sweep without overlap) and the
+//! Owns the seed slicing (a sweep starts at `first_seed`, and `--shard I/K`
+//! runs its seeds `first_seed + j` with `j % K == I - 1`, so K machines
+//! cover a sweep without overlap; [`fold`] puts their summaries back
+//! together) and the
 //! worker pool: `--jobs` threads each take whole seeds; every world stays
 //! single-threaded and deterministic, so a seed's outcome never depends on
 //! the job count. Generated scenarios run with the engine's stress hooks on
@@ -35,7 +37,10 @@ const _: () = assert!(WORKER_STACK_BYTES >= ctx_core::runtime::CALL_NATIVE_STACK
 /// What to fuzz.
 #[derive(Clone, Debug)]
 pub struct FuzzOptions {
-    /// Seeds 0..N (before sharding); `None` with `duration`: until time is up.
+    /// The sweep's first seed (`--first-seed`).
+    pub first_seed: u64,
+    /// Seeds first_seed..first_seed + N (before sharding); `None` with
+    /// `duration`: until time is up.
     pub seeds: Option<u64>,
     pub duration: Option<Duration>,
     /// Mutate this scenario instead of generating from nothing.
@@ -56,10 +61,16 @@ pub struct Failed {
     pub steps: usize,
 }
 
+/// How many of the slowest seeds a summary keeps.
+pub const SLOWEST_KEPT: usize = 5;
+
 /// What a fuzz run found.
 #[derive(Debug)]
 pub struct FuzzSummary {
+    pub first_seed: u64,
     pub seeds_run: u64,
+    /// The slowest seeds and their wall time, slowest first.
+    pub slowest: Vec<(u64, Duration)>,
     pub elapsed: Duration,
     /// Every failing seed, by seed.
     pub failures: Vec<Failed>,
@@ -103,6 +114,7 @@ pub fn fuzz(
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let failures: Mutex<Vec<(Failed, Scenario)>> = Mutex::new(Vec::new());
+    let slowest: Mutex<Vec<(u64, Duration)>> = Mutex::new(Vec::new());
     let deadline = options.duration.map(|d| started + d);
     std::thread::scope(|scope| {
         for _ in 0..options.jobs.max(1) {
@@ -116,12 +128,21 @@ pub fn fuzz(
                     if options.seeds.is_some_and(|n| index >= n.div_ceil(shards)) {
                         break;
                     }
-                    let seed = index * shards + (shard - 1);
-                    if options.seeds.is_some_and(|n| seed >= n) {
+                    let offset = index * shards + (shard - 1);
+                    if options.seeds.is_some_and(|n| offset >= n) {
                         break;
                     }
+                    let Some(seed) = options.first_seed.checked_add(offset) else {
+                        break;
+                    };
                     let scenario = scenario_for(seed, options);
-                    let failed = match run(&scenario, &RunOptions::default()) {
+                    let seed_started = Instant::now();
+                    let outcome = run(&scenario, &RunOptions::default());
+                    keep_slowest(
+                        &mut slowest.lock().expect("no panics while held"),
+                        (seed, seed_started.elapsed()),
+                    );
+                    let failed = match outcome {
                         Ok(report) if !report.passed => {
                             let first = report.failures().next().expect("a failure");
                             Some(Failed {
@@ -154,7 +175,9 @@ pub fn fuzz(
     let mut failures = failures.into_inner().expect("no panics while held");
     failures.sort_by_key(|(failed, _)| failed.seed);
     let mut summary = FuzzSummary {
+        first_seed: options.first_seed,
         seeds_run: done.load(Ordering::Relaxed),
+        slowest: slowest.into_inner().expect("no panics while held"),
         elapsed: started.elapsed(),
         failures: failures.iter().map(|(f, _)| f.clone()).collect(),
         shrunk: None,
@@ -193,6 +216,13 @@ pub fn fuzz(
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Keeps the [`SLOWEST_KEPT`] slowest seeds, slowest first (a tie by seed).
+fn keep_slowest(slowest: &mut Vec<(u64, Duration)>, seed: (u64, Duration)) {
+    slowest.push(seed);
+    slowest.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    slowest.truncate(SLOWEST_KEPT);
 }
 
 /// Runs a saved failure again, keeping its trace, and writes its diagram.

@@ -55,9 +55,13 @@ enum Command {
     },
     /// Random scenarios from a range of seeds; a failure is shrunk and saved.
     Fuzz {
-        /// Seeds 0..N (split over shards).
+        /// Seeds FIRST..FIRST+N (split over shards); FIRST is --first-seed.
         #[arg(long, conflicts_with = "for_duration")]
         seeds: Option<u64>,
+        /// The sweep's first seed [default: 0 with --seeds; with --for, a
+        /// random one, printed, so that repeated sweeps cover new ground].
+        #[arg(long, value_name = "N")]
+        first_seed: Option<u64>,
         /// Run seeds until this much time has passed (e.g. 10m, 30s).
         #[arg(long = "for", value_name = "DURATION")]
         for_duration: Option<String>,
@@ -70,12 +74,26 @@ enum Command {
         /// Worker threads (default: the machine's cores).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Run the I-th of K disjoint slices of the seeds.
-        #[arg(long, value_name = "I/K", default_value = "1/1")]
-        shard: String,
+        /// Run the I-th of K disjoint slices of the seeds [default: 1/1, or
+        /// from JOB_COMPLETION_INDEX (0-based, as a Kubernetes Indexed Job
+        /// sets it) and CTX_SIM_SHARDS when those are set].
+        #[arg(long, value_name = "I/K")]
+        shard: Option<String>,
         /// Where failing scenarios are written.
         #[arg(long, default_value = "fuzz-failures")]
         out: PathBuf,
+        /// Print the summary as one JSON object (what `ctx-sim fold` reads).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Folds the `fuzz --json` summaries of one sweep's shards into one report.
+    Fold {
+        /// Summaries written by `ctx-sim fuzz --json`, one per shard.
+        #[arg(required = true)]
+        summaries: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Shrinks a failing scenario to as few steps as still fail the same check.
     Shrink {
@@ -127,13 +145,28 @@ fn main() -> ExitCode {
         } => run_files(&files, seed, json, trace, html, verbose),
         Command::Fuzz {
             seeds,
+            first_seed,
             for_duration,
             from,
             nodes,
             jobs,
             shard,
             out,
-        } => fuzz_command(seeds, for_duration, from, nodes, jobs, &shard, out),
+            json,
+        } => fuzz_command(
+            Sweep {
+                seeds,
+                first_seed,
+                for_duration,
+                shard,
+            },
+            from,
+            nodes,
+            jobs,
+            out,
+            json,
+        ),
+        Command::Fold { summaries, json } => fold_command(&summaries, json),
         Command::Shrink { file, seed, out } => shrink_command(&file, seed, out),
         Command::View { trace: path, out } => view_command(&path, &out),
         Command::Explain {
@@ -248,32 +281,97 @@ fn run_files(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn fuzz_command(
+/// Which seeds a fuzz run takes, as given on the command line.
+struct Sweep {
     seeds: Option<u64>,
+    first_seed: Option<u64>,
     for_duration: Option<String>,
+    shard: Option<String>,
+}
+
+/// The shard: `--shard I/K`, else JOB_COMPLETION_INDEX (0-based) of
+/// CTX_SIM_SHARDS, else 1/1.
+fn shard_of(flag: Option<&str>) -> Result<(u64, u64), String> {
+    if let Some(text) = flag {
+        return parse_shard(text);
+    }
+    let Ok(index) = std::env::var("JOB_COMPLETION_INDEX") else {
+        return Ok((1, 1));
+    };
+    let index: u64 = index.trim().parse().map_err(|_| {
+        format!("JOB_COMPLETION_INDEX must be a whole number (0-based), not {index:?}")
+    })?;
+    let shards = std::env::var("CTX_SIM_SHARDS").map_err(|_| {
+        "JOB_COMPLETION_INDEX is set but CTX_SIM_SHARDS (how many shards the sweep has) is not"
+            .to_owned()
+    })?;
+    let shards: u64 = shards
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&k| k >= 1)
+        .ok_or_else(|| {
+            format!("CTX_SIM_SHARDS must be a whole number of at least 1, not {shards:?}")
+        })?;
+    if index >= shards {
+        return Err(format!(
+            "JOB_COMPLETION_INDEX {index} is not below CTX_SIM_SHARDS {shards}"
+        ));
+    }
+    Ok((index + 1, shards))
+}
+
+/// A start for a timed sweep with no --first-seed: from the clock and the
+/// process (the sweep itself stays deterministic per seed), below 2^48 so
+/// that any sweep fits after it.
+fn random_first_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    hasher.write_u128(since_epoch.as_nanos());
+    hasher.write_u32(std::process::id());
+    hasher.finish() >> 16
+}
+
+fn fuzz_command(
+    sweep: Sweep,
     from: Option<PathBuf>,
     nodes: usize,
     jobs: Option<usize>,
-    shard: &str,
     out: PathBuf,
+    json: bool,
 ) -> ExitCode {
     let bad = |message: String| {
         eprintln!("ctx-sim: {message}");
         ExitCode::from(2)
     };
-    let shard = match parse_shard(shard) {
+    let shard = match shard_of(sweep.shard.as_deref()) {
         Ok(shard) => shard,
         Err(message) => return bad(message),
     };
-    let duration = match for_duration.as_deref().map(parse_duration_ms) {
+    let duration = match sweep.for_duration.as_deref().map(parse_duration_ms) {
         None => None,
         Some(Ok(ms)) => Some(Duration::from_millis(ms)),
         Some(Err(message)) => return bad(format!("--for: {message}")),
     };
-    let seeds = match (seeds, duration) {
+    let seeds = match (sweep.seeds, duration) {
         (None, None) => Some(100),
         (seeds, _) => seeds,
     };
+    let first_seed = match (sweep.first_seed, duration) {
+        (Some(first), _) => first,
+        (None, Some(_)) => random_first_seed(),
+        (None, None) => 0,
+    };
+    if seeds.is_some_and(|n| first_seed.checked_add(n).is_none()) {
+        return bad(format!(
+            "--first-seed {first_seed} with --seeds {} runs past the last seed ({})",
+            seeds.unwrap_or(0),
+            u64::MAX
+        ));
+    }
     if !(2..=NODES_MAX).contains(&nodes) {
         return bad(format!(
             "--nodes must be between 2 and {NODES_MAX}, not {nodes}"
@@ -290,6 +388,7 @@ fn fuzz_command(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let options = FuzzOptions {
+        first_seed,
         seeds,
         duration,
         from,
@@ -299,6 +398,7 @@ fn fuzz_command(
         out,
     };
     let bar = match seeds {
+        _ if json => ProgressBar::hidden(),
         Some(n) => ProgressBar::new(n.div_ceil(shard.1)),
         None => ProgressBar::new_spinner(),
     };
@@ -324,6 +424,18 @@ fn fuzz_command(
         }
     };
     bar.finish_and_clear();
+    if json {
+        let shard_summary = ctx_sim::fold::ShardSummary::new(&summary, seeds, shard, jobs);
+        println!(
+            "{}",
+            serde_json::to_string(&shard_summary).expect("a summary is plain data")
+        );
+        return if summary.failures.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     let seconds = summary.elapsed.as_secs_f64();
     println!(
         "fuzz: {} seeds (shard {}/{}) in {seconds:.1} s, {:.1} seeds/s, {jobs} jobs: {} failed",
@@ -333,6 +445,18 @@ fn fuzz_command(
         summary.seeds_run as f64 / seconds.max(1e-9),
         summary.failures.len()
     );
+    match seeds {
+        Some(n) if first_seed != 0 => {
+            println!(
+                "  seeds {first_seed}..{} (--first-seed {first_seed})",
+                first_seed + n
+            );
+        }
+        Some(_) => {}
+        None => {
+            println!("  seeds from {first_seed} (--first-seed {first_seed} runs this sweep again)")
+        }
+    }
     let Some(first) = summary.failures.first() else {
         return ExitCode::SUCCESS;
     };
@@ -425,6 +549,39 @@ fn explain_command(path: &Path, tx: &str, json: bool) -> ExitCode {
 }
 
 /// `I/K` with 1 <= I <= K.
+fn fold_command(paths: &[PathBuf], json: bool) -> ExitCode {
+    let mut summaries = Vec::with_capacity(paths.len());
+    for path in paths {
+        match ctx_sim::fold::read(path) {
+            Ok(summary) => summaries.push((path.clone(), summary)),
+            Err(error) => {
+                eprintln!("ctx-sim: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let folded = match ctx_sim::fold::fold(&summaries) {
+        Ok(folded) => folded,
+        Err(error) => {
+            eprintln!("ctx-sim: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&folded).expect("a report is plain data")
+        );
+    } else {
+        println!("{}", folded.describe());
+    }
+    if folded.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn parse_shard(text: &str) -> Result<(u64, u64), String> {
     let invalid = || format!("--shard takes I/K with 1 <= I <= K, such as 2/8, not {text:?}");
     let (i, k) = text.split_once('/').ok_or_else(invalid)?;

@@ -328,6 +328,151 @@ fn fuzz_runs_a_shard_of_the_seeds() {
     assert!(stdout.starts_with("fuzz: 2 seeds (shard 2/3)"), "{stdout}");
 }
 
+/// `fuzz --json` for one shard of a sweep of 9 seeds from 500, the shard
+/// given by flag or (for the last) by a Kubernetes Indexed Job's variables.
+fn shard_summary(dir: &Path, shard: u64) -> PathBuf {
+    let out = dir.join(format!("shard-{shard}"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ctx-sim"));
+    command.args([
+        "fuzz",
+        "--seeds",
+        "9",
+        "--first-seed",
+        "500",
+        "--jobs",
+        "1",
+        "--json",
+    ]);
+    command.args(["--out", out.to_str().unwrap()]);
+    if shard == 3 {
+        command
+            .env("JOB_COMPLETION_INDEX", "2")
+            .env("CTX_SIM_SHARDS", "3");
+    } else {
+        command.args(["--shard", &format!("{shard}/3")]);
+    }
+    let output = command.output().expect("ctx-sim runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let path = dir.join(format!("shard-{shard}.json"));
+    std::fs::write(&path, &output.stdout).expect("write the summary");
+    path
+}
+
+#[test]
+fn three_shards_fold_into_one_report() {
+    let dir = std::env::temp_dir().join(format!("ctx-sim-cli-fold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let paths: Vec<PathBuf> = (1..=3).map(|shard| shard_summary(&dir, shard)).collect();
+    let mut covered = Vec::new();
+    for (index, path) in paths.iter().enumerate() {
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(summary["shard"], index as u64 + 1, "{summary}");
+        assert_eq!(summary["shards"], 3);
+        assert_eq!(summary["seeds_run"], 3, "{summary}");
+        // Each shard's seeds are its own slice of 500..509.
+        for slow in summary["slowest"].as_array().unwrap() {
+            let seed = slow["seed"].as_u64().unwrap();
+            assert!((500..509).contains(&seed) && (seed - 500) % 3 == index as u64);
+            covered.push(seed);
+        }
+    }
+    covered.sort_unstable();
+    assert_eq!(covered, (500..509).collect::<Vec<_>>(), "every seed once");
+
+    let args: Vec<&str> = std::iter::once("fold")
+        .chain(paths.iter().map(|p| p.to_str().unwrap()))
+        .collect();
+    let output = ctx_sim(&args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
+    assert!(
+        stdout.starts_with("fold: seeds 500..509, 3 of 3 shards: 9 seeds run in"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", 0 failed"), "{stdout}");
+    let mut json_args = args.clone();
+    json_args.push("--json");
+    let folded: serde_json::Value =
+        serde_json::from_slice(&ctx_sim(&json_args).stdout).expect("JSON");
+    assert_eq!(folded["seeds_run"], 9);
+    assert_eq!(folded["missing"], serde_json::json!([]));
+    assert_eq!(folded["slowest"].as_array().unwrap().len(), 5);
+
+    // Two shards only: the report says which is missing.
+    let output = ctx_sim(&args[..3]);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("missing shards: 3/3"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    // The same shard twice, another sweep, and a file that is no summary are
+    // refused, naming the file.
+    let twice = ctx_sim(&["fold", args[1], args[1]]);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(
+        stderr(&twice).contains("shard 1/3 again"),
+        "{}",
+        stderr(&twice)
+    );
+    let other = dir.join("other.json");
+    let text = std::fs::read_to_string(&paths[1]).unwrap();
+    std::fs::write(
+        &other,
+        text.replace("\"first_seed\":500", "\"first_seed\":7"),
+    )
+    .unwrap();
+    let mixed = ctx_sim(&["fold", args[1], other.to_str().unwrap()]);
+    assert_eq!(mixed.status.code(), Some(2));
+    assert!(
+        stderr(&mixed).contains("belongs to another sweep"),
+        "{}",
+        stderr(&mixed)
+    );
+    let junk = scratch("junk.json", "not json");
+    let refused = ctx_sim(&["fold", junk.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("not a ctx-sim fuzz summary"),
+        "{}",
+        stderr(&refused)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_kubernetes_job_gives_every_pod_its_shard() {
+    let job = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/fuzz-job.yaml"
+    ))
+    .expect("deploy/fuzz-job.yaml");
+    let field = |name: &str| -> String {
+        job.lines()
+            .find_map(|line| line.trim().strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in the job"))
+            .trim()
+            .trim_matches('"')
+            .to_owned()
+    };
+    assert_eq!(field("completionMode:"), "Indexed");
+    let completions = field("completions:");
+    assert_eq!(field("parallelism:"), completions);
+    // The value line after CTX_SIM_SHARDS: every pod knows the shard count.
+    let shards = job
+        .lines()
+        .skip_while(|line| !line.contains("name: CTX_SIM_SHARDS"))
+        .nth(1)
+        .and_then(|line| line.trim().strip_prefix("value:"))
+        .map(|value| value.trim().trim_matches('"').to_owned());
+    assert_eq!(shards.as_deref(), Some(completions.as_str()));
+    assert!(job.contains("ctx-sim fuzz --json"), "pods write a summary");
+    assert!(
+        job.contains("ctx-sim fold"),
+        "the job says how to fold them"
+    );
+}
+
 #[test]
 fn shrink_reduces_a_failing_scenario_and_leaves_a_passing_one() {
     // A wrong expectation fails whatever else happens: shrinking keeps only
