@@ -122,6 +122,7 @@ fn simulator(c: &mut Criterion) {
 
 fn fuzz_seeds(c: &mut Criterion) {
     let options = FuzzOptions {
+        first_seed: 0,
         seeds: None,
         duration: None,
         from: None,
