@@ -1159,7 +1159,7 @@ impl Gen<'_> {
         let budget = CALLS_MAX.saturating_sub(self.calls);
         let candidates: Vec<usize> = (0..self.contexts.len())
             .filter(|&c| self.contexts[c].app != App::Other)
-            .filter(|&c| (0..DRAW_KEYS).all(|k| !self.avoided(c, &format!("k{k}"))))
+            .filter(|&c| !self.draws_avoided(c))
             .filter(|&c| !self.ready_members(c).is_empty())
             .collect();
         if candidates.is_empty() || budget < 10 {
@@ -1188,6 +1188,24 @@ impl Gen<'_> {
         } else {
             None
         };
+        self.emit_workload(context, calls, over_ms, methods, nodes);
+    }
+
+    /// Whether a workload's drawn keys (`k0`.., as `$key` draws them) would
+    /// touch a key a mutated base checks.
+    fn draws_avoided(&self, context: usize) -> bool {
+        (0..DRAW_KEYS).any(|k| self.avoided(context, &format!("k{k}")))
+    }
+
+    /// Emits a workload and counts its calls and its time.
+    fn emit_workload(
+        &mut self,
+        context: usize,
+        calls: u32,
+        over_ms: u64,
+        methods: Vec<MethodTemplate>,
+        nodes: Option<Vec<String>>,
+    ) {
         self.calls += calls;
         self.busy_until = self.busy_until.max(self.now + over_ms);
         self.emit(Op::Workload {
@@ -1300,8 +1318,7 @@ impl Gen<'_> {
         let over_ms = duration.saturating_sub(1_000).max(500);
         for context in 0..self.contexts.len() {
             let app = self.contexts[context].app;
-            if app == App::Other || (0..DRAW_KEYS).any(|k| self.avoided(context, &format!("k{k}")))
-            {
+            if app == App::Other || self.draws_avoided(context) {
                 continue;
             }
             let members = self.ready_members(context);
@@ -1317,15 +1334,7 @@ impl Gen<'_> {
                 }
                 let most = budget.min(LONG_PARTITION_CALLS_MAX);
                 let calls = 10 + self.below(u64::from(most - 9)) as u32;
-                self.calls += calls;
-                self.busy_until = self.busy_until.max(self.now + over_ms);
-                self.emit(Op::Workload {
-                    context: self.contexts[context].name.clone(),
-                    calls,
-                    over_ms,
-                    methods: workload_methods(app),
-                    nodes: Some(side),
-                });
+                self.emit_workload(context, calls, over_ms, workload_methods(app), Some(side));
             }
         }
     }
