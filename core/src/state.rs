@@ -178,33 +178,31 @@ impl State {
         previous
     }
 
+    /// What each key that the writes whose undo logs are `logs` (oldest
+    /// first) touched held before the first of them: its oldest undo.
+    fn values_before<'a>(
+        logs: impl Iterator<Item = &'a [UndoEntry]>,
+    ) -> HashMap<Key, Option<&'a StoredValue>, FixedHasher> {
+        let mut before = HashMap::with_hasher(fixed_hasher());
+        for log in logs {
+            for (key, previous) in log {
+                before.entry(*key).or_insert(previous.as_ref());
+            }
+        }
+        before
+    }
+
     /// The root this state had before the writes whose undo logs are `logs`
     /// (oldest first) were made, without changing anything: the root
     /// undoing them would give, at the cost of the logs, not of the state.
-    pub fn root_before<'a>(&self, logs: impl DoubleEndedIterator<Item = &'a [UndoEntry]>) -> Hash {
+    pub fn root_before<'a>(&self, logs: impl Iterator<Item = &'a [UndoEntry]>) -> Hash {
         let mut accumulator = self.accumulator;
-        // What each key held at the point the walk (newest first) reached.
-        let mut held: HashMap<Key, Option<Lanes>, FixedHasher> =
-            HashMap::with_hasher(fixed_hasher());
-        for log in logs.rev() {
-            for (key, previous) in log.iter().rev() {
-                let current = match held.get(key) {
-                    Some(lanes) => *lanes,
-                    None => self
-                        .entries
-                        .get(key)
-                        .map(|value| Lanes::of_entry(key, value.bytes())),
-                };
-                if let Some(current) = current {
-                    accumulator.sub(current);
-                }
-                let previous = previous
-                    .as_ref()
-                    .map(|value| Lanes::of_entry(key, value.bytes()));
-                if let Some(previous) = previous {
-                    accumulator.add(previous);
-                }
-                held.insert(*key, previous);
+        for (key, before) in Self::values_before(logs) {
+            if let Some(current) = self.entries.get(&key) {
+                accumulator.sub(Lanes::of_entry(&key, current.bytes()));
+            }
+            if let Some(before) = before {
+                accumulator.add(Lanes::of_entry(&key, before.bytes()));
             }
         }
         accumulator.root()
@@ -218,14 +216,7 @@ impl State {
         &self,
         logs: impl Iterator<Item = &'a [UndoEntry]>,
     ) -> Vec<(Key, StoredValue)> {
-        // The oldest undo of a key holds its value before all of them.
-        let mut before: HashMap<Key, Option<&StoredValue>, FixedHasher> =
-            HashMap::with_hasher(fixed_hasher());
-        for log in logs {
-            for (key, previous) in log {
-                before.entry(*key).or_insert(previous.as_ref());
-            }
-        }
+        let before = Self::values_before(logs);
         // Sized once: a checkpoint keeps this vector for a long time.
         let mut entries = Vec::with_capacity(self.entries.len() + before.len());
         entries.extend(
