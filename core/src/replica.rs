@@ -822,9 +822,9 @@ impl Replica {
         // undone: read through the tail's undo logs instead of copying the
         // state and undoing them.
         let tail = &self.order[position..self.applied_len];
-        let logs = || tail.iter().map(|slot| slot.undo.state.as_slice());
-        let entries = self.state.entries_sorted_before(logs());
-        let root = self.state.root_before(logs());
+        let (entries, root) = self
+            .state
+            .entries_sorted_and_root_before(tail.iter().map(|slot| slot.undo.state.as_slice()));
         let mut membership = self.membership.clone();
         for slot in tail.iter().rev() {
             if let Some(undo) = slot.undo.membership {

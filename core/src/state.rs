@@ -196,27 +196,33 @@ impl State {
     /// (oldest first) were made, without changing anything: the root
     /// undoing them would give, at the cost of the logs, not of the state.
     pub fn root_before<'a>(&self, logs: impl Iterator<Item = &'a [UndoEntry]>) -> Hash {
+        self.root_of(&Self::values_before(logs))
+    }
+
+    /// The root with the keys of `before` holding those values instead.
+    fn root_of(&self, before: &HashMap<Key, Option<&StoredValue>, FixedHasher>) -> Hash {
         let mut accumulator = self.accumulator;
-        for (key, before) in Self::values_before(logs) {
-            if let Some(current) = self.entries.get(&key) {
-                accumulator.sub(Lanes::of_entry(&key, current.bytes()));
+        for (key, before) in before {
+            if let Some(current) = self.entries.get(key) {
+                accumulator.sub(Lanes::of_entry(key, current.bytes()));
             }
             if let Some(before) = before {
-                accumulator.add(Lanes::of_entry(&key, before.bytes()));
+                accumulator.add(Lanes::of_entry(key, before.bytes()));
             }
         }
         accumulator.root()
     }
 
-    /// Every entry as it was before the writes whose undo logs are `logs`
-    /// (oldest first) were made, sorted by key, without changing anything:
-    /// what undoing them would leave, at the cost of the logs and one pass
-    /// over the state, not of a copy of it.
-    pub(crate) fn entries_sorted_before<'a>(
+    /// Every entry, sorted by key, and the root, as they were before the
+    /// writes whose undo logs are `logs` (oldest first) were made, without
+    /// changing anything: what undoing them would leave, at the cost of the
+    /// logs and one pass over the state, not of a copy of it.
+    pub(crate) fn entries_sorted_and_root_before<'a>(
         &self,
         logs: impl Iterator<Item = &'a [UndoEntry]>,
-    ) -> Vec<(Key, StoredValue)> {
+    ) -> (Vec<(Key, StoredValue)>, Hash) {
         let before = Self::values_before(logs);
+        let root = self.root_of(&before);
         // Sized once: a checkpoint keeps this vector for a long time.
         let mut entries = Vec::with_capacity(self.entries.len() + before.len());
         entries.extend(
@@ -231,7 +237,7 @@ impl State {
                 .filter_map(|(key, value)| Some((key, value?.clone()))),
         );
         entries.sort_unstable_by_key(|(key, _)| *key);
-        entries
+        (entries, root)
     }
 
     /// Every entry, sorted by key.
