@@ -171,10 +171,7 @@ impl Admin {
         let app = self
             .ask(|reply| AdminRequest::App { context, reply })
             .await??;
-        let abi = ctx_core::runtime::wasm_from_source(&app)
-            .ok()
-            .and_then(|wasm| Abi::from_module(&wasm).ok().flatten())
-            .map(Arc::new);
+        let abi = abi_of(&app).ok().flatten().map(Arc::new);
         let mut abis = self.abis();
         if abis.len() >= ABIS_CACHED_MAX {
             abis.clear();
@@ -322,12 +319,21 @@ async fn create(State(admin): State<Admin>, body: Body) -> Result<Response, ApiE
 /// so does one that is not WebAssembly at all: the engine refuses that with
 /// its own error.
 fn check_abi(app: &[u8]) -> Result<(), String> {
+    abi_of(app)
+        .map(|_| ())
+        .map_err(|error| format!("app: {error}"))
+}
+
+/// The ABI an app's module carries: `Ok(None)` when it has none, or when
+/// the app is not a module at all (which the engine refuses with its own
+/// error); an error only for a malformed section.
+fn abi_of(app: &[u8]) -> Result<Option<Abi>, ctx_abi::AbiError> {
     let Ok(wasm) = ctx_core::runtime::wasm_from_source(app) else {
-        return Ok(());
+        return Ok(None);
     };
-    match ctx_abi::Abi::from_module(&wasm) {
-        Ok(_) | Err(ctx_abi::AbiError::Module(_)) => Ok(()),
-        Err(error) => Err(format!("app: {error}")),
+    match Abi::from_module(&wasm) {
+        Err(ctx_abi::AbiError::Module(_)) => Ok(None),
+        read => read,
     }
 }
 
