@@ -15,7 +15,11 @@
 //!   (holding none of its transactions) and is given the rest equals the
 //!   member's copy;
 //! - bank's total money is conserved under any order;
-//! - arbitrary bytes never panic the decoders or a node.
+//! - arbitrary bytes never panic the decoders or a node, framed for a held
+//!   context or not; request-shaped junk about a held context never panics
+//!   a node or changes its state; a message mutated in flight is recovered
+//!   from as from a loss (a join completes, everyone converges); after any
+//!   of these the members still serve each other's writes.
 //!
 //! `PROPTEST_CASES` raises the number of cases for a longer run.
 
@@ -28,7 +32,7 @@ use ctx_core::record::Record;
 use ctx_core::replica::Replica;
 use ctx_core::tx::Tx;
 use ctx_core::wire::Envelope;
-use ctx_core::{Config, Event, Hash, Key, Time, TxId};
+use ctx_core::{Config, Event, Hash, Key, TxId};
 use proptest::prelude::*;
 use support::{BANK, KV, Net, args};
 
@@ -369,18 +373,53 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), tag in 0u8..16) {
         let _ = Envelope::decode(&bytes);
         let _ = Record::decode(&bytes);
-        let mut versioned = bytes.clone();
-        versioned.insert(0, ctx_core::wire::WIRE_VERSION);
-        let _ = Envelope::decode(&versioned);
-        let mut net = Net::new(2);
+        let mut net = Net::new(3);
         let c = net.context_with(0, KV, &[0, 1]);
-        let _ = c;
-        let from = net.ids[1];
-        let _ = net.nodes[0].handle_message(Time::ZERO, from, &bytes);
-        let _ = net.nodes[0].handle_message(Time::ZERO, from, &versioned);
+        // Framed for the held context (version, context id, a body tag), so
+        // the bytes reach the context's handlers whenever they decode.
+        let mut framed = vec![ctx_core::wire::WIRE_VERSION];
+        framed.extend_from_slice(c.as_bytes());
+        framed.push(tag);
+        framed.extend_from_slice(&bytes);
+        if let Ok(envelope) = Envelope::decode(&framed) {
+            prop_assert_eq!(envelope.context, c);
+        }
+        let before = net.assert_converged(&c, &[0, 1]);
+        for from in [1, 2] {
+            let sender = net.ids[from];
+            let _ = net.nodes[0].handle_message(net.now, sender, &bytes);
+            let _ = net.nodes[0].handle_message(net.now, sender, &framed);
+        }
+        net.collect();
+        net.advance(5_000);
+        // Junk changed nothing and the members still serve each other.
+        prop_assert_eq!(net.assert_converged(&c, &[0, 1]), before);
+        still_serving(&mut net, c)?;
+    }
+
+    #[test]
+    fn junk_requests_for_a_held_context_never_panic(junk in prop::collection::vec(junk_body(), 1..6), from in 1usize..3) {
+        let mut net = Net::new(3);
+        let c = net.context_with(0, KV, &[0, 1]);
+        net.nodes[1].call(net.now, c, "set", args(&[b"k", b"v"])).unwrap();
+        net.advance(1_000);
+        let before = net.assert_converged(&c, &[0, 1]);
+        let heads = net.nodes[0].status(&c).expect("held").heads;
+        let sender = net.ids[from];
+        for junk in junk {
+            let bytes = Envelope::new(c, junk.body(&heads)).encode();
+            prop_assert_eq!(Envelope::decode(&bytes).map(|e| e.context), Ok(c));
+            let _ = net.nodes[0].handle_message(net.now, sender, &bytes);
+            // Answers to junk go out like any others; the recipients must
+            // take them too.
+            net.run();
+        }
+        net.advance(5_000);
+        prop_assert_eq!(net.assert_converged(&c, &[0, 1]), before);
+        still_serving(&mut net, c)?;
     }
 
     #[test]
@@ -393,20 +432,176 @@ proptest! {
         let via = net.ids[0];
         net.nodes[2].join(net.now, c, via).unwrap();
         net.collect();
-        let mut captured = Vec::new();
+        // The pick-th message of the exchange arrives mutated instead of
+        // as sent; the rest arrive as sent.
+        let mut delivered = 0;
+        let mut mutated = false;
         while !net.inflight.is_empty() {
-            captured.push(net.inflight[0].clone());
-            net.deliver(0);
+            if delivered == pick % 64 && !mutated {
+                let mut message = net.inflight.pop_front().expect("in flight");
+                for &(at, byte) in &flips {
+                    let at = at % message.bytes.len();
+                    message.bytes[at] ^= byte;
+                }
+                let from = net.ids[message.from];
+                let _ = net.nodes[message.to].handle_message(net.now, from, &message.bytes);
+                net.collect();
+                mutated = true;
+            } else {
+                net.deliver(0);
+            }
+            delivered += 1;
         }
-        prop_assume!(!captured.is_empty());
-        let mut message = captured[pick % captured.len()].clone();
-        for (at, byte) in flips {
-            let at = at % message.bytes.len();
-            message.bytes[at] ^= byte;
+        prop_assume!(mutated);
+        // Recovers from it as from a loss: carol joins, and all three hold
+        // the write.
+        net.advance(30_000);
+        net.assert_converged(&c, &[0, 1, 2]);
+        for node in 0..3 {
+            prop_assert_eq!(
+                net.nodes[node].get(&c, &Key::padded(b"k").unwrap()).map(<[u8]>::to_vec),
+                Some(b"v".to_vec()),
+                "node {}", node
+            );
         }
-        let from = net.ids[message.from];
-        let _ = net.nodes[message.to].handle_message(net.now, from, &message.bytes);
-        net.collect();
-        net.advance(5_000);
+        still_serving(&mut net, c)?;
     }
+
+}
+
+/// A request-shaped body with random fields, some naming real heads: what
+/// a confused or hostile peer might send about a context it knows.
+#[derive(Clone, Debug)]
+enum Junk {
+    Fetch {
+        request: u64,
+        want: Vec<Option<[u8; 32]>>,
+        have: Vec<Option<[u8; 32]>>,
+    },
+    Stream {
+        request: u64,
+        after: Option<(u64, Option<[u8; 32]>)>,
+    },
+    Heads {
+        heads: Vec<Option<[u8; 32]>>,
+        reply: bool,
+    },
+    CatchupRequest {
+        request: u64,
+    },
+    CheckpointRequest {
+        request: u64,
+        height: u64,
+    },
+    AppRequest {
+        request: u64,
+        offset: u64,
+    },
+    LeaveAck {
+        leave: Option<[u8; 32]>,
+    },
+    Txs {
+        request: u64,
+        complete: bool,
+    },
+}
+
+fn junk_id() -> impl Strategy<Value = Option<[u8; 32]>> {
+    // `None`: a real head of the receiver.
+    prop_oneof![1 => Just(None), 1 => any::<[u8; 32]>().prop_map(Some)]
+}
+
+fn junk_body() -> impl Strategy<Value = Junk> {
+    let ids = || prop::collection::vec(junk_id(), 0..4);
+    let small = || prop_oneof![0u64..4, any::<u64>()];
+    prop_oneof![
+        (small(), ids(), ids()).prop_map(|(request, want, have)| Junk::Fetch {
+            request,
+            want,
+            have
+        }),
+        (small(), prop::option::of((small(), junk_id())))
+            .prop_map(|(request, after)| Junk::Stream { request, after }),
+        (ids(), any::<bool>()).prop_map(|(heads, reply)| Junk::Heads { heads, reply }),
+        small().prop_map(|request| Junk::CatchupRequest { request }),
+        (small(), small())
+            .prop_map(|(request, height)| Junk::CheckpointRequest { request, height }),
+        (small(), small()).prop_map(|(request, offset)| Junk::AppRequest { request, offset }),
+        junk_id().prop_map(|leave| Junk::LeaveAck { leave }),
+        (small(), any::<bool>()).prop_map(|(request, complete)| Junk::Txs { request, complete }),
+    ]
+}
+
+impl Junk {
+    fn body(&self, heads: &[TxId]) -> ctx_core::wire::Body {
+        use ctx_core::tx::OrderKey;
+        use ctx_core::wire::Body;
+        let id = |bytes: &Option<[u8; 32]>| bytes.map_or(heads[0], TxId::from_bytes);
+        let ids = |list: &[Option<[u8; 32]>]| list.iter().map(id).collect();
+        match self {
+            Junk::Fetch {
+                request,
+                want,
+                have,
+            } => Body::Fetch {
+                request: *request,
+                want: ids(want),
+                have: ids(have),
+            },
+            Junk::Stream { request, after } => Body::Stream {
+                request: *request,
+                after: after.map(|(height, at)| OrderKey {
+                    height,
+                    id: id(&at),
+                }),
+            },
+            Junk::Heads { heads: list, reply } => Body::Heads {
+                heads: ids(list),
+                reply: *reply,
+                announcements: Vec::new(),
+                stands_on: None,
+            },
+            Junk::CatchupRequest { request } => Body::CatchupRequest { request: *request },
+            Junk::CheckpointRequest { request, height } => Body::CheckpointRequest {
+                request: *request,
+                height: *height,
+                after: None,
+            },
+            Junk::AppRequest { request, offset } => Body::AppRequest {
+                request: *request,
+                offset: *offset,
+            },
+            Junk::LeaveAck { leave } => Body::LeaveAck { leave: id(leave) },
+            Junk::Txs { request, complete } => Body::Txs {
+                request: *request,
+                txs: Vec::new(),
+                more: None,
+                complete: *complete,
+            },
+        }
+    }
+}
+
+/// After whatever came before, a new write by either member reaches both.
+fn still_serving(net: &mut Net, c: ctx_core::ContextId) -> Result<(), TestCaseError> {
+    for (writer, value) in [(0usize, b"after-0"), (1, b"after-1")] {
+        let key = [b'z', writer as u8];
+        net.nodes[writer]
+            .call(net.now, c, "set", args(&[&key, value]))
+            .unwrap();
+        net.advance(5_000);
+        net.assert_converged(&c, &[0, 1]);
+        for node in 0..2 {
+            prop_assert_eq!(
+                net.nodes[node]
+                    .get(&c, &Key::padded(&key).unwrap())
+                    .map(<[u8]>::to_vec),
+                Some(value.to_vec()),
+                "node {} lacks the write of node {}",
+                node,
+                writer
+            );
+        }
+    }
+    Ok(())
 }

@@ -313,6 +313,18 @@ impl App {
     /// the memory is exported as `"memory"`, imports are host functions of
     /// `"env"`, no export uses [`RESERVED_EXPORT_PREFIX`], no start function.
     pub fn compile(wasm: &[u8]) -> Result<App, AppError> {
+        Self::compile_for(wasm, None)
+    }
+
+    /// Compiles `wasm` rewritten for `reset` rather than for the cheapest
+    /// correct one (the caller knows it is correct for this module), so a
+    /// test can run the same module under each reset.
+    #[cfg(test)]
+    pub(crate) fn compile_with_reset(wasm: &[u8], reset: Reset) -> Result<App, AppError> {
+        Self::compile_for(wasm, Some(reset))
+    }
+
+    fn compile_for(wasm: &[u8], forced: Option<Reset>) -> Result<App, AppError> {
         check_size(wasm.len())?;
         if !wasm.starts_with(WASM_MAGIC) {
             return Err(AppError::NotWasm);
@@ -320,7 +332,19 @@ impl App {
         let engine = new_engine();
         Module::validate(&engine, wasm).map_err(|e| AppError::Invalid(e.to_string()))?;
         let analysis = analyze(wasm)?;
-        let (module, reset) = compile_module(&engine, wasm, &analysis)?;
+        let (module, reset) = match forced {
+            None => compile_module(&engine, wasm, &analysis)?,
+            Some(reset) => {
+                let track = match reset {
+                    Reset::Tracked { chunk_shift } => Some(chunk_shift),
+                    Reset::Compare | Reset::Rebuild => None,
+                };
+                let rewritten = rewrite(wasm, &analysis, track)?;
+                let module = Module::new(&engine, &rewritten[..])
+                    .map_err(|e| AppError::Invalid(e.to_string()))?;
+                (module, reset)
+            }
+        };
         let methods = module
             .exports()
             .filter(|export| match export.ty() {
@@ -406,11 +430,6 @@ impl App {
             self.live = Some(live);
         }
         result
-    }
-
-    #[cfg(test)]
-    pub(crate) fn set_reset(&mut self, reset: Reset) {
-        self.reset = reset;
     }
 
     /// A new instance in a new store, in the module's initial state.

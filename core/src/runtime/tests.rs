@@ -167,6 +167,21 @@ impl Harness {
         }
     }
 
+    /// The module compiled for `reset` (rewritten for it, not only reset
+    /// that way), or for the cheapest correct reset when `None`.
+    fn with_reset(source: &str, reset: Option<Reset>) -> Self {
+        let Some(reset) = reset else {
+            return Harness::new(source);
+        };
+        let wasm = wasm_from_source(source.as_bytes()).expect("valid app");
+        let app = App::compile_with_reset(&wasm, reset).expect("compiles");
+        assert_eq!(app.reset, reset);
+        Harness {
+            app,
+            state: MapState::default(),
+        }
+    }
+
     fn call_raw(&mut self, method: &str, input: &[u8]) -> Result<CallOutput, CallError> {
         let output = self.app.call(method, input, &self.state, CALL_FUEL_MAX)?;
         assert!(output.writes.windows(2).all(|w| w[0].0 < w[1].0));
@@ -643,10 +658,7 @@ fn out_of_bounds_pointers_trap() {
 #[test]
 fn every_call_starts_from_the_initial_memory_and_globals() {
     for reset in [None, Some(Reset::Compare), Some(Reset::Rebuild)] {
-        let mut probe = Harness::new(PROBE);
-        if let Some(reset) = reset {
-            probe.app.set_reset(reset);
-        }
+        let mut probe = Harness::with_reset(PROBE, reset);
         for method in [
             "bump",
             "bump_then_trap",
@@ -702,27 +714,45 @@ fn table_mutations_get_a_fresh_instance_every_call() {
 
 #[test]
 fn fuel_used_does_not_depend_on_history_or_reset() {
-    let run = |reset: Option<Reset>, warm_up: bool| {
-        let mut kv = Harness::new(KV);
-        if let Some(reset) = reset {
-            kv.app.set_reset(reset);
-        }
+    // Each reset runs its own code (the tracked one carries the dirty-chunk
+    // marks, which cost fuel), so the module is compiled for each. Within
+    // one, a call's fuel is the same on a fresh instance and on one reused
+    // (and reset) after other calls, whatever they left in memory.
+    let tracked = Harness::new(KV).app.reset;
+    assert!(matches!(tracked, Reset::Tracked { .. }));
+    let fuel_of_get = |reset: Reset, warm_up: bool| {
+        let mut kv = Harness::with_reset(KV, Some(reset));
+        assert_eq!(
+            kv.app.live.as_ref().expect("instantiated").dirty.is_some(),
+            matches!(reset, Reset::Tracked { .. }),
+            "{reset:?}: the code is instrumented exactly when tracked"
+        );
         kv.call("set", &[b"a", b"1"]).unwrap();
         if warm_up {
             for _ in 0..3 {
                 kv.call("get", &[b"a"]).unwrap();
-                kv.call("set", &[b"b", &[9; 70_00]]).unwrap();
+                kv.call("set", &[b"b", &[9; 7_000]]).unwrap();
                 kv.call("get", &[b"b"]).unwrap();
             }
         }
-        kv.call("get", &[b"a"]).unwrap()
+        let output = kv.call("get", &[b"a"]).unwrap();
+        assert_eq!(output.return_value, b"1");
+        output.fuel_used
     };
-    let first = run(None, false);
-    assert_eq!(first, run(None, true));
-    for reset in [Reset::Compare, Reset::Rebuild] {
-        assert_eq!(first, run(Some(reset), false));
-        assert_eq!(first, run(Some(reset), true));
+    let mut by_reset = Vec::new();
+    for reset in [tracked, Reset::Compare, Reset::Rebuild] {
+        let fresh = fuel_of_get(reset, false);
+        assert_eq!(
+            fresh,
+            fuel_of_get(reset, true),
+            "{reset:?}: history changed the fuel"
+        );
+        by_reset.push(fresh);
     }
+    assert_eq!(
+        by_reset[1], by_reset[2],
+        "compare and rebuild run the same code"
+    );
 }
 
 // ---- writes ----
@@ -880,10 +910,7 @@ fn tail_calls_to_every_host_function_return_their_results() {
         (tail_module(rebuilt), None, Reset::Rebuild),
     ];
     for (source, forced, expected) in cases {
-        let mut app = Harness::new(&source);
-        if let Some(reset) = forced {
-            app.app.set_reset(reset);
-        }
+        let mut app = Harness::with_reset(&source, forced);
         assert_eq!(app.app.reset, expected);
         app.state.0.insert(probe_key(2), b"stored".to_vec());
         for _ in 0..2 {
