@@ -1782,7 +1782,7 @@ mod tests {
     /// Mutants of every bundled scenario, for a release build:
     /// `CTX_GEN_SEEDS=50 cargo test --release -p ctx-sim --lib generate::tests::mutant_sweep -- --ignored --nocapture`
     #[test]
-    #[ignore]
+    #[ignore = "a long sweep for a release build: run it with --ignored (see its doc)"]
     fn mutant_sweep() {
         let seeds: u64 = std::env::var("CTX_GEN_SEEDS")
             .ok()
@@ -1822,7 +1822,7 @@ mod tests {
     /// A longer sweep, for a release build:
     /// `CTX_GEN_SEEDS=2000 cargo test --release -p ctx-sim --lib generate::tests::sweep -- --ignored --nocapture`
     #[test]
-    #[ignore]
+    #[ignore = "a long sweep for a release build: run it with --ignored (see its doc)"]
     fn sweep() {
         let seeds: u64 = std::env::var("CTX_GEN_SEEDS")
             .ok()

@@ -9,7 +9,11 @@
 //!   `converged(c)` — every live member that is not partitioned away has the
 //!   same heads and state root, and no join or leave is left unfinished;
 //!   `all_accepted(c)` — every transaction any live node accepted is on
-//!   every live member.
+//!   every live member; `acknowledged(c)` — every transaction a node
+//!   reported to its caller as accepted is on every live member (in each
+//!   partition group) that a node up at the end, which applied it at some
+//!   time, can reach: also those whose maker left or crashed for good
+//!   ([`crate::ledger`]).
 //!
 //! A step that the engine refuses (a call by a node that is not a member, an
 //! op on a crashed node) is not a failure: it is noted in the report.
@@ -29,6 +33,7 @@ use rand_core::Rng;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::ledger::Ledger;
 use crate::scenario::{
     AppRef, Arg, Check, Draw, Expected, MethodTemplate, Op, Scenario, encode_args,
 };
@@ -187,6 +192,8 @@ struct Runner<'a> {
     /// (in which incarnation, at how many accepted).
     made: BTreeMap<ContextId, BTreeMap<OrderKey, usize>>,
     lowest_lacked: HashMap<(usize, ContextId), LookedAt, FixedState>,
+    /// Every transaction acknowledged to its caller, and who applied it.
+    ledger: Ledger,
 }
 
 /// Where a look for the lowest transaction a node lacks stopped: in which
@@ -264,6 +271,7 @@ pub fn run_inspect<R>(
         stable_checked: HashMap::with_hasher(FixedState::with_seed(12)),
         stable_violation: None,
         made: BTreeMap::new(),
+        ledger: Ledger::new(scenario.nodes.len()),
         lowest_lacked: HashMap::with_hasher(FixedState::with_seed(13)),
     };
     for (index, step) in scenario.steps.iter().enumerate() {
@@ -649,6 +657,7 @@ impl Runner<'_> {
     /// became stable.
     fn check_stability(&mut self, node: usize) {
         for (maker, tx) in self.world.take_authored() {
+            self.ledger.made(maker, &tx);
             let key = OrderKey {
                 height: tx.body.height,
                 id: tx.body.id(),
@@ -671,6 +680,10 @@ impl Runner<'_> {
         }
         for (at, event) in self.world.take_events() {
             let detail = match event {
+                Event::Applied { tx, .. } => {
+                    self.ledger.applied(at, &tx);
+                    continue;
+                }
                 Event::BelowStable {
                     tx,
                     height,
@@ -1067,7 +1080,60 @@ impl Runner<'_> {
                 detail,
                 line: 0,
             });
+            let detail = self.acknowledged(&context).err().unwrap_or_default();
+            self.checks.push(CheckResult {
+                name: format!("acknowledged({name})"),
+                passed: detail.is_empty(),
+                at_ms: now,
+                detail,
+                line: 0,
+            });
         }
+    }
+
+    /// Every acknowledged transaction of `context` is on every live member
+    /// in each partition group that holds a witness of it: a node up now
+    /// that applied it at some time (`crate::ledger`).
+    fn acknowledged(&self, context: &ContextId) -> Result<(), String> {
+        let members = self.live_members(context);
+        let replicas: Vec<(usize, &ctx_core::Replica)> = members
+            .iter()
+            .map(|&m| {
+                let replica = self.world.engine(m).and_then(|e| e.replica(context));
+                (m, replica.expect("a member holds a copy"))
+            })
+            .collect();
+        for (made, witnesses) in self.ledger.of(*context) {
+            let witnesses: Vec<usize> = witnesses.filter(|&w| self.world.is_up(w)).collect();
+            for &(member, replica) in &replicas {
+                let group = self.world.group(member);
+                if replica.covers(&made.key)
+                    || !witnesses.iter().any(|&w| self.world.group(w) == group)
+                {
+                    continue;
+                }
+                let maker = &self.world.names[made.maker];
+                let fate = if !self.world.is_up(made.maker) {
+                    "crashed and not restarted"
+                } else if self.phase(made.maker, context).is_none() {
+                    "no longer holding the context"
+                } else {
+                    "up"
+                };
+                let names: Vec<&str> = witnesses
+                    .iter()
+                    .map(|&w| self.world.names[w].as_str())
+                    .collect();
+                return Err(format!(
+                    "{} lacks transaction {} of height {} that {maker} ({fate}) made and acknowledged, applied by {} (up at the end)",
+                    self.world.names[member],
+                    made.key.id.short(),
+                    made.key.height,
+                    names.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every transaction any live node accepted is on every live member in

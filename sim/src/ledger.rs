@@ -1,0 +1,114 @@
+//! The acknowledged ledger: every transaction a node reported to its caller
+//! as accepted, and which nodes have ever applied it. It backs the always-on
+//! check `acknowledged(c)`: nothing acknowledged is lost, whoever made it.
+//!
+//! A simulated node persists a transaction it makes before the call returns
+//! (the world drains its records first), so every transaction a node makes
+//! is acknowledged. At the end of a run, a transaction must be on every
+//! live member of its context in every partition group that holds a
+//! *witness*: a node that is up at the end (whatever its membership) and
+//! applied the transaction at some time, its maker included. So:
+//! - a maker that is up (a member, or one that has left: its leave was
+//!   acknowledged only once a member had applied it, and everything it made
+//!   before) is a witness of everything it made;
+//! - a maker that crashed for good after its transaction left it, to a node
+//!   that is up at the end, still has a witness there: that node must not
+//!   have lost it, and the others must have it from it;
+//! - a transaction whose every holder crashed for good has no witness and
+//!   is not required: nothing could recover it.
+//!
+//! Today's `all_accepted(c)` compares what live members hold now; this
+//! compares with what was ever acknowledged and applied, so a transaction a
+//! live node applied and then lost (a record not persisted, a restore that
+//! skips one), once its maker is gone, fails here and nowhere else.
+//!
+//! Invariant: a node's bit is set only by an `Applied` event of that node,
+//! or by its making the transaction. The memory is one bit per node per
+//! transaction made, plus an index entry.
+
+use ctx_core::tx::{OrderKey, SignedTx};
+use ctx_core::{ContextId, TxId};
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
+
+/// One acknowledged transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct Acknowledged {
+    pub context: ContextId,
+    pub key: OrderKey,
+    pub maker: usize,
+}
+
+/// What was acknowledged, in the order made, and who applied it.
+pub struct Ledger {
+    /// Bitset words per transaction: one bit per node.
+    words: usize,
+    made: Vec<Acknowledged>,
+    /// `made[i]`'s witnesses are `applied[i * words..(i + 1) * words]`.
+    applied: Vec<u64>,
+    index: HashMap<TxId, usize, FixedState>,
+}
+
+impl Ledger {
+    pub fn new(nodes: usize) -> Self {
+        Ledger {
+            words: nodes.div_ceil(64).max(1),
+            made: Vec::new(),
+            applied: Vec::new(),
+            index: HashMap::with_hasher(FixedState::with_seed(11)),
+        }
+    }
+
+    /// `maker` made `tx` and reported it accepted: the maker holds it.
+    pub fn made(&mut self, maker: usize, tx: &SignedTx) {
+        let id = tx.body.id();
+        if self.index.contains_key(&id) {
+            return;
+        }
+        self.index.insert(id, self.made.len());
+        self.made.push(Acknowledged {
+            context: tx.body.context,
+            key: OrderKey {
+                height: tx.body.height,
+                id,
+            },
+            maker,
+        });
+        self.applied.resize(self.applied.len() + self.words, 0);
+        self.applied(maker, &id);
+    }
+
+    /// `node` applied `tx` (for the first time in one of its lives).
+    pub fn applied(&mut self, node: usize, tx: &TxId) {
+        let Some(&at) = self.index.get(tx) else {
+            // Made by no simulated node (a genesis is made too): nothing
+            // acknowledged.
+            return;
+        };
+        let word = at * self.words + node / 64;
+        debug_assert!(node / 64 < self.words, "node {node} out of range");
+        self.applied[word] |= 1 << (node % 64);
+    }
+
+    /// The acknowledged transactions of `context`, in the order made, each
+    /// with the nodes that ever applied it.
+    pub fn of(
+        &self,
+        context: ContextId,
+    ) -> impl Iterator<Item = (Acknowledged, impl Iterator<Item = usize> + '_)> + '_ {
+        self.made
+            .iter()
+            .enumerate()
+            .filter(move |(_, made)| made.context == context)
+            .map(|(at, made)| (*made, self.witnesses(at)))
+    }
+
+    fn witnesses(&self, at: usize) -> impl Iterator<Item = usize> + '_ {
+        let words = &self.applied[at * self.words..(at + 1) * self.words];
+        words.iter().enumerate().flat_map(|(w, &bits)| {
+            (0..64)
+                .filter(move |bit| bits & (1 << bit) != 0)
+                .map(move |bit| w * 64 + bit)
+        })
+    }
+}
