@@ -9,7 +9,10 @@
 //!   `converged(c)` — every live member that is not partitioned away has the
 //!   same heads and state root, and no join or leave is left unfinished;
 //!   `all_accepted(c)` — every transaction any live node accepted is on
-//!   every live member.
+//!   every live member;
+//! - `invariant(c, method)`: every invariant view of a context's app holds
+//!   on every member after every input that changed its state there
+//!   (`crate::invariant`).
 //!
 //! A step that the engine refuses (a call by a node that is not a member, an
 //! op on a crashed node) is not a failure: it is noted in the report.
@@ -29,6 +32,7 @@ use rand_core::Rng;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::invariant::Invariants;
 use crate::scenario::{
     AppRef, Arg, Check, Draw, Expected, MethodTemplate, Op, Scenario, encode_args,
 };
@@ -187,6 +191,8 @@ struct Runner<'a> {
     /// (in which incarnation, at how many accepted).
     made: BTreeMap<ContextId, BTreeMap<OrderKey, usize>>,
     lowest_lacked: HashMap<(usize, ContextId), LookedAt, FixedState>,
+    /// The apps' invariant views and what their checks found.
+    invariants: Invariants,
 }
 
 /// Where a look for the lowest transaction a node lacks stopped: in which
@@ -265,6 +271,7 @@ pub fn run_inspect<R>(
         stable_violation: None,
         made: BTreeMap::new(),
         lowest_lacked: HashMap::with_hasher(FixedState::with_seed(13)),
+        invariants: Invariants::default(),
     };
     for (index, step) in scenario.steps.iter().enumerate() {
         runner
@@ -399,6 +406,7 @@ impl Runner<'_> {
                 let app = self.apps[&index].clone();
                 if let Some(id) = self.command(node, line, Input::Create { app }) {
                     let id = ContextId::from_hex(&id).expect("the world returns the id in hex");
+                    self.invariants.created(context, id, &self.apps[&index]);
                     self.contexts.insert(context.clone(), id);
                 }
             }
@@ -603,6 +611,7 @@ impl Runner<'_> {
     /// Same heads, same state root, whenever and wherever; and stable
     /// prefixes that agree and are never entered.
     fn check_safety(&mut self, node: usize) {
+        self.invariants.after_input(&mut self.world, node);
         self.check_stability(node);
         let Some(engine) = self.world.engine(node) else {
             return;
@@ -1027,6 +1036,7 @@ impl Runner<'_> {
             detail,
             line: 0,
         });
+        self.checks.extend(self.invariants.results(now));
         let contexts: Vec<(String, ContextId)> =
             self.contexts.iter().map(|(n, c)| (n.clone(), *c)).collect();
         for (name, context) in contexts {
