@@ -75,16 +75,17 @@ impl Invariants {
                     Some(Err(CommandError::Call(error))) => message(&error),
                     Some(Err(_)) => continue,
                 };
-                let key = (name.clone(), method);
-                if !self.violated.contains_key(&key) {
-                    let at_ms = world.now().as_ms();
-                    let detail = format!(
-                        "{} at {at_ms} ms (state root {}): {violation}",
-                        world.names[node],
-                        root.short()
-                    );
-                    self.violated.insert(key, (at_ms, detail));
-                }
+                let at_ms = world.now().as_ms();
+                self.violated
+                    .entry((name.clone(), method))
+                    .or_insert_with(|| {
+                        let detail = format!(
+                            "{} at {at_ms} ms (state root {}): {violation}",
+                            world.names[node],
+                            root.short()
+                        );
+                        (at_ms, detail)
+                    });
             }
         }
     }
