@@ -127,6 +127,7 @@ fn fuzz_seeds(c: &mut Criterion) {
         duration: None,
         from: None,
         nodes_max: 5,
+        app: None,
         jobs: 1,
         shard: (1, 1),
         out: std::env::temp_dir(),

@@ -48,6 +48,7 @@ fn a_bounded_seed_sweep_finds_nothing() {
         duration: None,
         from: None,
         nodes_max: 12,
+        app: None,
         jobs: 2,
         shard: (1, 1),
         out: out.clone(),

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::generate::{GenOptions, SeededChoices, generate, mutate};
+use crate::generate::{FuzzedApp, GenOptions, SeededChoices, generate, mutate};
 use crate::run::{RunOptions, run};
 use crate::scenario::Scenario;
 use crate::shrink::{failing_checks, shrink};
@@ -46,6 +46,9 @@ pub struct FuzzOptions {
     /// Mutate this scenario instead of generating from nothing.
     pub from: Option<Scenario>,
     pub nodes_max: usize,
+    /// Every context runs this module and every call calls its methods
+    /// (`--app`); `None`: the bundled apps.
+    pub app: Option<FuzzedApp>,
     pub jobs: usize,
     /// (I, K): run the I-th (1-based) of K slices.
     pub shard: (u64, u64),
@@ -90,6 +93,7 @@ pub fn scenario_for(seed: u64, options: &FuzzOptions) -> Scenario {
         None => {
             let gen_options = GenOptions {
                 nodes_max: options.nodes_max,
+                app: options.app.clone(),
             };
             generate(seed, &mut choices, &gen_options).0
         }

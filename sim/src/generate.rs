@@ -25,6 +25,14 @@
 //! - it stays small: at most about [`STEPS_TARGET`] steps and [`CALLS_MAX`]
 //!   calls.
 //!
+//! With [`GenOptions::app`] (`ctx-sim fuzz --app PATH`) every context runs
+//! that module instead of a bundled app, and its calls and workloads call
+//! the module's *call* methods (its ABI's), with arguments of each
+//! parameter's type drawn from small pools (a few names, small integers
+//! and each type's extremes) so that calls collide on the same entries;
+//! the default generator (no app) makes exactly the scenarios it made
+//! before the option existed, draw for draw.
+//!
 //! [`mutate`] keeps every step of its base, in order and at its time, and
 //! adds faults and calls only where they cannot change what the base checks:
 //! never within [`QUIET_MS`] before one of the base's `expect` steps, never
@@ -35,14 +43,18 @@
 //! hold.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use ctx_abi::{Abi, Kind as MethodKind, Method, Type};
+use thiserror::Error;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::run::DRAW_KEYS;
 use crate::scenario::{
-    AppRef, Arg, Check, Draw, Expected, MethodTemplate, NODES_MAX, Network, Op, Scenario, Step,
+    AppRef, Arg, Check, Draw, Expected, IntType, MethodTemplate, NODES_MAX, Network, Op, Scenario,
+    Step,
 };
 
 /// Latest time of a generated fault or call (before the final heal).
@@ -130,11 +142,93 @@ pub struct GenOptions {
     /// Most nodes in a generated scenario (taken as at least 2 and at most
     /// [`NODES_MAX`]).
     pub nodes_max: usize,
+    /// The app every context runs and every call calls (`fuzz --app`);
+    /// `None`: the bundled apps.
+    pub app: Option<FuzzedApp>,
 }
 
 impl Default for GenOptions {
     fn default() -> Self {
-        GenOptions { nodes_max: 12 }
+        GenOptions {
+            nodes_max: 12,
+            app: None,
+        }
+    }
+}
+
+/// Names an argument of type `key` or `string` of a fuzzed app's explicit
+/// calls takes (`k0`..): few, so that calls meet on the same entries, and
+/// among the ones `$key` draws in workloads.
+const FUZZ_NAMES: u64 = 4;
+/// Integers of a fuzzed app's calls are mostly `1..=FUZZ_INT_MAX`.
+const FUZZ_INT_MAX: u64 = 100;
+
+/// A module to fuzz (`ctx-sim fuzz --app PATH`): where it is and the call
+/// methods its ABI declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuzzedApp {
+    /// The module, as an absolute path, so that a scenario saved anywhere
+    /// names it.
+    pub path: PathBuf,
+    /// Its call methods (views change nothing, so they are not called).
+    pub calls: Vec<Method>,
+}
+
+/// Why a file cannot be fuzzed.
+#[derive(Debug, Error)]
+pub enum FuzzedAppError {
+    #[error("--app {path}: cannot read it: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--app {path}: not a WebAssembly module (a .wasm file starts with \\0asm)")]
+    NotWasm { path: String },
+    #[error(
+        "--app {path}: the module has no `ctx_abi` section, so its methods and their types are unknown (build it with ctx-sdk's #[app])"
+    )]
+    NoAbi { path: String },
+    #[error("--app {path}: {error}")]
+    BadAbi {
+        path: String,
+        error: ctx_abi::AbiError,
+    },
+    #[error("--app {path}: its ABI declares no call method, so nothing can change its state")]
+    NoCalls { path: String },
+}
+
+impl FuzzedApp {
+    /// Reads a module and its ABI.
+    pub fn from_file(path: &Path) -> Result<FuzzedApp, FuzzedAppError> {
+        let shown = path.display().to_string();
+        let wasm = std::fs::read(path).map_err(|source| FuzzedAppError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        if !wasm.starts_with(b"\0asm") {
+            return Err(FuzzedAppError::NotWasm { path: shown });
+        }
+        let abi: Abi = Abi::from_module(&wasm)
+            .map_err(|error| FuzzedAppError::BadAbi {
+                path: shown.clone(),
+                error,
+            })?
+            .ok_or_else(|| FuzzedAppError::NoAbi {
+                path: shown.clone(),
+            })?;
+        let calls: Vec<Method> = abi
+            .methods
+            .into_iter()
+            .filter(|method| method.kind == MethodKind::Call)
+            .collect();
+        if calls.is_empty() {
+            return Err(FuzzedAppError::NoCalls { path: shown });
+        }
+        let path = std::path::absolute(path).map_err(|source| FuzzedAppError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Ok(FuzzedApp { path, calls })
     }
 }
 
@@ -285,7 +379,9 @@ fn workload_methods(app: App) -> Vec<MethodTemplate> {
             template("transfer", &[Key, Key, Amount]),
             template("balance", &[Key]),
         ],
-        App::Other => unreachable!("workloads are only generated for the bundled apps"),
+        App::Other | App::Fuzzed => {
+            unreachable!("workloads of the bundled apps only (a fuzzed app's: Gen::methods_of)")
+        }
     }
 }
 
@@ -306,6 +402,7 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
     let node_count = 2 + choices.below(nodes_max as u64 - 1) as usize;
     let nodes: Vec<String> = (0..node_count).map(|n| format!("n{n}")).collect();
     let mut g = Gen::new(choices, swarm.clone(), nodes.clone(), Vec::new());
+    g.fuzzed = options.app.clone();
     let initial = if g.sometimes(500) {
         g.faulty_network()
     } else {
@@ -316,7 +413,10 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
     let context_count = 1 + g.below(3) as usize;
     for index in 0..context_count {
         let at = if index == 0 { 0 } else { g.below(3_000) };
-        let app = ["kv", "counter", "bank"][g.below(3) as usize];
+        let app = [App::Kv, App::Counter, App::Bank][g.below(3) as usize];
+        // Drawn all the same, so that a fuzzed app's scenarios take the
+        // default generator's other draws.
+        let app = if g.fuzzed.is_some() { App::Fuzzed } else { app };
         let node = g.below(node_count as u64) as usize;
         g.schedule(
             at,
@@ -405,6 +505,8 @@ enum App {
     Kv,
     Counter,
     Bank,
+    /// The module `fuzz --app` names: its ABI says what to call.
+    Fuzzed,
     /// An app from a file: its methods are unknown, so nobody calls it.
     Other,
 }
@@ -458,7 +560,7 @@ enum Event {
     Create {
         context: String,
         node: usize,
-        app: &'static str,
+        app: App,
     },
     /// Invite `node` (unless it is invited already), then join.
     InviteJoin {
@@ -513,6 +615,8 @@ struct Gen<'c> {
     added: usize,
     /// The last workload's calls are spread until then.
     busy_until: u64,
+    /// The app every context runs, with `fuzz --app`.
+    fuzzed: Option<FuzzedApp>,
 }
 
 impl<'c> Gen<'c> {
@@ -544,6 +648,7 @@ impl<'c> Gen<'c> {
             spins: 0,
             added: 0,
             busy_until: 0,
+            fuzzed: None,
         }
     }
 
@@ -789,9 +894,13 @@ impl Gen<'_> {
                 if self.context_index(context).is_none() && self.up[node] {
                     let mut status = vec![Status::Outside; self.nodes.len()];
                     status[node] = Status::Member { since: now };
+                    let app = match (app, &self.fuzzed) {
+                        (AppRef::Path(path), Some(fuzzed)) if *path == fuzzed.path => App::Fuzzed,
+                        _ => App::from_ref(app),
+                    };
                     self.contexts.push(Context {
                         name: context.clone(),
-                        app: App::from_ref(app),
+                        app,
                         creator: node,
                         status,
                         own: None,
@@ -888,7 +997,7 @@ impl Gen<'_> {
         }
     }
 
-    fn create(&mut self, context: String, node: usize, app: &'static str) {
+    fn create(&mut self, context: String, node: usize, app: App) {
         // At most half the nodes are down at once, so one is up.
         let node = if self.up[node] {
             node
@@ -899,7 +1008,15 @@ impl Gen<'_> {
         self.emit(Op::Create {
             node: self.nodes[node].clone(),
             context: context.clone(),
-            app: AppRef::Bundled(app.to_owned()),
+            app: match app {
+                App::Kv => AppRef::Bundled("kv".to_owned()),
+                App::Counter => AppRef::Bundled("counter".to_owned()),
+                App::Bank => AppRef::Bundled("bank".to_owned()),
+                App::Fuzzed => {
+                    AppRef::Path(self.fuzzed.as_ref().expect("fuzzing an app").path.clone())
+                }
+                App::Other => unreachable!("the generator creates no unknown app"),
+            },
         });
         let index = self.context_index(&context).expect("just created");
         // Who joins at the start (everyone, for the simplest choices).
@@ -1075,15 +1192,20 @@ impl Gen<'_> {
         let (context, node) = self.pick(&candidates);
         let call = if self.swarm.spins && self.spins < SPINS_MAX && self.sometimes(100) {
             self.spins += 1;
-            Some(("spin", Vec::new()))
+            Some(("spin".to_owned(), Vec::new()))
         } else if node == self.contexts[context].creator
+            && self.contexts[context].app != App::Fuzzed
             && self.contexts[context].own_certain
             && !self.avoided(context, OWN_KEY)
             && self.sometimes(250)
         {
-            Some(self.own_call(context))
+            let (method, args) = self.own_call(context);
+            Some((method.to_owned(), args))
+        } else if self.contexts[context].app == App::Fuzzed {
+            Some(self.fuzzed_call())
         } else {
             self.app_call(context)
+                .map(|(method, args)| (method.to_owned(), args))
         };
         let Some((method, args)) = call else {
             return;
@@ -1092,9 +1214,101 @@ impl Gen<'_> {
         self.emit(Op::Call {
             node: self.nodes[node].clone(),
             context: self.contexts[context].name.clone(),
-            method: method.to_owned(),
+            method,
             args,
         });
+    }
+
+    /// A call of one of the fuzzed app's call methods, with arguments of
+    /// its parameters' types.
+    fn fuzzed_call(&mut self) -> (String, Vec<Arg>) {
+        let calls = self.fuzzed.as_ref().expect("fuzzing an app").calls.clone();
+        let method = self.pick(&calls);
+        let args = method.params.iter().map(|p| self.arg_of(&p.ty)).collect();
+        (method.name, args)
+    }
+
+    /// A fuzzed app's workload: each call method once, its `key` and
+    /// `string` arguments drawn by the runner (`$key`), its `u64` ones too
+    /// (`$amount`), the others fixed here.
+    fn fuzzed_methods(&mut self) -> Vec<MethodTemplate> {
+        let calls = self.fuzzed.as_ref().expect("fuzzing an app").calls.clone();
+        calls
+            .iter()
+            .map(|method| MethodTemplate {
+                method: method.name.clone(),
+                args: method
+                    .params
+                    .iter()
+                    .map(|param| match param.ty {
+                        Type::Key | Type::String => Arg::Draw(Draw::Key),
+                        Type::U64 => Arg::Draw(Draw::Amount),
+                        ref other => self.arg_of(other),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The methods a workload of `context` draws from.
+    fn methods_of(&mut self, context: usize) -> Vec<MethodTemplate> {
+        match self.contexts[context].app {
+            App::Fuzzed => self.fuzzed_methods(),
+            app => workload_methods(app),
+        }
+    }
+
+    /// An argument of type `ty`, from a small pool: a few names, small
+    /// integers and the type's extremes, booleans, a few short byte
+    /// strings, absent options.
+    fn arg_of(&mut self, ty: &Type) -> Arg {
+        match ty {
+            Type::Key | Type::String => Arg::Str(format!("k{}", self.below(FUZZ_NAMES))),
+            Type::Bool => Arg::Bool(self.below(2) == 1),
+            Type::Unit => Arg::Hex(Vec::new()),
+            Type::Bytes | Type::Postcard => {
+                let len = self.below(4) as usize;
+                Arg::Hex((0..len).map(|_| self.below(3) as u8).collect())
+            }
+            Type::Option(inner) => {
+                if self.below(3) == 0 {
+                    Arg::Hex(Vec::new())
+                } else {
+                    self.arg_of(inner)
+                }
+            }
+            integer => {
+                let ty = IntType::from_name(&integer.to_string())
+                    .expect("every other ABI type is an integer");
+                let width_bits = 8 * ty.width_bytes() as u32;
+                let signed = integer.to_string().starts_with('i');
+                let value: i128 = match self.below(10) {
+                    0 => 0,
+                    // The type's largest, and its smallest (signed) or 1.
+                    1 if signed => (1i128 << (width_bits - 1)).wrapping_sub(1),
+                    1 => return self.int_arg(ty, u128::MAX >> (128 - width_bits)),
+                    2 if signed => i128::MIN >> (128 - width_bits),
+                    2 => 1,
+                    _ => 1 + self.below(FUZZ_INT_MAX) as i128,
+                };
+                self.int_arg(ty, value as u128)
+            }
+        }
+    }
+
+    /// An integer argument: `bits` in two's complement, cut to the type's
+    /// width; a u64 as the plain integer scenario files write.
+    fn int_arg(&self, ty: IntType, bits: u128) -> Arg {
+        let width_bits = 8 * ty.width_bytes() as u32;
+        let bits = if width_bits == 128 {
+            bits
+        } else {
+            bits & ((1u128 << width_bits) - 1)
+        };
+        match ty {
+            IntType::U64 => Arg::U64(bits as u64),
+            _ => Arg::Int { ty, bits },
+        }
     }
 
     /// A call by the creator on [`OWN_KEY`], whose result the model knows.
@@ -1126,7 +1340,7 @@ impl Gen<'_> {
                 let amount = 100 + self.below(900);
                 (("open", vec![key, Arg::U64(amount)]), Own::Bank(amount))
             }
-            (App::Other, _) => unreachable!("nobody calls an unknown app"),
+            (App::Other | App::Fuzzed, _) => unreachable!("no own calls of an unknown app"),
         };
         self.contexts[context].own = Some(own);
         call
@@ -1151,7 +1365,7 @@ impl Gen<'_> {
                 ("transfer", vec![key, to, Arg::U64(1 + self.below(300))])
             }
             App::Bank => ("balance", vec![key]),
-            App::Other => return None,
+            App::Other | App::Fuzzed => return None,
         })
     }
 
@@ -1171,8 +1385,9 @@ impl Gen<'_> {
             return;
         };
         let calls = 5 + self.below(u64::from(budget.min(100)) - 4) as u32;
-        let mut methods = workload_methods(self.contexts[context].app);
-        if self.sometimes(300) {
+        let mut methods = self.methods_of(context);
+        // (A fuzzed app may have one call method: it keeps it.)
+        if methods.len() > 1 && self.sometimes(300) {
             let drop = self.below(methods.len() as u64) as usize;
             methods.remove(drop);
         }
@@ -1334,7 +1549,8 @@ impl Gen<'_> {
                 }
                 let most = budget.min(LONG_PARTITION_CALLS_MAX);
                 let calls = 10 + self.below(u64::from(most - 9)) as u32;
-                self.emit_workload(context, calls, over_ms, workload_methods(app), Some(side));
+                let methods = self.methods_of(context);
+                self.emit_workload(context, calls, over_ms, methods, Some(side));
             }
         }
     }
@@ -1509,6 +1725,65 @@ mod tests {
         }
     }
 
+    /// A fuzzed app whose calls take every ABI type.
+    fn every_type_app() -> FuzzedApp {
+        let section = r#"{"version":1,"methods":[
+          {"name":"open","kind":"call","params":[{"name":"a","type":"key"},{"name":"n","type":"u64"}],"returns":"unit","fails":true},
+          {"name":"odd","kind":"call","params":[
+            {"name":"s","type":"string"},{"name":"b","type":"bool"},{"name":"x","type":"bytes"},
+            {"name":"i8","type":"i8"},{"name":"u16","type":"u16"},{"name":"i32","type":"i32"},
+            {"name":"i64","type":"i64"},{"name":"u128","type":"u128"},{"name":"i128","type":"i128"},
+            {"name":"o","type":{"option":"u8"}},{"name":"p","type":"postcard"}],"returns":"unit","fails":false},
+          {"name":"peek","kind":"view","params":[],"returns":"unit","fails":true,"invariant":true}]}"#;
+        let abi = ctx_abi::Abi::parse(section.as_bytes()).expect("a valid ABI");
+        FuzzedApp {
+            path: PathBuf::from("/fuzzed/app.wasm"),
+            calls: abi
+                .methods
+                .into_iter()
+                .filter(|m| m.kind == MethodKind::Call)
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_fuzzed_app_is_called_by_its_abi() {
+        let app = every_type_app();
+        let options = GenOptions {
+            nodes_max: 4,
+            app: Some(app.clone()),
+        };
+        let mut calls = 0;
+        for seed in 0..60 {
+            let (scenario, _) = generate(seed, &mut SeededChoices::new(seed), &options);
+            round_trips(&scenario);
+            for step in &scenario.steps {
+                let templates: Vec<(String, usize)> = match &step.op {
+                    Op::Create { app: created, .. } => {
+                        assert_eq!(created, &AppRef::Path(app.path.clone()));
+                        continue;
+                    }
+                    Op::Call { method, args, .. } => vec![(method.clone(), args.len())],
+                    Op::Workload { methods, .. } => methods
+                        .iter()
+                        .map(|t| (t.method.clone(), t.args.len()))
+                        .collect(),
+                    _ => continue,
+                };
+                for (method, count) in templates {
+                    calls += 1;
+                    if method == "spin" {
+                        continue;
+                    }
+                    let declared = app.calls.iter().find(|m| m.name == method);
+                    let declared = declared.unwrap_or_else(|| panic!("{method} is not a call"));
+                    assert_eq!(declared.params.len(), count, "{method}");
+                }
+            }
+        }
+        assert!(calls > 100, "only {calls} calls");
+    }
+
     #[test]
     fn scenarios_stay_small_and_end_clean() {
         let options = GenOptions::default();
@@ -1573,7 +1848,10 @@ mod tests {
     fn the_same_choices_give_the_same_scenario() {
         for seed in [0, 1, 7, 1_000, u64::MAX] {
             assert_eq!(generated(seed), generated(seed));
-            let options = GenOptions { nodes_max: 5 };
+            let options = GenOptions {
+                nodes_max: 5,
+                ..GenOptions::default()
+            };
             let list: Vec<u64> = (0..300)
                 .map(|i| seed.wrapping_mul(31).wrapping_add(i * i))
                 .collect();

@@ -9,6 +9,7 @@ pub mod explain;
 pub mod fold;
 pub mod fuzz;
 pub mod generate;
+pub mod invariant;
 pub mod ledger;
 pub mod report;
 pub mod run;

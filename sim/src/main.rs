@@ -66,8 +66,16 @@ enum Command {
         #[arg(long = "for", value_name = "DURATION")]
         for_duration: Option<String>,
         /// Mutate this scenario instead of generating from nothing.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "app")]
         from: Option<PathBuf>,
+        /// Fuzz this app: a .wasm module with a `ctx_abi` section (an app
+        /// built with ctx-sdk). Every generated context runs it, calls and
+        /// workloads call its call methods with random arguments of each
+        /// parameter's type (from small pools, so that calls collide), and
+        /// its #[invariant] views are checked on every member after every
+        /// change (as they are in any run). Every fault knob still applies.
+        #[arg(long, value_name = "PATH")]
+        app: Option<PathBuf>,
         /// Most nodes in a generated scenario.
         #[arg(long, default_value_t = 12)]
         nodes: usize,
@@ -148,6 +156,7 @@ fn main() -> ExitCode {
             first_seed,
             for_duration,
             from,
+            app,
             nodes,
             jobs,
             shard,
@@ -161,6 +170,7 @@ fn main() -> ExitCode {
                 shard,
             },
             from,
+            app,
             nodes,
             jobs,
             out,
@@ -335,9 +345,11 @@ fn random_first_seed() -> u64 {
     hasher.finish() >> 16
 }
 
+#[allow(clippy::too_many_arguments)]
 fn fuzz_command(
     sweep: Sweep,
     from: Option<PathBuf>,
+    app: Option<PathBuf>,
     nodes: usize,
     jobs: Option<usize>,
     out: PathBuf,
@@ -384,6 +396,11 @@ fn fuzz_command(
             Err(error) => return bad(error.to_string()),
         },
     };
+    let app = match app.as_deref().map(ctx_sim::generate::FuzzedApp::from_file) {
+        None => None,
+        Some(Ok(app)) => Some(app),
+        Some(Err(error)) => return bad(error.to_string()),
+    };
     let jobs = jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
@@ -393,6 +410,7 @@ fn fuzz_command(
         duration,
         from,
         nodes_max: nodes,
+        app,
         jobs,
         shard,
         out,

@@ -14,6 +14,9 @@
 //!   partition group) that a node up at the end, which applied it at some
 //!   time, can reach: also those whose maker left or crashed for good
 //!   ([`crate::ledger`]).
+//! - `invariant(c, method)`: every invariant view of a context's app holds
+//!   on every member after every input that changed its state there
+//!   (`crate::invariant`).
 //!
 //! A step that the engine refuses (a call by a node that is not a member, an
 //! op on a crashed node) is not a failure: it is noted in the report.
@@ -34,6 +37,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::ledger::Ledger;
+use crate::invariant::Invariants;
 use crate::scenario::{
     AppRef, Arg, Check, Draw, Expected, MethodTemplate, Op, Scenario, encode_args,
 };
@@ -194,6 +198,8 @@ struct Runner<'a> {
     lowest_lacked: HashMap<(usize, ContextId), LookedAt, FixedState>,
     /// Every transaction acknowledged to its caller, and who applied it.
     ledger: Ledger,
+    /// The apps' invariant views and what their checks found.
+    invariants: Invariants,
 }
 
 /// Where a look for the lowest transaction a node lacks stopped: in which
@@ -273,6 +279,7 @@ pub fn run_inspect<R>(
         made: BTreeMap::new(),
         ledger: Ledger::new(scenario.nodes.len()),
         lowest_lacked: HashMap::with_hasher(FixedState::with_seed(13)),
+        invariants: Invariants::default(),
     };
     for (index, step) in scenario.steps.iter().enumerate() {
         runner
@@ -407,6 +414,7 @@ impl Runner<'_> {
                 let app = self.apps[&index].clone();
                 if let Some(id) = self.command(node, line, Input::Create { app }) {
                     let id = ContextId::from_hex(&id).expect("the world returns the id in hex");
+                    self.invariants.created(context, id, &self.apps[&index]);
                     self.contexts.insert(context.clone(), id);
                 }
             }
@@ -611,6 +619,7 @@ impl Runner<'_> {
     /// Same heads, same state root, whenever and wherever; and stable
     /// prefixes that agree and are never entered.
     fn check_safety(&mut self, node: usize) {
+        self.invariants.after_input(&mut self.world, node);
         self.check_stability(node);
         let Some(engine) = self.world.engine(node) else {
             return;
@@ -1040,6 +1049,7 @@ impl Runner<'_> {
             detail,
             line: 0,
         });
+        self.checks.extend(self.invariants.results(now));
         let contexts: Vec<(String, ContextId)> =
             self.contexts.iter().map(|(n, c)| (n.clone(), *c)).collect();
         for (name, context) in contexts {

@@ -323,6 +323,22 @@ impl World {
         self.nodes[node].engine.as_ref()
     }
 
+    /// Runs a view on a live node's copy of a context, beside the run:
+    /// nothing is recorded in the trace and nothing is drawn from the
+    /// world's generator, and a view writes nothing, so the run goes on
+    /// exactly as it would without it (the always-on invariant checks).
+    /// `None` when the node is down.
+    pub fn view(
+        &mut self,
+        node: usize,
+        context: &ContextId,
+        method: &str,
+        input: &[u8],
+    ) -> Option<Result<Vec<u8>, ctx_core::node::CommandError>> {
+        let engine = self.nodes[node].engine.as_mut()?;
+        Some(engine.view(context, method, input))
+    }
+
     /// How many times `node` restarted: a new engine each time.
     pub fn incarnation(&self, node: usize) -> u64 {
         self.nodes[node].incarnation

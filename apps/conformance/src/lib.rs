@@ -79,6 +79,24 @@ pub fn target_installed() -> Result<(), BuildError> {
 
 /// Builds the three apps and returns each one's module, by scenario name.
 pub fn build_apps() -> Result<Vec<(&'static str, PathBuf)>, BuildError> {
+    let packages: Vec<&str> = APPS.iter().map(|(_, package)| *package).collect();
+    let out_dir = build_packages(&packages)?;
+    Ok(APPS
+        .iter()
+        .map(|(name, package)| (*name, out_dir.join(module_file(package))))
+        .collect())
+}
+
+/// The file name cargo gives a package's module.
+pub fn module_file(package: &str) -> String {
+    format!("{}.wasm", package.replace('-', "_"))
+}
+
+/// Builds these packages of the workspace to WebAssembly (the `app`
+/// profile, into `target/apps-wasm`) and returns the directory their
+/// modules are in ([`module_file`] names each): for any test that needs
+/// an SDK app compiled (`ctx-sim`'s `fuzz --app` test too).
+pub fn build_packages(packages: &[&str]) -> Result<PathBuf, BuildError> {
     target_installed()?;
     let root = workspace_root();
     let target_dir = root.join("target").join("apps-wasm");
@@ -92,7 +110,7 @@ pub fn build_apps() -> Result<Vec<(&'static str, PathBuf)>, BuildError> {
         // Set by an enclosing cargo for its own build, not this one.
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET");
-    for (_, package) in APPS {
+    for package in packages {
         command.args(["--package", package]);
     }
     let output = command
@@ -103,12 +121,5 @@ pub fn build_apps() -> Result<Vec<(&'static str, PathBuf)>, BuildError> {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         ));
     }
-    let out_dir = target_dir.join(TARGET).join("app");
-    Ok(APPS
-        .iter()
-        .map(|(name, package)| {
-            let file = format!("{}.wasm", package.replace('-', "_"));
-            (*name, out_dir.join(file))
-        })
-        .collect())
+    Ok(target_dir.join(TARGET).join("app"))
 }

@@ -13,7 +13,9 @@
 //! - **A parsed [`Abi`] is well formed**: its version is [`ABI_VERSION`],
 //!   method names are distinct, non-empty and at most
 //!   [`METHOD_NAME_BYTES_MAX`] bytes, parameter names are distinct within a
-//!   method, and the section is at most [`SECTION_BYTES_MAX`] bytes. A
+//!   method, the section is at most [`SECTION_BYTES_MAX`] bytes, and every
+//!   method marked [`Method::invariant`] is a view with no parameters that
+//!   returns `unit` (it holds or fails with a message). A
 //!   section that breaks any of these is an [`AbiError`] that says what is
 //!   wrong; a module without the section is `Ok(None)` (it keeps working as
 //!   before, with untyped arguments).
@@ -69,6 +71,18 @@ pub struct Method {
     /// Whether the method can fail with a message (it returns a `Result`).
     /// Any method can still fail on bad input, a panic or a limit.
     pub fails: bool,
+    /// An invariant of the app's state (`#[invariant]` in the SDK): a view
+    /// with no parameters that returns `unit` when the state is sound and
+    /// fails with a message saying what is wrong when it is not. Tools
+    /// (`ctx-sim`) call it on every member after every change. Absent in
+    /// the document when false, so sections without invariants are the
+    /// same bytes as before the field existed, and still parse.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub invariant: bool,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 /// Whether a method may write: a view only reads.
@@ -136,6 +150,8 @@ pub enum AbiError {
     BadMethodName(usize),
     #[error("the `ctx_abi` section names parameter {param:?} of method {method:?} twice")]
     DuplicateParam { method: String, param: String },
+    #[error("the `ctx_abi` section marks method {method:?} an invariant, but {problem}")]
+    BadInvariant { method: String, problem: String },
 }
 
 /// A call's arguments or return value that do not fit the ABI.
@@ -229,6 +245,7 @@ impl Abi {
             if !names.insert(method.name.as_str()) {
                 return Err(AbiError::DuplicateMethod(method.name.clone()));
             }
+            method.check_invariant()?;
             let mut params = BTreeSet::new();
             for param in &method.params {
                 if !params.insert(param.name.as_str()) {
@@ -246,6 +263,11 @@ impl Abi {
         self.methods.iter().find(|method| method.name == name)
     }
 
+    /// The invariant views, in the document's order.
+    pub fn invariants(&self) -> impl Iterator<Item = &Method> {
+        self.methods.iter().filter(|method| method.invariant)
+    }
+
     /// The document as JSON (what the section holds, normalized).
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).expect("an ABI is plain data")
@@ -253,6 +275,34 @@ impl Abi {
 }
 
 impl Method {
+    /// An invariant is a view (it cannot write), takes nothing (a tool
+    /// calls it with no input) and returns `unit` (it says only whether
+    /// the state holds, and why not).
+    fn check_invariant(&self) -> Result<(), AbiError> {
+        if !self.invariant {
+            return Ok(());
+        }
+        let problem = if self.kind != Kind::View {
+            "it is a call (an invariant is a view: &self)".to_owned()
+        } else if !self.params.is_empty() {
+            format!(
+                "it takes {} parameter(s) (an invariant takes none)",
+                self.params.len()
+            )
+        } else if self.returns != Type::Unit {
+            format!(
+                "it returns {} (an invariant returns unit, or fails with a message)",
+                self.returns
+            )
+        } else {
+            return Ok(());
+        };
+        Err(AbiError::BadInvariant {
+            method: self.name.clone(),
+            problem,
+        })
+    }
+
     /// `name(param: type, ...) -> type`, for messages and listings.
     pub fn signature(&self) -> String {
         let params: Vec<String> = self

@@ -214,3 +214,54 @@ fn return_values_decode_by_type() {
         Err("byte 2 is neither 0 nor 1".into())
     );
 }
+
+#[test]
+fn invariants_are_views_of_nothing_returning_unit() {
+    // Old documents (no "invariant" field) parse, and say no invariant.
+    assert_eq!(bank().invariants().count(), 0);
+    let good = r#"{"version":1,"methods":[
+      {"name":"open","kind":"call","params":[{"name":"account","type":"key"}],"returns":"unit","fails":true},
+      {"name":"conserved","kind":"view","params":[],"returns":"unit","fails":true,"invariant":true}]}"#;
+    let abi = Abi::parse(good.as_bytes()).expect("a valid document");
+    let names: Vec<&str> = abi.invariants().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["conserved"]);
+    // Written back, the field appears only where it is true.
+    let written = serde_json::to_string(&abi).expect("plain data");
+    assert_eq!(written.matches("invariant").count(), 1, "{written}");
+    let bad = |method: &str| format!(r#"{{"version":1,"methods":[{method}]}}"#);
+    let cases = [
+        (
+            bad(
+                r#"{"name":"i","kind":"call","params":[],"returns":"unit","fails":true,"invariant":true}"#,
+            ),
+            "it is a call (an invariant is a view: &self)",
+        ),
+        (
+            bad(
+                r#"{"name":"i","kind":"view","params":[{"name":"x","type":"u8"}],"returns":"unit","fails":true,"invariant":true}"#,
+            ),
+            "it takes 1 parameter(s) (an invariant takes none)",
+        ),
+        (
+            bad(
+                r#"{"name":"i","kind":"view","params":[],"returns":"u64","fails":true,"invariant":true}"#,
+            ),
+            "it returns u64 (an invariant returns unit, or fails with a message)",
+        ),
+    ];
+    for (section, problem) in cases {
+        let error = Abi::parse(section.as_bytes()).expect_err("refused");
+        assert_eq!(
+            error,
+            AbiError::BadInvariant {
+                method: "i".into(),
+                problem: problem.into()
+            }
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("marks method \"i\" an invariant")
+        );
+    }
+}

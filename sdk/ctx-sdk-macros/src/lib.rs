@@ -8,7 +8,10 @@
 //! so no two collections share a storage key); an `#[app]` block is an
 //! inherent impl whose `pub fn`s take `&self` or `&mut self`, owned
 //! parameters bound to plain names, no generics and no `async`, with names
-//! of at most 64 bytes (`METHOD_NAME_BYTES_MAX`).
+//! of at most 64 bytes (`METHOD_NAME_BYTES_MAX`); a method marked
+//! `#[invariant]` is a `pub fn` of such a block that takes `&self` and
+//! nothing else and returns `Result<(), E>` (the attribute is consumed by
+//! `#[app]`; anywhere else it is an error).
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -146,15 +149,30 @@ pub fn app(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// Marks a method of an `#[app]` block as an invariant of the app's
+/// state. `#[app]` consumes it; this attribute only reports misuse, on an
+/// item that is not in an `#[app]` block.
+#[proc_macro_attribute]
+pub fn invariant(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item = TokenStream2::from(item);
+    let error = Error::new(
+        Span::call_site(),
+        "#[invariant] marks a `pub fn` inside an #[app] impl block",
+    )
+    .to_compile_error();
+    quote!(#error #item).into()
+}
+
 struct MethodInfo {
     ident: syn::Ident,
     name: String,
     view: bool,
+    invariant: bool,
     params: Vec<(syn::Ident, String, Type)>,
     returns: Type,
 }
 
-fn expand_app(item: ItemImpl) -> syn::Result<TokenStream2> {
+fn expand_app(mut item: ItemImpl) -> syn::Result<TokenStream2> {
     if let Some((_, path, _)) = &item.trait_ {
         return Err(Error::new(
             path.span(),
@@ -168,14 +186,26 @@ fn expand_app(item: ItemImpl) -> syn::Result<TokenStream2> {
         ));
     }
     let mut methods = Vec::new();
-    for member in &item.items {
+    for member in &mut item.items {
         let ImplItem::Fn(function) = member else {
             continue;
         };
+        let invariant = take_invariant(function)?;
         if !matches!(function.vis, syn::Visibility::Public(_)) {
+            if let Some(span) = invariant {
+                return Err(Error::new(
+                    span,
+                    "an #[invariant] is a `pub fn`: the app exports it for tools to call",
+                ));
+            }
             continue;
         }
-        methods.push(method_info(function)?);
+        let mut method = method_info(function)?;
+        if invariant.is_some() {
+            check_invariant(function, &method)?;
+            method.invariant = true;
+        }
+        methods.push(method);
     }
     let self_ty = &item.self_ty;
     let specs = methods.iter().map(spec_of);
@@ -230,6 +260,83 @@ fn expand_app(item: ItemImpl) -> syn::Result<TokenStream2> {
                 ::ctx_sdk::abi::json::<ABI_LEN>(<#self_ty as ::ctx_sdk::App>::ABI);
         };
     })
+}
+
+/// Removes `#[invariant]` (or `#[ctx_sdk::invariant]`) from a method's
+/// attributes: its span if it was there.
+fn take_invariant(function: &mut syn::ImplItemFn) -> syn::Result<Option<Span>> {
+    let mut found = None;
+    let mut kept = Vec::new();
+    for attr in function.attrs.drain(..) {
+        let path = attr.path();
+        let is_invariant = path.segments.last().is_some_and(|s| s.ident == "invariant")
+            && (path.segments.len() == 1
+                || (path.segments.len() == 2 && path.segments[0].ident == "ctx_sdk"));
+        if !is_invariant {
+            kept.push(attr);
+            continue;
+        }
+        if !matches!(attr.meta, Meta::Path(_)) {
+            return Err(Error::new(attr.span(), "#[invariant] takes no arguments"));
+        }
+        if found.is_some() {
+            return Err(Error::new(attr.span(), "#[invariant] is given twice"));
+        }
+        found = Some(attr.span());
+    }
+    function.attrs = kept;
+    Ok(found)
+}
+
+/// An invariant reads the state (`&self`), takes nothing (a tool calls it
+/// with no input) and returns `Result<(), E>`: `Ok` holds, `Err` says what
+/// is violated.
+fn check_invariant(function: &syn::ImplItemFn, method: &MethodInfo) -> syn::Result<()> {
+    let sig = &function.sig;
+    if !method.view {
+        let receiver = sig.inputs.first().map_or(sig.span(), Spanned::span);
+        return Err(Error::new(
+            receiver,
+            "an #[invariant] takes &self, not &mut self: it reads the state and never writes it",
+        ));
+    }
+    if let Some(extra) = sig.inputs.iter().nth(1) {
+        return Err(Error::new(
+            extra.span(),
+            "an #[invariant] takes no parameters: it is called with none, after every change",
+        ));
+    }
+    if !returns_unit_result(&sig.output) {
+        let span = match &sig.output {
+            ReturnType::Default => sig.ident.span(),
+            ReturnType::Type(_, ty) => ty.span(),
+        };
+        return Err(Error::new(
+            span,
+            "an #[invariant] returns Result<(), E> with E: Display (Ok: it holds; Err: violated, with the message)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a return type is written `Result<(), _>` (any path ending in
+/// `Result`).
+fn returns_unit_result(output: &ReturnType) -> bool {
+    let ReturnType::Type(_, ty) = output else {
+        return false;
+    };
+    let Type::Path(path) = &**ty else {
+        return false;
+    };
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    last.ident == "Result"
+        && args.args.len() == 2
+        && matches!(args.args.first(), Some(syn::GenericArgument::Type(Type::Tuple(unit))) if unit.elems.is_empty())
 }
 
 fn method_info(function: &syn::ImplItemFn) -> syn::Result<MethodInfo> {
@@ -297,6 +404,7 @@ fn method_info(function: &syn::ImplItemFn) -> syn::Result<MethodInfo> {
         ident,
         name,
         view,
+        invariant: false,
         params,
         returns,
     })
@@ -318,6 +426,7 @@ fn spec_of(method: &MethodInfo) -> TokenStream2 {
         }
     });
     let returns = &method.returns;
+    let invariant = method.invariant;
     quote! {
         ::ctx_sdk::abi::Method {
             name: #name,
@@ -325,6 +434,7 @@ fn spec_of(method: &MethodInfo) -> TokenStream2 {
             params: &[#(#params),*],
             returns: <#returns as ::ctx_sdk::Outcome>::RETURNS,
             fails: <#returns as ::ctx_sdk::Outcome>::FAILS,
+            invariant: #invariant,
         }
     }
 }
@@ -361,6 +471,67 @@ fn runner_of(method: &MethodInfo) -> TokenStream2 {
             args.finish()?;
             #state = <Self as ::ctx_sdk::State>::load();
             ::ctx_sdk::Outcome::into_return(Self::#ident(#receiver, #(#bindings),*))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(block: TokenStream2) -> String {
+        let item: ItemImpl = syn::parse2(block).expect("an impl block");
+        match expand_app(item) {
+            Ok(_) => panic!("expected a compile error"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_invariant_is_marked_and_stripped() {
+        let item: ItemImpl = syn::parse2(quote! {
+            impl Bank {
+                #[invariant]
+                pub fn conserved(&self) -> Result<(), String> { Ok(()) }
+            }
+        })
+        .expect("an impl block");
+        let out = expand_app(item).expect("expands").to_string();
+        assert!(out.contains("invariant : true"), "{out}");
+        assert!(!out.contains("# [invariant]"), "{out}");
+    }
+
+    #[test]
+    fn misused_invariants_are_clear_compile_errors() {
+        let cases = [
+            (
+                quote! { impl A { #[invariant] pub fn i(&mut self) -> Result<(), String> { Ok(()) } } },
+                "takes &self, not &mut self",
+            ),
+            (
+                quote! { impl A { #[invariant] pub fn i(&self, x: u64) -> Result<(), String> { Ok(()) } } },
+                "takes no parameters",
+            ),
+            (
+                quote! { impl A { #[invariant] pub fn i(&self) -> u64 { 0 } } },
+                "returns Result<(), E>",
+            ),
+            (
+                quote! { impl A { #[invariant] pub fn i(&self) {} } },
+                "returns Result<(), E>",
+            ),
+            (
+                quote! { impl A { #[invariant] fn i(&self) -> Result<(), String> { Ok(()) } } },
+                "is a `pub fn`",
+            ),
+            (
+                quote! { impl A { #[invariant(x)] pub fn i(&self) -> Result<(), String> { Ok(()) } } },
+                "takes no arguments",
+            ),
+        ];
+        for (block, expected) in cases {
+            let error = error_of(block);
+            assert!(error.contains(expected), "{error:?} lacks {expected:?}");
         }
     }
 }

@@ -57,6 +57,11 @@ pub struct Method {
     pub params: &'static [Param],
     pub returns: &'static Type,
     pub fails: bool,
+    /// `#[invariant]`: a view of no parameters returning unit, which holds
+    /// or fails with a message (`ctx_abi::Method::invariant`). Written
+    /// `"invariant":true` only when set, so apps without invariants carry
+    /// the same bytes as before.
+    pub invariant: bool,
 }
 
 /// An app's methods: what `#[app]` declares.
@@ -191,6 +196,9 @@ impl Writer<'_> {
         self.ty(method.returns);
         self.put(",\"fails\":");
         self.put(if method.fails { "true" } else { "false" });
+        if method.invariant {
+            self.put(",\"invariant\":true");
+        }
         self.put("}");
     }
 
@@ -244,6 +252,7 @@ mod tests {
                 ],
                 returns: &Type::Unit,
                 fails: true,
+                invariant: false,
             },
             Method {
                 name: "peek",
@@ -251,6 +260,15 @@ mod tests {
                 params: &[],
                 returns: &Type::Option(&Type::Option(&Type::I128)),
                 fails: false,
+                invariant: false,
+            },
+            Method {
+                name: "sound",
+                kind: Kind::View,
+                params: &[],
+                returns: &Type::Unit,
+                fails: true,
+                invariant: true,
             },
         ],
     };
@@ -272,6 +290,18 @@ mod tests {
         assert_eq!(peek.kind, ctx_abi::Kind::View);
         assert_eq!(peek.signature(), "peek() -> option<option<i128>>");
         assert!(!peek.fails);
+        assert!(!peek.invariant && !transfer.invariant);
+        let sound = abi.method("sound").expect("declared");
+        assert!(sound.invariant);
+        assert_eq!(abi.invariants().count(), 1);
+        // Only the invariant carries the field.
+        assert_eq!(
+            std::str::from_utf8(&TEXT)
+                .expect("text")
+                .matches("invariant")
+                .count(),
+            1
+        );
         assert_eq!(SECTION_NAME, ctx_abi::SECTION_NAME);
         assert_eq!(VERSION, ctx_abi::ABI_VERSION);
         assert_eq!(json_vec(&SPEC), TEXT);

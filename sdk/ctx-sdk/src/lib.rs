@@ -48,7 +48,7 @@ pub mod native;
 pub mod storage;
 pub mod value;
 
-pub use ctx_sdk_macros::{app, state};
+pub use ctx_sdk_macros::{app, invariant, state};
 pub use storage::{
     Cell, Codec, Collection, Counter, Counters, Le, Map, Postcard, Raw, StorageError, StorageKey,
 };

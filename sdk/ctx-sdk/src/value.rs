@@ -354,6 +354,7 @@ mod tests {
                 params: &[],
                 returns: type_of::<T>(),
                 fails: false,
+                invariant: false,
             }]));
             let spec = abi::Spec { methods };
             let parsed = parse_returns(&spec);
