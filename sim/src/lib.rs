@@ -11,6 +11,7 @@ pub mod fuzz;
 pub mod generate;
 pub mod invariant;
 pub mod ledger;
+pub mod liveness;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -13,10 +13,14 @@
 //!   reported to its caller as accepted is on every live member (in each
 //!   partition group) that a node up at the end, which applied it at some
 //!   time, can reach: also those whose maker left or crashed for good
-//!   ([`crate::ledger`]).
+//!   ([`crate::ledger`]);
 //! - `invariant(c, method)`: every invariant view of a context's app holds
 //!   on every member after every input that changed its state there
-//!   (`crate::invariant`).
+//!   (`crate::invariant`);
+//! - `liveness`: after the last step that is not an `expect` and the last
+//!   workload call, every live member converges within a bound derived
+//!   from the configuration ([`crate::liveness`]); the report gives the
+//!   time it took.
 //!
 //! A step that the engine refuses (a call by a node that is not a member, an
 //! op on a crashed node) is not a failure: it is noted in the report.
@@ -36,8 +40,9 @@ use rand_core::Rng;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::ledger::Ledger;
 use crate::invariant::Invariants;
+use crate::ledger::Ledger;
+use crate::liveness::{Liveness, Shape, bound_ms};
 use crate::scenario::{
     AppRef, Arg, Check, Draw, Expected, MethodTemplate, Op, Scenario, encode_args,
 };
@@ -136,6 +141,9 @@ pub struct Report {
     pub trace_hash: String,
     pub sim_time_ms: u64,
     pub events: u64,
+    /// How long after the last disturbance every live member converged
+    /// (the liveness phase), when it did.
+    pub converged_after_ms: Option<u64>,
     pub checks: Vec<CheckResult>,
     pub contexts: BTreeMap<String, ContextReport>,
     #[serde(skip)]
@@ -200,6 +208,7 @@ struct Runner<'a> {
     ledger: Ledger,
     /// The apps' invariant views and what their checks found.
     invariants: Invariants,
+    liveness: Liveness,
 }
 
 /// Where a look for the lowest transaction a node lacks stopped: in which
@@ -278,6 +287,13 @@ pub fn run_inspect<R>(
         stable_violation: None,
         made: BTreeMap::new(),
         ledger: Ledger::new(scenario.nodes.len()),
+        liveness: Liveness::new(
+            scenario
+                .steps
+                .iter()
+                .filter(|step| !matches!(step.op, Op::Expect(_)))
+                .count(),
+        ),
         lowest_lacked: HashMap::with_hasher(FixedState::with_seed(13)),
         invariants: Invariants::default(),
     };
@@ -288,10 +304,16 @@ pub fn run_inspect<R>(
     }
     let last = scenario.steps.last().map_or(0, |s| s.at_ms);
     let end = Time::from_ms(last.saturating_add(scenario.settle_ms));
+    if !runner.liveness.is_disturbed() {
+        runner.begin_quiet();
+    }
     while let Some(happened) = runner.world.advance(end) {
         match happened {
             Happened::Action(action) => runner.act(action),
             Happened::Input(node) => runner.check_safety(node),
+        }
+        if runner.liveness.watching() && runner.all_converged() {
+            runner.liveness.converged(runner.world.now());
         }
     }
     runner.final_checks();
@@ -391,10 +413,69 @@ impl Runner<'_> {
     }
 
     fn act(&mut self, action: Action) {
-        match action {
-            Action::Step(index) => self.step(index),
-            Action::WorkloadCall(index) => self.workload_call(index),
+        let disturbs = match action {
+            Action::Step(index) => {
+                self.step(index);
+                !matches!(self.scenario.steps[index].op, Op::Expect(_))
+            }
+            Action::WorkloadCall(index) => {
+                self.workload_call(index);
+                true
+            }
+        };
+        if disturbs && self.liveness.disturbed() {
+            self.begin_quiet();
         }
+    }
+
+    /// The last disturbance happened: the liveness phase begins, with the
+    /// bound of the shape the run has now.
+    fn begin_quiet(&mut self) {
+        let mut shape = Shape {
+            members: 0,
+            history: 0,
+            latency_max_ms: self.world.conditions().latency_ms.1,
+            drop: self.world.conditions().drop,
+        };
+        for context in self.contexts.values() {
+            let holders: Vec<usize> = (0..self.world.len())
+                .filter(|n| self.phase(*n, context).is_some())
+                .collect();
+            shape.members = shape.members.max(holders.len());
+            for holder in holders {
+                if let Some(status) = self.world.engine(holder).and_then(|e| e.status(context)) {
+                    shape.history = shape.history.max(status.applied as u64);
+                }
+            }
+        }
+        let bound = bound_ms(self.world.config(), &shape);
+        self.liveness.quiet(self.world.now(), bound);
+    }
+
+    /// Every context converged (`converged(c)`), no holder is still
+    /// leaving, and none still joining that a live member's membership
+    /// names as invited (a join nobody invited never finishes, and need
+    /// not: SCENARIOS.md counts only members).
+    fn all_converged(&self) -> bool {
+        self.contexts.values().all(|context| {
+            let members = self.live_members(context);
+            let invited = |n: usize| {
+                let id = self.world.member_id(n);
+                members.iter().any(|&m| {
+                    self.world
+                        .engine(m)
+                        .and_then(|e| e.replica(context))
+                        .is_some_and(|r| {
+                            r.status(&id) == Some(ctx_core::membership::MemberStatus::Invited)
+                        })
+                })
+            };
+            (0..self.world.len()).all(|n| match self.phase(n, context) {
+                None | Some(Phase::Member) => true,
+                Some(Phase::Joining) => !invited(n),
+                Some(_) => false,
+            }) && self.converged(context).is_ok()
+        })
     }
 
     fn step(&mut self, index: usize) {
@@ -471,6 +552,7 @@ impl Runner<'_> {
                 nodes,
             } => {
                 let workload = self.workloads.len();
+                self.liveness.scheduled(*calls as usize);
                 self.workloads.push(Workload {
                     context: context.clone(),
                     methods: methods.clone(),
@@ -1050,6 +1132,14 @@ impl Runner<'_> {
             line: 0,
         });
         self.checks.extend(self.invariants.results(now));
+        let (passed, detail) = self.liveness.verdict(self.world.now());
+        self.checks.push(CheckResult {
+            name: "liveness".into(),
+            passed,
+            at_ms: now,
+            detail,
+            line: 0,
+        });
         let contexts: Vec<(String, ContextId)> =
             self.contexts.iter().map(|(n, c)| (n.clone(), *c)).collect();
         for (name, context) in contexts {
@@ -1253,6 +1343,7 @@ impl Runner<'_> {
             trace_hash: self.world.recorder.hash(),
             sim_time_ms: self.world.now().as_ms(),
             events: self.world.stats.events,
+            converged_after_ms: self.liveness.converged_after_ms(),
             checks: std::mem::take(&mut self.checks),
             contexts,
             notes: std::mem::take(&mut self.notes),

@@ -356,6 +356,11 @@ impl World {
         self.groups[node]
     }
 
+    /// The engines' configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn conditions(&self) -> &Conditions {
         &self.conditions
     }
