@@ -14,15 +14,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CHECKPOINT_CHUNK_BYTES, Checkpoint, CheckpointHeader};
-use crate::ids::{ContextId, Key, MemberId, TxId};
-use crate::tx::SignedTx;
+use crate::ids::{ContextId, Key, MemberId};
+use crate::tx::{OrderKey, SignedTx};
 use crate::wire::{WireError, decode_versioned};
 
 /// The format version of stored records. Version 2 held transactions of
 /// format 2 (`crate::tx::TX_FORMAT_VERSION`); version 3 keeps a tombstone
 /// in `Deleted`; version 4 holds transactions of format 3; version 5 adds
-/// checkpoints.
-pub const RECORD_VERSION: u8 = 5;
+/// checkpoints; version 6 keeps the tombstone's height.
+pub const RECORD_VERSION: u8 = 6;
 
 /// The largest record: the app blob plus room for the genesis.
 pub const RECORD_BYTES_MAX: usize = crate::limits::APP_BYTES_MAX + 64 * 1024;
@@ -45,10 +45,12 @@ pub enum Record {
     /// later `Deleted` of the same context). `last_own` is the tombstone:
     /// the last transaction this node made in the context, which a new copy
     /// must hold before this node makes anything in it again, so that all
-    /// it ever makes there forms one chain (`crate::stability`).
+    /// it ever makes there forms one chain (`crate::stability`). Its height
+    /// comes with it: a copy standing on a checkpoint cut above it holds it
+    /// without its body.
     Deleted {
         context: ContextId,
-        last_own: Option<TxId>,
+        last_own: Option<OrderKey>,
     },
     /// The start of a checkpoint of `context` (`crate::checkpoint`): its
     /// header. Its entries follow, then its end.
@@ -138,12 +140,16 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::TxId;
 
     #[test]
     fn round_trip_and_refusal() {
         let record = Record::Deleted {
             context: ContextId([5; 32]),
-            last_own: Some(TxId([6; 32])),
+            last_own: Some(OrderKey {
+                height: 3,
+                id: TxId([6; 32]),
+            }),
         };
         let bytes = record.encode();
         assert_eq!(Record::decode(&bytes), Ok(record));

@@ -22,8 +22,10 @@
 //!    when it has more heads than a transaction may name, it names its own
 //!    latest beside the highest ones: `Replica::next_parents`). A node that
 //!    leaves keeps its last own transaction (`Record::Deleted { last_own }`,
-//!    the tombstone) and, rejoining, authors its join only once its new copy
-//!    holds it. So if `M` holds one transaction of `A`, it holds all of
+//!    the tombstone, with its height) and, rejoining, authors its join only
+//!    once its new copy holds it, or stands on a checkpoint cut above it
+//!    (the cut was stable where it was taken: the tombstone is in the
+//!    prefix the copy carries on from). So if `M` holds one transaction of `A`, it holds all of
 //!    `A`'s earlier ones (the DAG is closed under parents), and every
 //!    transaction `A` makes later is higher.
 //! 2. **Heights only grow.** A new transaction's height is one more than its

@@ -41,8 +41,9 @@ const SCHEMA: &str = "schema";
 /// tombstone) while the records it supersedes are dropped. Version 4:
 /// records of version 4. Version 5: records of version 5, with
 /// checkpoints; a checkpoint's end drops the records it supersedes
-/// (`Record::superseded_by`) in the same write transaction.
-pub const SCHEMA_VERSION: u64 = 5;
+/// (`Record::superseded_by`) in the same write transaction. Version 6:
+/// records of version 6 (a tombstone keeps its height).
+pub const SCHEMA_VERSION: u64 = 6;
 
 #[derive(Debug, Error)]
 pub enum StoreError {

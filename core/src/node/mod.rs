@@ -75,7 +75,7 @@ use crate::replica::{Outcome, Replica, ReplicaError};
 use crate::runtime::{AppError, CallError, wasm_from_source};
 use crate::stability::HoldReason;
 use crate::time::Time;
-use crate::tx::{TX_FORMAT_VERSION, Tx, TxBody, TxError, TxKind};
+use crate::tx::{OrderKey, TX_FORMAT_VERSION, Tx, TxBody, TxError, TxKind};
 use crate::verify::Verifier;
 use crate::wire::{Body, Envelope, RefuseReason, RequestId, WireError};
 
@@ -243,29 +243,31 @@ struct Env {
     next_request: RequestId,
     /// The tombstone of every context this node left: the last transaction
     /// it made there (`Record::Deleted`).
-    tombstones: BTreeMap<ContextId, TxId>,
+    tombstones: BTreeMap<ContextId, OrderKey>,
 }
 
 impl Env {
     /// Whether `replica` holds this node's tombstone of its context (or
     /// there is none): only then may this node make anything in it again.
+    /// A copy that stands on a checkpoint cut above the tombstone holds it
+    /// in effect (`Replica::covers`): the cut was stable where it was
+    /// taken, so every transaction below it, this node's last one included,
+    /// is in the prefix the copy carries on from.
     fn holds_tombstone(&self, replica: &Replica) -> bool {
         self.tombstones
             .get(&replica.context())
-            .is_none_or(|last| replica.contains(last))
+            .is_none_or(|last| replica.covers(last))
     }
 
     /// The tombstone to keep when deleting `c`: this node's last
     /// transaction in its copy, if the copy carries on from the previous
     /// tombstone; the previous tombstone otherwise.
-    fn tombstone_for(&self, c: &Context) -> Option<TxId> {
+    fn tombstone_for(&self, c: &Context) -> Option<OrderKey> {
         let previous = self.tombstones.get(&c.id).copied();
         match c.replica() {
-            Some(replica) if self.holds_tombstone(replica) => replica
-                .stability()
-                .local_last()
-                .map(|key| key.id)
-                .or(previous),
+            Some(replica) if self.holds_tombstone(replica) => {
+                replica.stability().local_last().or(previous)
+            }
             _ => previous,
         }
     }

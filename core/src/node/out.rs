@@ -32,7 +32,7 @@ use crate::record::Record;
 use crate::replica::{Outcome, Replica, Settled};
 use crate::runtime::CallError;
 use crate::stability::SignedAnnouncement;
-use crate::tx::{SignedTx, Tx};
+use crate::tx::{OrderKey, SignedTx, Tx};
 use crate::wire::{Body, Envelope, RefuseReason};
 
 /// A message for the driver to deliver.
@@ -205,7 +205,7 @@ impl Out {
     /// This node deleted its copy of `context`: the record that lets a
     /// driver drop the context's records (and keeps the tombstone), then
     /// the event.
-    pub(super) fn deleted(&mut self, context: ContextId, last_own: Option<TxId>) {
+    pub(super) fn deleted(&mut self, context: ContextId, last_own: Option<OrderKey>) {
         self.records
             .push_back(Record::Deleted { context, last_own });
         self.events.push_back(Event::Left { context });
