@@ -11,7 +11,8 @@
 //!   this node sends;
 //! - only nodes the membership names are served (`Context::serving`), and
 //!   only members take part in anti-entropy;
-//! - a leave is acknowledged only once it is accepted here, hence once
+//! - a leave is acknowledged only once it is accepted here (or lies below
+//!   a checkpoint cut here, so in the prefix the cut closes), hence once
 //!   everything the leaver had is.
 
 use crate::ids::{ContextId, MemberId, TxId};
@@ -46,8 +47,14 @@ impl Context {
         };
         let is_leave_of_sender = signed.body.author == from && signed.body.kind == TxKind::Leave;
         // A leaver pushes its leave until acknowledged, even after this member
-        // applied it (and so stopped serving the leaver): acknowledge again.
-        let known = is_leave_of_sender && held.replica.contains(&signed.body.id());
+        // applied it (and so stopped serving the leaver): acknowledge again,
+        // also once the leave is below a checkpoint cut here and its body
+        // released (`Replica::covers`: it is in the prefix the cut closes).
+        let key = OrderKey {
+            height: signed.body.height,
+            id: signed.body.id(),
+        };
+        let known = is_leave_of_sender && held.replica.covers(&key);
         if !known && !serves {
             return Ok(());
         }
@@ -55,7 +62,7 @@ impl Context {
         let id = tx.id();
         held.offer(context, env, out, now, from, tx);
         // Acknowledge a leave once it is accepted here: the leaver may delete.
-        if is_leave_of_sender && held.replica.contains(&id) {
+        if is_leave_of_sender && held.replica.covers(&key) {
             out.send(context, from, Body::LeaveAck { leave: id });
         }
         Ok(())
