@@ -33,7 +33,7 @@ use crate::stability::{Announcement, SignedAnnouncement, Vouch};
 use crate::time::Time;
 use crate::wire::CheckpointOffer;
 
-use super::context::Held;
+use super::context::{Held, Offered};
 use super::out::{Event, Out};
 use super::{Env, HeldBack};
 
@@ -220,26 +220,39 @@ impl Held {
         })
     }
 
-    /// The checkpoint this copy offers a joiner: its latest, with up to
-    /// `CHECKPOINT_VOUCHES_MAX` vouches of members other than `me`, if any
-    /// vouched or no other member was there at the cut; else none (the
-    /// joiner streams from the genesis).
+    /// The checkpoint this copy offers a joiner: the newest it could offer
+    /// (`Held::offerable`: its latest, or an earlier one while the latest
+    /// is vouched for by no one), with up to `CHECKPOINT_VOUCHES_MAX`
+    /// vouches of members other than `me`; else none (the joiner streams
+    /// from the genesis, which this copy then still holds: it drops bodies
+    /// only below an offerable checkpoint).
     pub(super) fn checkpoint_offer(&mut self, me: &MemberId) -> Option<Box<CheckpointOffer>> {
-        if !self.offerable(me) {
-            return None;
+        self.offerable(me);
+        // A copy brought forward onto a newer base can no longer stream what
+        // follows an older cut: that one is not offered again.
+        let base = self.replica.base_height().unwrap_or(0);
+        if self
+            .offered
+            .as_ref()
+            .is_some_and(|o| o.checkpoint.header.height < base)
+        {
+            self.offered = None;
         }
-        let checkpoint = self.replica.checkpoint()?;
-        let vouches: Vec<SignedAnnouncement> = self
-            .vouches
-            .by
-            .values()
-            .take(CHECKPOINT_VOUCHES_MAX)
-            .cloned()
-            .collect();
+        let offered = self.offered.as_ref()?;
         Some(Box::new(CheckpointOffer {
-            header: checkpoint.header.clone(),
-            vouches,
+            header: offered.checkpoint.header.clone(),
+            vouches: offered.vouches.clone(),
         }))
+    }
+
+    /// The checkpoint at `height` this copy can serve the entries of: its
+    /// latest, or the one it offers.
+    pub(super) fn checkpoint_at(&self, height: u64) -> Option<&Arc<Checkpoint>> {
+        let latest = self.replica.checkpoint().into_iter();
+        let offered = self.offered.as_ref().map(|o| &o.checkpoint).into_iter();
+        latest
+            .chain(offered)
+            .find(|checkpoint| checkpoint.header.height == height)
     }
 
     /// Whether this copy can offer its latest checkpoint: another member at
@@ -257,7 +270,28 @@ impl Held {
             .membership
             .iter()
             .any(|(member, status)| member != me && *status == MemberStatus::Member);
-        alone || !self.vouches.by.is_empty()
+        let offerable = alone || !self.vouches.by.is_empty();
+        if offerable {
+            let checkpoint = Arc::clone(checkpoint);
+            let kept = self.offered.as_ref().is_some_and(|o| {
+                o.checkpoint.header.height == checkpoint.header.height
+                    && o.vouches.len() == self.vouches.by.len().min(CHECKPOINT_VOUCHES_MAX)
+            });
+            if !kept {
+                let vouches = self
+                    .vouches
+                    .by
+                    .values()
+                    .take(CHECKPOINT_VOUCHES_MAX)
+                    .cloned()
+                    .collect();
+                self.offered = Some(Offered {
+                    checkpoint,
+                    vouches,
+                });
+            }
+        }
+        offerable
     }
 
     /// Who holds the stable frontier back, and since when it has not moved

@@ -400,8 +400,8 @@ impl Context {
         let Some(held) = self.serving(&from) else {
             return;
         };
-        let body = match held.replica.checkpoint() {
-            Some(checkpoint) if checkpoint.header.height == height => {
+        let body = match held.checkpoint_at(height) {
+            Some(checkpoint) => {
                 let (entries, more) = checkpoint.chunk(after, CHECKPOINT_CHUNK_BYTES);
                 Body::CheckpointChunk {
                     request,

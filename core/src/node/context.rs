@@ -72,8 +72,19 @@ pub(super) struct Held {
     pub(super) vouches: Vouches,
     /// The cut of the latest checkpoint persisted (0: none).
     pub(super) persisted_checkpoint: u64,
+    /// The newest checkpoint this copy could offer, with the vouches that
+    /// made it offerable: offered to a joiner while the latest cannot be
+    /// (no one left to vouch for it), since the bodies below it may be gone
+    /// and a joiner must always have something to start from.
+    pub(super) offered: Option<Offered>,
     /// The forward in flight, if this copy is behind another's checkpoint.
     pub(super) forward: Option<Forward>,
+}
+
+/// A checkpoint this copy can offer, and the vouches that go with it.
+pub(super) struct Offered {
+    pub(super) checkpoint: Arc<Checkpoint>,
+    pub(super) vouches: Vec<SignedAnnouncement>,
 }
 
 /// The announcements of other members that vouch for this copy's latest
@@ -115,6 +126,7 @@ impl Held {
             fetch: None,
             announcements: Announcements::default(),
             vouches: Vouches::default(),
+            offered: None,
             persisted_checkpoint: 0,
             forward: None,
         }
