@@ -255,7 +255,7 @@ proptest! {
 
             let other = net.nodes[(node + 1) % nodes].member_id();
             let mut copy = Replica::from_checkpoint(genesis.clone(), app.clone(), checkpoint.clone()).unwrap();
-            copy.set_local(other);
+            copy.set_local(other, None);
             prop_assert!(copy.stability().frontier() <= source.stability().frontier());
             let tail: Vec<TxId> = source.order().filter(|id| source.tx(id).unwrap().height() >= header.height).collect();
             for id in &tail {

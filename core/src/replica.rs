@@ -1133,9 +1133,11 @@ impl Replica {
     // ----- stability -------------------------------------------------------
 
     /// Sets the member whose copy this is (its own transactions bound
-    /// nothing, and it names its own latest when it has too many heads).
-    pub fn set_local(&mut self, me: MemberId) {
-        self.stability.set_local(me);
+    /// nothing once the copy holds `tombstone`, its last transaction before
+    /// it left, if it did: `Stability::set_local`; and it names its own
+    /// latest when it has too many heads).
+    pub fn set_local(&mut self, me: MemberId, tombstone: Option<OrderKey>) {
+        self.stability.set_local(me, tombstone);
         if self.is_settled() {
             self.compact();
         }

@@ -51,7 +51,13 @@
 //!   none, an invite `M` does not hold is itself bounded by its author's
 //!   bound, so `A` adds nothing (no bound);
 //! - `M` itself adds nothing: it holds all it made, and makes only above
-//!   its heads.
+//!   its heads. Except a member that left and is rejoining, while its new
+//!   copy does not yet hold its tombstone (its last transaction before it
+//!   left, `Record::Deleted`): that copy may lack `M`'s own earlier
+//!   transactions, so `M` bounds it like any other identity until it holds
+//!   the tombstone (or stands on a cut above it), and after that holds all
+//!   it made again. (A copy that counted only the others could pass one of
+//!   its own old transactions and refuse it as below the frontier.)
 //!
 //! The frontier is the lowest bound, and never above the highest held
 //! height plus one. By induction over causality, every transaction `M` does
@@ -163,8 +169,13 @@ pub struct Holder {
 /// The stability facts of one copy (module doc: the rule).
 #[derive(Clone, Debug, Default)]
 pub struct Stability {
-    /// This node, which bounds nothing (set by the node that holds the copy).
+    /// This node, which bounds nothing (set by the node that holds the copy)
+    /// once the copy holds everything it made.
     local: Option<MemberId>,
+    /// This node's tombstone of an earlier membership while the copy does
+    /// not hold it (module doc: the rule): until then the local identity
+    /// bounds the frontier like any other. Cleared for good once held.
+    owed: Option<OrderKey>,
     identities: BTreeMap<MemberId, IdentityFacts>,
     /// The highest held height.
     height_max: u64,
@@ -198,14 +209,41 @@ fn record(identities: &mut BTreeMap<MemberId, IdentityFacts>, tx: &Tx) {
 }
 
 impl Stability {
-    /// Sets the member whose copy this is: its own bound is not counted.
-    pub fn set_local(&mut self, me: MemberId) {
+    /// Sets the member whose copy this is: its own bound is not counted,
+    /// except while the copy lacks `tombstone`, the last transaction it
+    /// made before it left (module doc: the rule).
+    pub fn set_local(&mut self, me: MemberId, tombstone: Option<OrderKey>) {
         assert!(
             self.local.is_none_or(|local| local == me),
             "a copy belongs to one node"
         );
         self.local = Some(me);
+        self.owed = tombstone;
         self.refresh();
+    }
+
+    /// Clears the tombstone owed once the copy holds it: its own latest
+    /// held is at or above it (a copy holding one of its own transactions
+    /// holds all earlier ones), or it lies below the floor of the cut the
+    /// copy stands on.
+    fn settle_owed(&mut self, local: &MemberId) {
+        let Some(tombstone) = self.owed else {
+            return;
+        };
+        let held = self
+            .identities
+            .get(local)
+            .and_then(|identity| identity.last)
+            .is_some_and(|(last, _)| last >= tombstone);
+        if held || tombstone.height < self.floor {
+            self.owed = None;
+        }
+    }
+
+    /// Whether `member` bounds the frontier of this copy: anyone but the
+    /// local node, and the local node too while it owes its tombstone.
+    fn bounds(&self, member: &MemberId) -> bool {
+        Some(*member) != self.local || self.owed.is_some()
     }
 
     /// Takes a newly held transaction into account.
@@ -262,10 +300,11 @@ impl Stability {
         let Some(local) = self.local else {
             return;
         };
+        self.settle_owed(&local);
         let lowest = self
             .identities
             .iter()
-            .filter(|(member, _)| **member != local)
+            .filter(|(member, _)| self.bounds(member))
             .filter_map(|(_, identity)| identity.bound())
             .min();
         let cap = self.height_max + 1;
@@ -293,6 +332,7 @@ impl Stability {
         let identities: BTreeMap<MemberId, IdentityFacts> = facts.iter().cloned().collect();
         Stability {
             local: None,
+            owed: None,
             identities: identities.clone(),
             height_max: height.saturating_sub(1),
             frontier: height,
@@ -314,7 +354,7 @@ impl Stability {
         }
         self.identities
             .iter()
-            .filter(|(member, _)| Some(**member) != self.local)
+            .filter(|(member, _)| self.bounds(member))
             .find(|(_, identity)| identity.bound() == Some(self.frontier))
             .map(|(member, identity)| Holder {
                 member: *member,
@@ -430,7 +470,7 @@ mod tests {
     #[test]
     fn the_frontier_is_the_lowest_bound() {
         let mut s = Stability::default();
-        s.set_local(member(1));
+        s.set_local(member(1), None);
         let create = TxKind::Create {
             runtime_version: 1,
             app_hash: Hash([0; 32]),
@@ -476,5 +516,44 @@ mod tests {
         s.link(&call(1, 9));
         s.refresh();
         assert_eq!(s.frontier(), 9, "held at the new invite");
+    }
+
+    #[test]
+    fn a_rejoiner_bounds_its_own_copy_until_it_holds_its_tombstone() {
+        // Alice made transactions up to height 4 and left there (her
+        // tombstone); her new copy holds Bob's transactions up to 6 but
+        // only hers up to 2.
+        let tombstone = tx(1, 4, TxKind::Leave).order_key();
+        let mut s = Stability::default();
+        let create = TxKind::Create {
+            runtime_version: 1,
+            app_hash: Hash([0; 32]),
+            app_bytes: 0,
+        };
+        s.link(&tx(1, 0, create));
+        s.link(&tx(1, 1, TxKind::Invite { member: member(2) }));
+        s.link(&call(1, 2));
+        s.link(&tx(2, 3, TxKind::Join));
+        s.link(&call(2, 5));
+        s.link(&call(2, 6));
+        s.set_local(member(1), Some(tombstone));
+        s.announced(&member(2), 7);
+        // Her own call at 3 may still be missing: the frontier waits there.
+        assert_eq!(s.frontier(), 3);
+        assert_eq!(
+            s.holder(),
+            Some(Holder {
+                member: member(1),
+                reason: HoldReason::Member
+            })
+        );
+        s.link(&call(1, 3));
+        s.refresh();
+        assert_eq!(s.frontier(), 4);
+        s.link(&tx(1, 4, TxKind::Leave));
+        s.refresh();
+        // Her tombstone is held: she bounds nothing any more.
+        assert_eq!(s.frontier(), 7);
+        assert_eq!(s.holder(), None);
     }
 }

@@ -119,7 +119,8 @@ impl Held {
     /// A copy of this node's, taking checkpoints on its schedule.
     pub(super) fn new(mut replica: Replica, env: &Env) -> Held {
         replica.set_checkpoint_interval(env.config.checkpoint_interval_min);
-        replica.set_local(env.me);
+        let tombstone = env.tombstones.get(&replica.context()).copied();
+        replica.set_local(env.me, tombstone);
         Held {
             replica,
             pending: Pending::default(),
