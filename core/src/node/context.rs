@@ -296,6 +296,11 @@ impl Context {
     pub(super) fn note_stability(&mut self, now: Time, out: &mut Out, me: &MemberId) {
         if let Some(held) = self.held_mut() {
             held.note_stability(now);
+            // Keeps the offer current while the latest checkpoint is
+            // offerable, also one that neither persists nor folds here
+            // (loaded by a join or a forward, already both): else a newer
+            // cut nobody vouches for leaves nothing to offer.
+            held.offerable(me);
             held.persist_checkpoint(out, me);
             held.fold_if_offerable(me);
         }
