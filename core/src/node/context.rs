@@ -119,7 +119,7 @@ impl Held {
     /// A copy of this node's, taking checkpoints on its schedule.
     pub(super) fn new(mut replica: Replica, env: &Env) -> Held {
         replica.set_checkpoint_interval(env.config.checkpoint_interval_min);
-        let tombstone = env.tombstones.get(&replica.context()).copied();
+        let tombstone = env.tombstone(&replica.context());
         replica.set_local(env.me, tombstone);
         Held {
             replica,

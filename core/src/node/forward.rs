@@ -263,7 +263,7 @@ impl Held {
             Arc::clone(checkpoint),
         )
         .map_err(|e| e.to_string())?;
-        replica.set_local(env.me, env.tombstones.get(&replica.context()).copied());
+        replica.set_local(env.me, env.tombstone(&replica.context()));
         for key in old.order_keys().filter(|key| key.height >= cut) {
             let tx = old.tx(&key.id).expect("a held transaction").clone();
             replica

@@ -254,16 +254,20 @@ impl Env {
     /// taken, so every transaction below it, this node's last one included,
     /// is in the prefix the copy carries on from.
     fn holds_tombstone(&self, replica: &Replica) -> bool {
-        self.tombstones
-            .get(&replica.context())
-            .is_none_or(|last| replica.covers(last))
+        self.tombstone(&replica.context())
+            .is_none_or(|last| replica.covers(&last))
+    }
+
+    /// This node's tombstone of `context`, if it ever left it.
+    fn tombstone(&self, context: &ContextId) -> Option<OrderKey> {
+        self.tombstones.get(context).copied()
     }
 
     /// The tombstone to keep when deleting `c`: this node's last
     /// transaction in its copy, if the copy carries on from the previous
     /// tombstone; the previous tombstone otherwise.
     fn tombstone_for(&self, c: &Context) -> Option<OrderKey> {
-        let previous = self.tombstones.get(&c.id).copied();
+        let previous = self.tombstone(&c.id);
         match c.replica() {
             Some(replica) if self.holds_tombstone(replica) => {
                 replica.stability().local_last().or(previous)
