@@ -820,6 +820,12 @@ impl<'c> Gen<'c> {
                 Op::Invite { node, member, .. } => named.extend([node.as_str(), member]),
                 Op::Join { node, via, .. } => named.extend([node.as_str(), via]),
                 Op::Crash { node } | Op::Restart { node } => named.push(node),
+                Op::Pause { node, ms } => {
+                    // Nothing added may act on it, or crash it, while frozen.
+                    let span = (at.saturating_sub(1_000), at.saturating_add(ms + 1_000));
+                    self.node_fenced[names[node]].push(span);
+                }
+                Op::Clock { .. } => {}
             }
             for name in named {
                 // A little room either side: a node just restarted or about
@@ -958,7 +964,14 @@ impl Gen<'_> {
                 self.group = vec![0; self.nodes.len()];
                 self.partitioned = false;
             }
-            Op::Call { .. } | Op::Workload { .. } | Op::Network { .. } | Op::Expect(_) => {}
+            // A pause holds a node's inputs back and a clock changes its
+            // timers' pace: neither changes who is a member or up.
+            Op::Call { .. }
+            | Op::Workload { .. }
+            | Op::Network { .. }
+            | Op::Clock { .. }
+            | Op::Pause { .. }
+            | Op::Expect(_) => {}
         }
     }
 

@@ -5,6 +5,7 @@
 //! and messages ([`world`]), the scenario runner and its checks ([`run`]),
 //! replayable traces ([`trace`]) and reports ([`report`]).
 
+pub mod clock;
 pub mod explain;
 pub mod fold;
 pub mod fuzz;

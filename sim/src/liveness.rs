@@ -27,6 +27,8 @@
 
 use ctx_core::{Config, Time};
 
+use crate::clock::RATE_EXACT;
+
 /// What the phase measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
@@ -49,6 +51,9 @@ pub struct Shape {
     pub latency_max_ms: u64,
     /// The share of messages the network loses.
     pub drop: f64,
+    /// The slowest clock of a live node, in thousandths of true time: its
+    /// timers fire that much later.
+    pub clock_rate_min_permille: u32,
 }
 
 /// The time within which every live member must converge after the quiet
@@ -64,8 +69,10 @@ pub fn bound_ms(config: &Config, shape: &Shape) -> u64 {
         config.sync_batch_txs_max.max(1)
     } as u64;
     let batches = shape.history.div_ceil(batch);
-    let clean =
-        rounds * (interval + round_trip) + batches * round_trip + 2 * config.request_timeout_ms;
+    // Timers run on the nodes' clocks: the slowest stretches them.
+    let rate = u64::from(shape.clock_rate_min_permille.clamp(1, RATE_EXACT));
+    let timed = (rounds * interval + 2 * config.request_timeout_ms) * u64::from(RATE_EXACT) / rate;
+    let clean = timed + rounds * round_trip + batches * round_trip;
     let delivered = (1.0 - shape.drop.clamp(0.0, 0.9)).powi(2);
     (2.0 * clean as f64 / delivered).ceil() as u64
 }
@@ -205,6 +212,7 @@ mod tests {
             history,
             latency_max_ms: 50,
             drop,
+            clock_rate_min_permille: RATE_EXACT,
         }
     }
 

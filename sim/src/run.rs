@@ -413,6 +413,19 @@ impl Runner<'_> {
     }
 
     fn act(&mut self, action: Action) {
+        if let Action::Step(index) = action
+            && let Some(until) = self.paused_commander(index)
+        {
+            let step = &self.scenario.steps[index];
+            self.notes.push(format!(
+                "{}: line {}: {} waits for its node's pause to end at {until}",
+                self.world.now(),
+                step.line,
+                step.op.name()
+            ));
+            self.world.schedule(until, action);
+            return;
+        }
         let disturbs = match action {
             Action::Step(index) => {
                 self.step(index);
@@ -422,10 +435,21 @@ impl Runner<'_> {
                 self.workload_call(index);
                 true
             }
+            // The world held the node's inputs back till now by itself.
+            Action::Resume(_) => true,
         };
         if disturbs && self.liveness.disturbed() {
             self.begin_quiet();
         }
+    }
+
+    /// The end of the pause of the node that step `index` commands, if
+    /// it is paused now: a frozen process takes its caller's request when
+    /// it runs again, so the step waits till then (a crash or restart is
+    /// done to the process, and does not wait).
+    fn paused_commander(&self, index: usize) -> Option<Time> {
+        let node = self.scenario.steps[index].op.commander()?;
+        self.world.paused_until(self.node(node))
     }
 
     /// The last disturbance happened: the liveness phase begins, with the
@@ -436,6 +460,11 @@ impl Runner<'_> {
             history: 0,
             latency_max_ms: self.world.conditions().latency_ms.1,
             drop: self.world.conditions().drop,
+            clock_rate_min_permille: (0..self.world.len())
+                .filter(|n| self.world.is_up(*n))
+                .map(|n| self.world.clock_rate(n))
+                .min()
+                .unwrap_or(crate::clock::RATE_EXACT),
         };
         for context in self.contexts.values() {
             let holders: Vec<usize> = (0..self.world.len())
@@ -598,6 +627,27 @@ impl Runner<'_> {
                     self.command(node, line, Input::Restart { seed });
                 }
             }
+            Op::Clock {
+                node,
+                rate_permille,
+            } => {
+                let rate_permille = *rate_permille;
+                self.command(self.node(node), line, Input::Clock { rate_permille });
+            }
+            Op::Pause { node, ms } => {
+                let node = self.node(node);
+                if self.world.is_up(node) {
+                    self.command(node, line, Input::Pause { ms: *ms });
+                    self.liveness.scheduled(1);
+                    let until = self.world.now() + *ms;
+                    self.world.schedule(until, Action::Resume(index));
+                } else {
+                    self.notes.push(format!(
+                        "{}: line {line}: pause of a node that is down",
+                        self.world.now()
+                    ));
+                }
+            }
             Op::Network {
                 latency_ms,
                 drop,
@@ -644,7 +694,11 @@ impl Runner<'_> {
         };
         let callers: Vec<usize> = candidates
             .into_iter()
-            .filter(|n| self.phase(*n, &context) == Some(Phase::Member))
+            // A frozen member answers no client: they call another.
+            .filter(|n| {
+                self.phase(*n, &context) == Some(Phase::Member)
+                    && self.world.paused_until(*n).is_none()
+            })
             .collect();
         if callers.is_empty() {
             return;

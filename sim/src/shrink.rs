@@ -243,7 +243,9 @@ fn without_node(s: &Scenario, node: &str) -> Scenario {
         Op::Create { node: n, .. }
         | Op::Leave { node: n, .. }
         | Op::Crash { node: n }
-        | Op::Restart { node: n } => n != node,
+        | Op::Restart { node: n }
+        | Op::Clock { node: n, .. }
+        | Op::Pause { node: n, .. } => n != node,
         Op::Call { node: n, .. } => n != node,
         Op::Invite {
             node: n, member, ..

@@ -18,7 +18,9 @@
 //! check. Format 1 files (no magic, entries only) are still replayed; the
 //! view refuses them, having nothing to draw the network from.
 //! [`replay`] re-drives fresh engines with the inputs and checks every
-//! output digest.
+//! output digest. Entries keep true time; an engine was handed its node's
+//! clock ([`crate::clock`]), which a replay reads again from the node's
+//! `clock` entries (none in most runs: then the two are one).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -32,6 +34,7 @@ use ctx_core::{Config, ContextId, Event, Hash, MemberId, Node, Time, Transmit, T
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::clock::Clock;
 use crate::world::{MemoVerifier, apply_input};
 
 /// The trace file format version this build writes. Version 1 held the
@@ -84,6 +87,17 @@ pub enum Input {
     Restart {
         seed: [u8; 32],
     },
+    /// From now on the node's clock runs at `rate_permille` thousandths of
+    /// true time ([`crate::clock`]); handled by the world, not the engine.
+    Clock {
+        rate_permille: u32,
+    },
+    /// The node is frozen for `ms` (a long garbage-collection or VM
+    /// pause): it takes no input until then; what reaches it meanwhile
+    /// waits, and its clock runs on. Handled by the world.
+    Pause {
+        ms: u64,
+    },
 }
 
 impl Input {
@@ -98,6 +112,8 @@ impl Input {
             Input::Timeout => "timeout",
             Input::Crash => "crash",
             Input::Restart { .. } => "restart",
+            Input::Clock { .. } => "clock",
+            Input::Pause { .. } => "pause",
         }
     }
 }
@@ -611,6 +627,7 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
         })
         .collect();
     let mut disks: Vec<Vec<Record>> = vec![Vec::new(); engines.len()];
+    let mut clocks = vec![Clock::exact(); engines.len()];
     while let Some(frame) = reader.next_frame()? {
         let Frame::Entry(entry) = frame else {
             continue;
@@ -637,8 +654,14 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
                     Err(error) => Err(format!("restore failed: {error}")),
                 }
             }
+            Input::Clock { rate_permille } => {
+                clocks[node].set_rate(entry.at, *rate_permille);
+                Ok(None)
+            }
+            // What the pause held back comes as later entries.
+            Input::Pause { .. } => Ok(None),
             input => match engines[node].as_mut() {
-                Some(engine) => apply_input(engine, entry.at, input),
+                Some(engine) => apply_input(engine, clocks[node].local(entry.at), input),
                 None => Err("the node is down".into()),
             },
         };

@@ -99,7 +99,7 @@ pub struct Mark {
     pub node: Option<u32>,
     pub at_ms: u64,
     /// create, invite, join, joined, join-abandoned, leave, left, crash,
-    /// restart, catchup-refused, checkpoint-loaded, checkpoint-refused,
+    /// restart, clock, pause, catchup-refused, checkpoint-loaded, checkpoint-refused,
     /// checkpoint-mismatch, below-stable, tx-dropped, reordered,
     /// partition, heal, network, step.
     pub kind: String,
@@ -212,6 +212,10 @@ pub struct View {
     pub roots: Vec<RootChange>,
     pub partitions: Vec<Span>,
     pub down: Vec<Span>,
+    /// Pauses: a node frozen, its inputs held back (none in most runs, and
+    /// then not written).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paused: Vec<Span>,
     pub checks: Vec<CheckView>,
     pub counts: Counts,
 }
@@ -376,6 +380,7 @@ impl Builder {
                 roots: Vec::new(),
                 partitions: Vec::new(),
                 down: Vec::new(),
+                paused: Vec::new(),
                 checks: Vec::new(),
                 counts: Counts {
                     lanes: 0,
@@ -549,6 +554,31 @@ impl Builder {
                         node: Some(node),
                     });
                 }
+            }
+            Input::Clock { rate_permille } => self.mark(
+                Some(node),
+                at_ms,
+                "clock",
+                None,
+                format!(
+                    "its clock runs at {}× true time from now on",
+                    f64::from(*rate_permille) / 1000.0
+                ),
+            ),
+            Input::Pause { ms } => {
+                self.mark(
+                    Some(node),
+                    at_ms,
+                    "pause",
+                    None,
+                    format!("frozen for {ms} ms: takes no input till then"),
+                );
+                self.view.paused.push(Span {
+                    from_ms: at_ms,
+                    to_ms: at_ms.saturating_add(*ms),
+                    groups: Vec::new(),
+                    node: Some(node),
+                });
             }
             Input::Call { .. } | Input::Message { .. } | Input::Timeout => {}
         }

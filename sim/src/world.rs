@@ -15,7 +15,15 @@
 //! - a crashed node has no engine; messages to it are lost, and so are those
 //!   sent to an earlier incarnation of it;
 //! - a node's records are on its disk before any of its messages is in
-//!   flight (the engine's durability contract).
+//!   flight (the engine's durability contract);
+//! - an engine sees only its node's own [`Clock`]: the `now` of every input
+//!   is that clock's reading, and the deadline it asks for is queued at the
+//!   first true time the clock reaches it; the trace's entries keep true
+//!   time, and its `clock` entries let a replay read each clock again;
+//! - a paused node takes no input until its pause ends: a message or timer
+//!   due meanwhile is queued again for the end of the pause (so it arrives
+//!   late, in the order it came, unless a crash or a partition loses it
+//!   then), and the runner holds its commands back till then.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -31,6 +39,7 @@ use hashbrown::HashMap;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::clock::Clock;
 use crate::trace::{Input, Loss, Recorder, WorldEvent, drain};
 
 /// Network conditions in force.
@@ -48,6 +57,8 @@ pub enum Action {
     Step(usize),
     /// One call of the workload with this index.
     WorkloadCall(usize),
+    /// The pause the step with this index began is over.
+    Resume(usize),
 }
 
 /// What one call of [`World::advance`] did.
@@ -214,7 +225,12 @@ struct SimNode {
     member: MemberId,
     disk: Vec<Record>,
     incarnation: u64,
+    /// The engine's deadline, by its own clock.
     timer_at: Option<Time>,
+    /// The machine's clock: it runs on through crashes.
+    clock: Clock,
+    /// Frozen until then (true time).
+    paused_until: Option<Time>,
 }
 
 /// The simulated world.
@@ -273,6 +289,8 @@ impl World {
                 disk: Vec::new(),
                 incarnation: 0,
                 timer_at: None,
+                clock: Clock::exact(),
+                paused_until: None,
             });
         }
         let count = names.len();
@@ -346,6 +364,18 @@ impl World {
 
     pub fn is_up(&self, node: usize) -> bool {
         self.nodes[node].engine.is_some()
+    }
+
+    /// The end of the node's pause, if it is paused now.
+    pub fn paused_until(&self, node: usize) -> Option<Time> {
+        self.nodes[node]
+            .paused_until
+            .filter(|until| *until > self.now)
+    }
+
+    /// The rate of the node's clock, in thousandths of true time.
+    pub fn clock_rate(&self, node: usize) -> u32 {
+        self.nodes[node].clock.rate_permille()
     }
 
     pub fn disk(&self, node: usize) -> &[Record] {
@@ -434,13 +464,37 @@ impl World {
     /// the world. Returns the command's result text (for commands).
     pub fn input(&mut self, node: usize, input: Input) -> Result<Option<String>, String> {
         let now = self.now;
+        let paused = self.paused_until(node);
         let result = match &input {
             Input::Crash => {
                 let sim = &mut self.nodes[node];
                 sim.engine = None;
                 sim.incarnation += 1;
                 sim.timer_at = None;
+                sim.paused_until = None;
                 Ok(None)
+            }
+            Input::Clock { rate_permille } => {
+                let sim = &mut self.nodes[node];
+                sim.clock.set_rate(now, *rate_permille);
+                // The queued timer was placed by the old rate.
+                if let Some(deadline) = sim.timer_at {
+                    let at = sim.clock.true_time_of(deadline).max(now);
+                    self.push(at, Queued::Timer { node });
+                }
+                Ok(None)
+            }
+            Input::Pause { ms } => {
+                let until = now + *ms;
+                let sim = &mut self.nodes[node];
+                sim.paused_until = Some(sim.paused_until.map_or(until, |u| u.max(until)));
+                Ok(None)
+            }
+            _ if paused.is_some() => {
+                return Err(format!(
+                    "the node is paused until {}",
+                    paused.expect("paused")
+                ));
             }
             Input::Restart { seed } => {
                 let sim = &mut self.nodes[node];
@@ -460,10 +514,12 @@ impl World {
                 }
             }
             other => {
-                let Some(engine) = self.nodes[node].engine.as_mut() else {
+                let sim = &mut self.nodes[node];
+                let local = sim.clock.local(now);
+                let Some(engine) = sim.engine.as_mut() else {
                     return Err("the node is down".into());
                 };
-                apply_input(engine, now, other)
+                apply_input(engine, local, other)
             }
         };
         let digest = self.drain(node, &result);
@@ -577,20 +633,37 @@ impl World {
             return;
         }
         sim.timer_at = timer;
-        if let Some(at) = timer {
-            self.push(at.max(self.now), Queued::Timer { node });
+        if let Some(deadline) = timer {
+            let at = sim.clock.true_time_of(deadline).max(self.now);
+            self.push(at, Queued::Timer { node });
         }
     }
 
     fn fire_timer(&mut self, node: usize) -> Option<usize> {
         let sim = &self.nodes[node];
         // A timer superseded by a later re-arm, or of a crashed node, is stale.
-        let at = sim.timer_at?;
-        if at > self.now || sim.engine.is_none() {
+        let deadline = sim.timer_at?;
+        if deadline > sim.clock.local(self.now) || sim.engine.is_none() {
+            return None;
+        }
+        if let Some(until) = self.paused_until(node) {
+            self.push(until, Queued::Timer { node });
             return None;
         }
         self.nodes[node].timer_at = None;
         let _ = self.input(node, Input::Timeout);
+        // A deadline already due after the engine handled its timers would
+        // fire again at this same instant for ever: the run would hang
+        // instead of failing with its seed.
+        let sim = &self.nodes[node];
+        if let Some(deadline) = sim.timer_at {
+            assert!(
+                deadline > sim.clock.local(self.now),
+                "{} handled its timers at {} (its clock) and asked to be woken at {deadline}, which is already due",
+                self.names[node],
+                sim.clock.local(self.now)
+            );
+        }
         Some(node)
     }
 
@@ -671,8 +744,26 @@ impl World {
         bytes: Vec<u8>,
         (message, copy): (u64, u8),
     ) -> Option<usize> {
-        let reachable = self.groups[from] == self.groups[to];
         let sim = &self.nodes[to];
+        if sim.engine.is_some()
+            && sim.incarnation == incarnation
+            && let Some(until) = self.paused_until(to)
+        {
+            // Held in the frozen process's socket until it runs again.
+            self.push(
+                until,
+                Queued::Deliver {
+                    to,
+                    incarnation,
+                    from,
+                    bytes,
+                    message,
+                    copy,
+                },
+            );
+            return None;
+        }
+        let reachable = self.groups[from] == self.groups[to];
         let loss = if !reachable {
             Some(Loss::Partitioned)
         } else if sim.engine.is_none() {
@@ -847,7 +938,9 @@ pub fn apply_input(engine: &mut Node, now: Time, input: &Input) -> Result<Option
             engine.handle_timeout(now);
             Ok(None)
         }
-        Input::Crash | Input::Restart { .. } => unreachable!("handled by the world"),
+        Input::Crash | Input::Restart { .. } | Input::Clock { .. } | Input::Pause { .. } => {
+            unreachable!("handled by the world")
+        }
     }
 }
 

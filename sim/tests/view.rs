@@ -203,3 +203,34 @@ fn the_page_embeds_any_text_without_ending_its_script() {
         assert!(!page.contains(fetched), "the page fetches: {fetched}");
     }
 }
+
+#[test]
+fn pauses_and_clock_changes_are_drawn_on_their_lanes() {
+    let (report, view) = view_of("scenarios/long-pause.toml");
+    assert!(report.passed);
+    let paused: Vec<(u32, u64, u64)> = view
+        .paused
+        .iter()
+        .map(|span| (span.node.unwrap(), span.from_ms, span.to_ms))
+        .collect();
+    // Bob frozen from 2 s to 10 s, Dave from 16 s for 10 s (killed at 18 s
+    // in the middle: the down span shows that part).
+    assert_eq!(paused, [(1, 2_000, 10_000), (3, 16_000, 26_000)]);
+    assert_eq!(view.down.len(), 1, "dave down from 18 s to 20 s");
+    let pauses = view.marks.iter().filter(|m| m.kind == "pause").count();
+    assert_eq!(pauses, 2);
+    let (report, view) = view_of("scenarios/clock-drift.toml");
+    assert!(report.passed);
+    let clocks: Vec<(Option<u32>, u64, &str)> = view
+        .marks
+        .iter()
+        .filter(|m| m.kind == "clock")
+        .map(|m| (m.node, m.at_ms, m.detail.as_str()))
+        .collect();
+    assert_eq!(clocks.len(), 4, "{clocks:?}");
+    assert_eq!(
+        clocks[0],
+        (Some(1), 0, "its clock runs at 0.5× true time from now on")
+    );
+    assert!(view.paused.is_empty());
+}

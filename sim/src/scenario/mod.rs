@@ -36,7 +36,7 @@ use serde::Serialize;
 /// The apps shipped in `scenarios/apps/`, named by `app = "kv"` and so on.
 pub const BUNDLED_APPS: [&str; 3] = ["kv", "counter", "bank"];
 /// The ops a step may name, in the order `SCENARIOS.md` lists them.
-pub const OPS: [&str; 12] = read::OP_NAMES;
+pub const OPS: [&str; 14] = read::OP_NAMES;
 /// The checks an `expect` step may name.
 pub const CHECKS: [&str; 7] = read::CHECK_NAMES;
 /// Quiet time after the last step when the file gives no `settle`.
@@ -172,6 +172,18 @@ pub enum Op {
     Restart {
         node: String,
     },
+    /// From now on `node`'s clock runs at `rate_permille` thousandths of
+    /// true time (written `rate = 0.5`; see `crate::clock`).
+    Clock {
+        node: String,
+        rate_permille: u32,
+    },
+    /// `node` is frozen for `ms`: it takes no input meanwhile, and what
+    /// reaches it waits (written `for = "5s"`).
+    Pause {
+        node: String,
+        ms: u64,
+    },
     /// Changes only the conditions given; at least one is `Some`.
     Network {
         latency_ms: Option<(u64, u64)>,
@@ -195,8 +207,23 @@ impl Op {
             Op::Heal => "heal",
             Op::Crash { .. } => "crash",
             Op::Restart { .. } => "restart",
+            Op::Clock { .. } => "clock",
+            Op::Pause { .. } => "pause",
             Op::Network { .. } => "network",
             Op::Expect(_) => "expect",
+        }
+    }
+
+    /// The node a command op is given to, as a caller gives a node a
+    /// request (not a fault done to it, nor a check of it).
+    pub fn commander(&self) -> Option<&str> {
+        match self {
+            Op::Create { node, .. }
+            | Op::Invite { node, .. }
+            | Op::Join { node, .. }
+            | Op::Leave { node, .. }
+            | Op::Call { node, .. } => Some(node),
+            _ => None,
         }
     }
 
@@ -214,6 +241,8 @@ impl Op {
             | Op::Heal
             | Op::Crash { .. }
             | Op::Restart { .. }
+            | Op::Clock { .. }
+            | Op::Pause { .. }
             | Op::Network { .. } => None,
         }
     }

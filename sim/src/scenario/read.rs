@@ -28,6 +28,8 @@ use serde::de::{IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::clock::{RATE_MAX_PERMILLE, RATE_MIN_PERMILLE};
+
 use super::{
     ARGS_MAX, AppRef, Arg, BUNDLED_APPS, Check, Draw, Expected, FILE_BYTES_MAX, IntType,
     METHODS_MAX, MethodTemplate, NAME_BYTES_MAX, NODES_MAX, Network, Op, SETTLE_MS_DEFAULT,
@@ -90,7 +92,11 @@ macro_rules! table_in {
 
         impl $name {
             fn fields(&self, place: Place) -> Fields<'_> {
-                Fields::of([$((stringify!($field), &self.$field)),*], place)
+                // `r#for` is the field `for`, as serde reads it too.
+                Fields::of(
+                    [$((stringify!($field).trim_start_matches("r#"), &self.$field)),*],
+                    place,
+                )
             }
         }
     };
@@ -106,7 +112,8 @@ table_in! {
     /// step may have depends on its `op` (and `check`): see [`OP_SHAPES`].
     StepIn {
         at, op, check, node, context, app, member, via, method, args, calls, over, methods,
-        nodes, groups, latency_ms, drop, duplicate, key, equals, at_least, by,
+        nodes, groups, latency_ms, drop, duplicate, key, equals, at_least, by, rate,
+        r#for,
     }
 }
 
@@ -253,7 +260,7 @@ const fn shape<T>(
 /// Every op, in the order `SCENARIOS.md` lists them. Each reads its
 /// fields in the order listed, so a step missing several is told the
 /// first.
-const OP_SHAPES: [Shape<Op>; 12] = [
+const OP_SHAPES: [Shape<Op>; 14] = [
     shape("create", &["node", "context", "app"], &[], |r, f| {
         let (node, context) = (r.node(f, "node")?, context(f)?.0);
         let app = r.app(f)?;
@@ -305,6 +312,19 @@ const OP_SHAPES: [Shape<Op>; 12] = [
     shape("restart", &["node"], &[], |r, f| {
         let node = r.node(f, "node")?;
         Ok(Op::Restart { node })
+    }),
+    shape("clock", &["node", "rate"], &[], |r, f| {
+        let node = r.node(f, "node")?;
+        let rate_permille = f.req_rate("rate")?;
+        Ok(Op::Clock {
+            node,
+            rate_permille,
+        })
+    }),
+    shape("pause", &["node", "for"], &[], |r, f| {
+        let node = r.node(f, "node")?;
+        let ms = f.req_duration("for")?.0;
+        Ok(Op::Pause { node, ms })
     }),
     shape(
         "network",
@@ -360,7 +380,7 @@ const CHECK_SHAPES: [Shape<Check>; 7] = [
     }),
 ];
 
-pub(super) const OP_NAMES: [&str; 12] = names(&OP_SHAPES);
+pub(super) const OP_NAMES: [&str; 14] = names(&OP_SHAPES);
 pub(super) const CHECK_NAMES: [&str; 7] = names(&CHECK_SHAPES);
 
 const fn names<T, const N: usize>(shapes: &[Shape<T>; N]) -> [&'static str; N] {
@@ -721,6 +741,27 @@ impl<'a> Fields<'a> {
             ));
         }
         Ok(Some(probability))
+    }
+
+    /// A clock rate, as a multiple of true time (`0.5`, `2`), in
+    /// thousandths.
+    fn req_rate(&self, key: &str) -> Res<u32> {
+        let value = self.require(key)?;
+        let what = self.what(key);
+        let rate = expect_f64(value, &what)?;
+        let (low, high) = (
+            f64::from(RATE_MIN_PERMILLE) / 1000.0,
+            f64::from(RATE_MAX_PERMILLE) / 1000.0,
+        );
+        if !(low..=high).contains(&rate) {
+            return Err(bad(
+                start(value),
+                format!(
+                    "{what} is how fast the node's clock runs against true time and must be between {low} and {high}, not {rate}"
+                ),
+            ));
+        }
+        Ok((rate * 1000.0).round() as u32)
     }
 
     fn latency(&self, key: &str) -> Res<Option<(u64, u64)>> {

@@ -212,6 +212,22 @@ fn every_op_check_and_argument_kind_parses() {
         step(2000, 84, Op::Crash { node: s("carol") }),
         step(3000, 89, Op::Restart { node: s("carol") }),
         step(
+            3000,
+            175,
+            Op::Clock {
+                node: s("bob"),
+                rate_permille: 500,
+            },
+        ),
+        step(
+            3000,
+            181,
+            Op::Pause {
+                node: s("alice"),
+                ms: 1500,
+            },
+        ),
+        step(
             4000,
             94,
             Op::Network {
@@ -681,11 +697,31 @@ fn contexts_must_be_created_once_before_use() {
 fn ops_and_step_fields_are_checked() {
     assert_error(
         &format!("{HEAD}[[step]]\nat = \"0ms\"\nop = \"jion\" # <-\n"),
-        "step 1: unknown op \"jion\" (expected one of: create, invite, join, leave, call, workload, partition, heal, crash, restart, network, expect)",
+        "step 1: unknown op \"jion\" (expected one of: create, invite, join, leave, call, workload, partition, heal, crash, restart, clock, pause, network, expect)",
     );
     assert_error(
         &format!("{HEAD}[[step]] # <-\nat = \"0ms\"\n"),
         "step 1: missing field \"op\" (expected one of: create,",
+    );
+    // Clock faults: a rate is a multiple of true time within bounds, a
+    // pause needs its length.
+    assert_error(
+        &format!("{HEAD}[[step]]\nat = \"0ms\"\nop = \"clock\"\nnode = \"bob\"\nrate = 20 # <-\n"),
+        "step 1: field \"rate\" is how fast the node's clock runs against true time and must be between 0.1 and 10, not 20",
+    );
+    assert_error(
+        &format!(
+            "{HEAD}[[step]]\nat = \"0ms\"\nop = \"clock\"\nnode = \"bob\"\nrate = \"fast\" # <-\n"
+        ),
+        "step 1: field \"rate\" must be a number, not a string",
+    );
+    assert_error(
+        &format!("{HEAD}[[step]] # <-\nat = \"0ms\"\nop = \"pause\"\nnode = \"bob\"\n"),
+        "step 1: missing field \"for\" (a pause step needs: node, for)",
+    );
+    assert_error(
+        &format!("{HEAD}[[step]]\nat = \"0ms\"\nop = \"pause\"\nnode = \"bob\"\nfor = 5 # <-\n"),
+        "step 1: field \"for\" must be a time such as",
     );
     assert_error(
         &format!("{HEAD}[[step]] # <-\nop = \"heal\"\n"),

@@ -127,6 +127,10 @@ struct StepOut<'a> {
     at_least: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rate: Option<f64>,
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    for_: Option<Duration>,
 }
 
 impl<'a> StepOut<'a> {
@@ -200,6 +204,19 @@ impl<'a> StepOut<'a> {
             Op::Heal => step,
             Op::Crash { node } | Op::Restart { node } => StepOut {
                 node: Some(node),
+                ..step
+            },
+            Op::Clock {
+                node,
+                rate_permille,
+            } => StepOut {
+                node: Some(node),
+                rate: Some(f64::from(*rate_permille) / 1000.0),
+                ..step
+            },
+            Op::Pause { node, ms } => StepOut {
+                node: Some(node),
+                for_: Some(Duration(*ms)),
                 ..step
             },
             Op::Network {

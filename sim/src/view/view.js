@@ -186,13 +186,16 @@
   }
 
   function drawDown() {
-    ctx.fillStyle = "rgba(120,120,120,0.28)";
-    for (const span of data.down) {
-      if (!laneY.has(span.node)) continue;
-      const x0 = Math.max(LEFT, x(span.from_ms)), x1 = Math.min(width, x(span.to_ms));
-      if (x1 < LEFT || x0 > width) continue;
-      const y = laneY.get(span.node);
-      ctx.fillRect(x0, y - laneH / 2 + 2, x1 - x0, laneH - 4);
+    // Down: grey; paused (frozen, inputs held back): amber.
+    for (const [spans, fill] of [[data.down, "rgba(120,120,120,0.28)"], [data.paused || [], "rgba(224,138,0,0.22)"]]) {
+      ctx.fillStyle = fill;
+      for (const span of spans) {
+        if (!laneY.has(span.node)) continue;
+        const x0 = Math.max(LEFT, x(span.from_ms)), x1 = Math.min(width, x(span.to_ms));
+        if (x1 < LEFT || x0 > width) continue;
+        const y = laneY.get(span.node);
+        ctx.fillRect(x0, y - laneH / 2 + 2, x1 - x0, laneH - 4);
+      }
     }
   }
 
@@ -306,7 +309,7 @@
   }
 
   const GLYPHS = {
-    crash: ["✕", "#c62828"], restart: ["▶", "#2e7d32"], create: ["★", "#1d1d1b"], created: null,
+    crash: ["✕", "#c62828"], restart: ["▶", "#2e7d32"], pause: ["⏸", "#e08a00"], clock: ["⏱", "#4a6fa5"], create: ["★", "#1d1d1b"], created: null,
     invite: ["✉", "#4a6fa5"], join: ["⇢", "#4a6fa5"], joined: ["●", "#4a6fa5"], "join-abandoned": ["⊘", "#c62828"],
     leave: ["⇠", "#8e44ad"], left: ["○", "#8e44ad"], "catchup-refused": ["↺", "#e08a00"],
     "checkpoint-loaded": ["◆", "#00838f"], "checkpoint-refused": ["◆", "#c62828"], "checkpoint-mismatch": ["◆", "#c62828"],
