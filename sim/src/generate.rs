@@ -25,6 +25,14 @@
 //! - it stays small: at most about [`STEPS_TARGET`] steps and [`CALLS_MAX`]
 //!   calls.
 //!
+//! Clock drift and pauses ([`Swarm::clock_drift`], [`Swarm::pauses`]) are
+//! drawn after everything else and only add `clock` and `pause` steps to
+//! the finished scenario, so every seed keeps the steps it had before they
+//! existed. A pause ends before the final heal and stays
+//! [`PAUSE_CLEAR_MS`] clear of any step that crashes, restarts, joins,
+//! leaves or re-clocks its node; calls to a paused node wait until it wakes
+//! (the simulator holds them), so the model needs no other change.
+//!
 //! With [`GenOptions::app`] (`ctx-sim fuzz --app PATH`) every context runs
 //! that module instead of a bundled app, and its calls and workloads call
 //! the module's *call* methods (its ABI's), with arguments of each
@@ -261,6 +269,12 @@ pub struct Swarm {
     /// on each side (only with `partitions`): deep repair after it, and
     /// checkpoints cut on both histories once it heals.
     pub long_partitions: bool,
+    /// Nodes' clocks run fast or slow (`clock` steps: some from the start,
+    /// some changing during the run).
+    pub clock_drift: bool,
+    /// Nodes freeze for a while (`pause` steps), waking before the final
+    /// heal.
+    pub pauses: bool,
 }
 
 impl Swarm {
@@ -291,6 +305,9 @@ impl Swarm {
             network_changes,
             spins,
             long_partitions,
+            // Drawn by `generate` after everything else (see there).
+            clock_drift: false,
+            pauses: false,
         }
     }
 
@@ -309,6 +326,8 @@ impl Swarm {
             network_changes: false,
             spins: false,
             long_partitions: false,
+            clock_drift: false,
+            pauses: false,
         }
     }
 
@@ -332,6 +351,8 @@ impl Swarm {
             (self.network_changes, "network changes"),
             (self.spins, "spins"),
             (self.long_partitions, "a long partition"),
+            (self.clock_drift, "clock drift"),
+            (self.pauses, "pauses"),
         ];
         parts.extend(
             flags
@@ -430,7 +451,19 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
     let span = 5_000 + g.below(CHAOS_MS_MAX - 5_000 + 1);
     let actions = g.below(ACTIONS_MAX + 1);
     g.actions(actions, span);
-    let (steps, settle_ms) = g.finish();
+    let (mut steps, settle_ms, chaos_end) = g.finish();
+    // The clock and pause knobs are drawn after every other choice, so that
+    // a seed's scenario keeps every step it had before they existed and
+    // only gains `clock` and `pause` steps.
+    let mut swarm = swarm;
+    swarm.clock_drift = sometimes(choices, 300);
+    swarm.pauses = sometimes(choices, 300);
+    if swarm.clock_drift {
+        add_clocks(choices, &mut steps, &nodes, chaos_end);
+    }
+    if swarm.pauses {
+        add_pauses(choices, &mut steps, &nodes, chaos_end);
+    }
     let scenario = Scenario {
         name: format!("fuzz-{seed}"),
         description: format!(
@@ -450,6 +483,120 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
         path: PathBuf::from(format!("fuzz-{seed}.toml")),
     };
     (scenario, swarm)
+}
+
+/// The clock rates (thousandths of true time) a drifting clock draws from:
+/// from half to twice true time, well inside what a `clock` step takes.
+const CLOCK_RATES: [u32; 7] = [500, 667, 800, 1000, 1250, 1500, 2000];
+/// Most pauses in one scenario, and the shortest and longest.
+const PAUSES_MAX: u64 = 3;
+const PAUSE_MS_MIN: u64 = 300;
+const PAUSE_MS_MAX: u64 = 12_000;
+/// How far from a pause a step that commands its node must be (a join, a
+/// leave, a crash, a restart, another clock or pause step): the model of
+/// who is up and a member stays true around the pause.
+const PAUSE_CLEAR_MS: u64 = 1_000;
+
+/// `clock` steps for [`Swarm::clock_drift`]: each node's clock may run at
+/// another rate from the start, and may change rate once before `chaos_end`.
+fn add_clocks(c: &mut dyn Choices, steps: &mut Vec<Step>, nodes: &[String], chaos_end: u64) {
+    for node in nodes {
+        let rate = |c: &mut dyn Choices| CLOCK_RATES[c.below(CLOCK_RATES.len() as u64) as usize];
+        if sometimes(c, 500) {
+            let rate_permille = rate(c);
+            let op = Op::Clock {
+                node: node.clone(),
+                rate_permille,
+            };
+            insert_step(steps, 0, op);
+        }
+        if sometimes(c, 300) {
+            let at = c.below(chaos_end.max(1));
+            let rate_permille = rate(c);
+            let op = Op::Clock {
+                node: node.clone(),
+                rate_permille,
+            };
+            insert_step(steps, at, op);
+        }
+    }
+}
+
+/// `pause` steps for [`Swarm::pauses`]: up to [`PAUSES_MAX`] nodes freeze
+/// for a while, each waking before `chaos_end` (the final heal), and none
+/// within [`PAUSE_CLEAR_MS`] of a step that changes its node's membership,
+/// liveness or clock, nor while it is down. A pause that cannot be placed
+/// so is left out.
+fn add_pauses(c: &mut dyn Choices, steps: &mut Vec<Step>, nodes: &[String], chaos_end: u64) {
+    let count = 1 + c.below(PAUSES_MAX);
+    for _ in 0..count {
+        let node = &nodes[c.below(nodes.len() as u64) as usize];
+        let ms = PAUSE_MS_MIN + c.below(PAUSE_MS_MAX - PAUSE_MS_MIN + 1);
+        let at = c.below(chaos_end.saturating_sub(ms).max(1));
+        let (from, to) = (at.saturating_sub(PAUSE_CLEAR_MS), at + ms + PAUSE_CLEAR_MS);
+        if at + ms >= chaos_end || !node_is_left_alone(steps, node, from, to) {
+            continue;
+        }
+        insert_step(
+            steps,
+            at,
+            Op::Pause {
+                node: node.clone(),
+                ms,
+            },
+        );
+    }
+}
+
+/// Whether nothing in `steps` from `from` to `to` (inclusive) changes
+/// `node`'s membership, liveness or clock, and `node` is up at `from`.
+fn node_is_left_alone(steps: &[Step], node: &str, from: u64, to: u64) -> bool {
+    let mut up = true;
+    for step in steps.iter().take_while(|step| step.at_ms <= to) {
+        let names_node = match &step.op {
+            Op::Create { node: n, .. } | Op::Leave { node: n, .. } | Op::Clock { node: n, .. } => {
+                n == node
+            }
+            // A pause that began earlier may last into the window.
+            Op::Pause { node: n, ms } if n == node && step.at_ms + ms >= from => return false,
+            Op::Pause { .. } => false,
+            Op::Crash { node: n } => {
+                if n == node {
+                    up = false;
+                }
+                n == node
+            }
+            Op::Restart { node: n } => {
+                if n == node {
+                    up = true;
+                }
+                n == node
+            }
+            Op::Invite {
+                node: n, member, ..
+            } => n == node || member == node,
+            Op::Join { node: n, via, .. } => n == node || via == node,
+            _ => false,
+        };
+        if names_node && step.at_ms >= from {
+            return false;
+        }
+    }
+    up
+}
+
+/// Inserts a step at `at`, after every step already at or before `at`, so
+/// that the steps stay in time order.
+fn insert_step(steps: &mut Vec<Step>, at: u64, op: Op) {
+    let index = steps.partition_point(|step| step.at_ms <= at);
+    steps.insert(
+        index,
+        Step {
+            at_ms: at,
+            line: 0,
+            op,
+        },
+    );
 }
 
 /// `base` with random faults and calls added (for `ctx-sim fuzz --from
@@ -476,7 +623,7 @@ pub fn mutate(base: &Scenario, seed: u64, choices: &mut dyn Choices) -> Scenario
     let span = base_end + 2_000 + g.below(20_000);
     let actions = 1 + g.below(30);
     g.actions(actions, span);
-    let (steps, settle_ms) = g.finish();
+    let (steps, settle_ms, _) = g.finish();
     let name = format!("{}-mutant-{seed}", base.name);
     let path = base.path.with_file_name(format!("{name}.toml"));
     Scenario {
@@ -1639,9 +1786,9 @@ impl Gen<'_> {
     // ----- the end -----------------------------------------------------------------
 
     /// Runs what is still to come, then heals, cleans the network and,
-    /// [`QUIET_MS`] later, checks every context. Returns the steps and a
-    /// settle time.
-    fn finish(mut self) -> (Vec<Step>, u64) {
+    /// [`QUIET_MS`] later, checks every context. Returns the steps, a settle
+    /// time and the time of the final heal.
+    fn finish(mut self) -> (Vec<Step>, u64, u64) {
         self.drain();
         let end = self.now.max(self.busy_until) + 100 + self.below(900);
         self.advance_to(end);
@@ -1677,7 +1824,7 @@ impl Gen<'_> {
             self.emit(Op::Expect(check));
         }
         let settle_ms = 10_000 + self.below(10_001);
-        (self.steps, settle_ms)
+        (self.steps, settle_ms, end)
     }
 }
 
@@ -1918,7 +2065,7 @@ mod tests {
             .map(|seed| generate(seed, &mut SeededChoices::new(seed), &GenOptions::default()).1)
             .collect();
         type IsOn = fn(&Swarm) -> bool;
-        let kinds: [(&str, IsOn); 12] = [
+        let kinds: [(&str, IsOn); 14] = [
             ("loss", |s| s.loss.is_some()),
             ("duplication", |s| s.duplication.is_some()),
             ("wide_latency", |s| s.wide_latency),
@@ -1931,6 +2078,8 @@ mod tests {
             ("network_changes", |s| s.network_changes),
             ("spins", |s| s.spins),
             ("long_partitions", |s| s.long_partitions),
+            ("clock_drift", |s| s.clock_drift),
+            ("pauses", |s| s.pauses),
         ];
         for (name, on) in kinds {
             let count = swarms.iter().filter(|s| on(s)).count();
@@ -1971,6 +2120,43 @@ mod tests {
                     "{seed}"
                 );
             }
+            if !swarm.clock_drift {
+                assert!(!has("clock"), "{seed}");
+            }
+            if !swarm.pauses {
+                assert!(!has("pause"), "{seed}");
+            }
+            let heal = scenario
+                .steps
+                .iter()
+                .rev()
+                .find(|s| s.op == Op::Heal)
+                .expect("a final heal")
+                .at_ms;
+            for (index, step) in scenario.steps.iter().enumerate() {
+                if let Op::Pause { node, ms } = &step.op {
+                    let (from, to) = (step.at_ms, step.at_ms + ms);
+                    assert!(
+                        to < heal,
+                        "{seed}: a pause to {to} ms, past the heal at {heal}"
+                    );
+                    let clear = from.saturating_sub(PAUSE_CLEAR_MS)..=to + PAUSE_CLEAR_MS;
+                    let near = scenario.steps.iter().enumerate().find(|(other, s)| {
+                        *other != index
+                            && clear.contains(&s.at_ms)
+                            && matches!(&s.op,
+                                Op::Crash { node: n } | Op::Restart { node: n }
+                                | Op::Leave { node: n, .. } | Op::Clock { node: n, .. }
+                                | Op::Pause { node: n, .. } | Op::Join { node: n, .. }
+                                if n == node)
+                    });
+                    assert!(near.is_none(), "{seed}: {near:?} near the pause of {node}");
+                }
+            }
+            assert!(
+                scenario.steps.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+                "{seed}: steps out of time order"
+            );
             for step in &scenario.steps {
                 if let Op::Network {
                     latency_ms,
