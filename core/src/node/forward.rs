@@ -26,7 +26,12 @@
 //!   at or above the cut (the others are in the checkpoint), so nothing
 //!   accepted is lost; if any of them is refused, the old copy stays;
 //! - a forward that is not answered in time is dropped, and the next heads
-//!   from a peer ahead start another.
+//!   from a peer ahead start another;
+//! - the copy can move on while a forward loads (it folds its own newer
+//!   checkpoint, or fetches what it lacked): the test that started the
+//!   forward is made again on the offered checkpoint and once more before
+//!   the copy is replaced, and a checkpoint that no longer brings it
+//!   forward is dropped, never loaded onto a copy already past it.
 
 use std::sync::Arc;
 
@@ -76,8 +81,7 @@ impl Held {
         if self.forward.is_some() {
             return;
         }
-        let own_cut = self.replica.base_height().unwrap_or(0);
-        if mark.height <= own_cut || self.replica.held_below(mark.height) as u64 >= mark.applied {
+        if !self.forward_brings_forward(mark.height, mark.applied) {
             return;
         }
         let request = env.next_request_id();
@@ -92,6 +96,15 @@ impl Held {
         out.send(context, from, Body::CatchupRequest { request });
     }
 
+    /// Whether a checkpoint cut at `height` with `applied` transactions
+    /// below it would bring this copy forward: its cut is above this copy's
+    /// own, and this copy holds fewer transactions below it (so it lacks
+    /// some it can no longer fetch).
+    fn forward_brings_forward(&self, height: u64, applied: u64) -> bool {
+        let own_cut = self.replica.base_height().unwrap_or(0);
+        height > own_cut && (self.replica.held_below(height) as u64) < applied
+    }
+
     /// The peer offered its checkpoint: checked as a joiner checks one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_forward_accepted(
@@ -104,7 +117,7 @@ impl Held {
         request: RequestId,
         offer: Option<Box<CheckpointOffer>>,
     ) {
-        let Some(forward) = &mut self.forward else {
+        let Some(forward) = &self.forward else {
             return;
         };
         if !forward.outstanding.answered_by(request, from)
@@ -118,6 +131,12 @@ impl Held {
             self.forward = None;
             return;
         };
+        if !self.forward_brings_forward(offer.header.height, offer.header.applied) {
+            // The copy moved on since the heads that started this forward
+            // (it folded a newer checkpoint of its own, say).
+            self.forward = None;
+            return;
+        }
         let checked = check_offer(*offer, context, from, env).and_then(|offer| {
             Assembly::new(offer.header)
                 .map(|assembly| (assembly, offer.vouches, offer.vouched_by))
@@ -125,6 +144,7 @@ impl Held {
         });
         match checked {
             Ok((assembly, vouches, vouched_by)) => {
+                let forward = self.forward.as_mut().expect("matched above");
                 forward.step = ForwardStep::Loading(Box::new(Loading {
                     assembly,
                     vouches,
@@ -216,6 +236,11 @@ impl Held {
             vouches,
             vouched_by,
         } = *loading;
+        let header = assembly.header();
+        if !self.forward_brings_forward(header.height, header.applied) {
+            // The copy moved on while the entries came in.
+            return;
+        }
         match assembly.finish() {
             Ok(checkpoint) => {
                 let checkpoint = Arc::new(checkpoint);
