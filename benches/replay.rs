@@ -66,6 +66,7 @@ fn restart_native(records: &[Vec<u8>], workload: Workload) -> Replica {
             | Record::Deleted { .. }
             | Record::CheckpointStart { .. }
             | Record::CheckpointEntries { .. }
+            | Record::CheckpointVouches { .. }
             | Record::CheckpointEnd { .. } => {}
         }
     }

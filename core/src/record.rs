@@ -15,14 +15,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{CHECKPOINT_CHUNK_BYTES, Checkpoint, CheckpointHeader};
 use crate::ids::{ContextId, Key, MemberId};
+use crate::stability::SignedAnnouncement;
 use crate::tx::{OrderKey, SignedTx};
 use crate::wire::{WireError, decode_versioned};
 
 /// The format version of stored records. Version 2 held transactions of
 /// format 2 (`crate::tx::TX_FORMAT_VERSION`); version 3 keeps a tombstone
 /// in `Deleted`; version 4 holds transactions of format 3; version 5 adds
-/// checkpoints; version 6 keeps the tombstone's height.
-pub const RECORD_VERSION: u8 = 6;
+/// checkpoints; version 6 keeps the tombstone's height; version 7 keeps a
+/// checkpoint's vouches (`Record::CheckpointVouches`).
+pub const RECORD_VERSION: u8 = 7;
 
 /// The largest record: the app blob plus room for the genesis.
 pub const RECORD_BYTES_MAX: usize = crate::limits::APP_BYTES_MAX + 64 * 1024;
@@ -65,6 +67,17 @@ pub enum Record {
         height: u64,
         entries: Vec<(Key, Vec<u8>)>,
     },
+    /// The announcements of other members that vouch for the checkpoint at
+    /// `height` (signed, checked when they were heard), written after its
+    /// entries and before its end: a restarted node can offer the
+    /// checkpoint it stands on again, even if none of them is ever heard
+    /// from again (a member gone for good) and the bodies below the cut are
+    /// gone.
+    CheckpointVouches {
+        context: ContextId,
+        height: u64,
+        vouches: Vec<SignedAnnouncement>,
+    },
     /// The checkpoint at `height` is whole. From here on, every `Tx` record
     /// of the context of a height below `height`, and every earlier
     /// checkpoint's records, are superseded: a driver may drop them. A
@@ -82,13 +95,15 @@ impl Record {
             | Record::Deleted { context, .. }
             | Record::CheckpointStart { context, .. }
             | Record::CheckpointEntries { context, .. }
+            | Record::CheckpointVouches { context, .. }
             | Record::CheckpointEnd { context, .. } => *context,
         }
     }
 
     /// The records that store `checkpoint`: its start, its entries in
-    /// chunks of about `CHECKPOINT_CHUNK_BYTES`, and its end.
-    pub fn checkpoint(checkpoint: &Checkpoint) -> Vec<Record> {
+    /// chunks of about `CHECKPOINT_CHUNK_BYTES`, the `vouches` for it, and
+    /// its end.
+    pub fn checkpoint(checkpoint: &Checkpoint, vouches: Vec<SignedAnnouncement>) -> Vec<Record> {
         let header = &checkpoint.header;
         let (context, height) = (header.context, header.height);
         let mut records = vec![Record::CheckpointStart {
@@ -107,6 +122,11 @@ impl Record {
                 entries,
             });
         }
+        records.push(Record::CheckpointVouches {
+            context,
+            height,
+            vouches,
+        });
         records.push(Record::CheckpointEnd { context, height });
         records
     }
@@ -121,6 +141,7 @@ impl Record {
             Record::Tx { tx, .. } => tx.body.height < height,
             Record::CheckpointStart { header, .. } => header.height < height,
             Record::CheckpointEntries { height: h, .. }
+            | Record::CheckpointVouches { height: h, .. }
             | Record::CheckpointEnd { height: h, .. } => *h < height,
             Record::Joining { .. } | Record::Opened { .. } | Record::Deleted { .. } => false,
         }

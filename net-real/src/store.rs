@@ -42,8 +42,9 @@ const SCHEMA: &str = "schema";
 /// records of version 4. Version 5: records of version 5, with
 /// checkpoints; a checkpoint's end drops the records it supersedes
 /// (`Record::superseded_by`) in the same write transaction. Version 6:
-/// records of version 6 (a tombstone keeps its height).
-pub const SCHEMA_VERSION: u64 = 6;
+/// records of version 6 (a tombstone keeps its height). Version 7:
+/// records of version 7 (a checkpoint's vouches are kept with it).
+pub const SCHEMA_VERSION: u64 = 7;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -229,7 +230,7 @@ mod tests {
             stability: Vec::new(),
             heads: Vec::new(),
         };
-        Record::checkpoint(&Checkpoint::new(header, entries))
+        Record::checkpoint(&Checkpoint::new(header, entries), Vec::new())
     }
 
     #[test]

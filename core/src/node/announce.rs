@@ -265,12 +265,7 @@ impl Held {
         let Some(checkpoint) = self.replica.checkpoint() else {
             return false;
         };
-        let alone = !checkpoint
-            .header
-            .membership
-            .iter()
-            .any(|(member, status)| member != me && *status == MemberStatus::Member);
-        let offerable = alone || !self.vouches.by.is_empty();
+        let offerable = alone_at_cut(checkpoint, me) || !self.vouches.by.is_empty();
         if offerable {
             let checkpoint = Arc::clone(checkpoint);
             let kept = self.offered.as_ref().is_some_and(|o| {
@@ -292,6 +287,37 @@ impl Held {
             }
         }
         offerable
+    }
+
+    /// After a restart: takes back the checkpoint this copy persisted last
+    /// and the vouches persisted with it (`Record::CheckpointVouches`), so
+    /// that it offers that checkpoint again at once, even if none of its
+    /// vouchers is ever heard from again. The copy stands on it, or on a
+    /// newer one cut while its records were replayed, which starts with no
+    /// vouches of its own (`Held::offerable` offers the restored one
+    /// meanwhile).
+    pub(super) fn restored_checkpoint(
+        &mut self,
+        checkpoint: Arc<Checkpoint>,
+        vouches: Vec<SignedAnnouncement>,
+        me: &MemberId,
+    ) {
+        self.persisted_checkpoint = checkpoint.header.height;
+        let vouch = vouch_of(&checkpoint);
+        if alone_at_cut(&checkpoint, me) || !vouches.is_empty() {
+            self.offered = Some(Offered {
+                checkpoint,
+                vouches: vouches
+                    .iter()
+                    .take(CHECKPOINT_VOUCHES_MAX)
+                    .cloned()
+                    .collect(),
+            });
+        }
+        if self.latest_vouch() == Some(vouch) {
+            self.vouches.for_checkpoint = Some(vouch);
+            self.vouches.by = vouches.into_iter().map(|v| (v.body.author, v)).collect();
+        }
     }
 
     /// Who holds the stable frontier back, and since when it has not moved
@@ -319,4 +345,14 @@ impl Held {
             (Some(holder), _) => Some((holder, frontier, now)),
         };
     }
+}
+
+/// Whether `me` was the only member at `checkpoint`'s cut (so nobody else
+/// can vouch for it, and nobody needs to).
+fn alone_at_cut(checkpoint: &Checkpoint, me: &MemberId) -> bool {
+    !checkpoint
+        .header
+        .membership
+        .iter()
+        .any(|(member, status)| member != me && *status == MemberStatus::Member)
 }

@@ -704,7 +704,7 @@ impl Context {
             app: blob.to_vec(),
         });
         let mut held = Held::new(replica, env);
-        held.persist_checkpoint_records(out, &checkpoint);
+        held.persist_checkpoint_records(out, &checkpoint, vouches.clone());
         held.loaded_checkpoint(context, out, from, &checkpoint, vouches, vouched_by);
         catchup.attempts = 0;
         catchup.step = CatchupStep::Stream(Box::new(Stream {

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
 use crate::ids::{ContextId, MemberId, TxId};
+use crate::limits::CHECKPOINT_VOUCHES_MAX;
 use crate::membership::MemberStatus;
 use crate::pending::Pending;
 use crate::record::Record;
@@ -144,13 +145,26 @@ impl Held {
             return;
         }
         let checkpoint = Arc::clone(self.replica.checkpoint().expect("checked above"));
-        self.persist_checkpoint_records(out, &checkpoint);
+        let vouches = self
+            .vouches
+            .by
+            .values()
+            .take(CHECKPOINT_VOUCHES_MAX)
+            .cloned()
+            .collect();
+        self.persist_checkpoint_records(out, &checkpoint, vouches);
     }
 
     /// Persists `checkpoint`'s records (taken here, or loaded: a joiner's
-    /// or a forward's) and notes it as the latest persisted.
-    pub(super) fn persist_checkpoint_records(&mut self, out: &mut Out, checkpoint: &Checkpoint) {
-        for record in Record::checkpoint(checkpoint) {
+    /// or a forward's) with the `vouches` for it, and notes it as the
+    /// latest persisted.
+    pub(super) fn persist_checkpoint_records(
+        &mut self,
+        out: &mut Out,
+        checkpoint: &Checkpoint,
+        vouches: Vec<SignedAnnouncement>,
+    ) {
+        for record in Record::checkpoint(checkpoint, vouches) {
             out.persist(record);
         }
         self.persisted_checkpoint = checkpoint.header.height;

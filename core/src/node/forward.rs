@@ -244,7 +244,7 @@ impl Held {
         match assembly.finish() {
             Ok(checkpoint) => {
                 let checkpoint = Arc::new(checkpoint);
-                if let Err(reason) = self.bring_forward(env, out, &checkpoint) {
+                if let Err(reason) = self.bring_forward(env, out, &checkpoint, &vouches) {
                     self.refuse_forward(context, out, from, reason);
                     return;
                 }
@@ -278,6 +278,7 @@ impl Held {
         env: &Env,
         out: &mut Out,
         checkpoint: &Arc<Checkpoint>,
+        vouches: &[SignedAnnouncement],
     ) -> Result<(), String> {
         let old = &self.replica;
         debug_assert!(old.is_settled());
@@ -309,7 +310,7 @@ impl Held {
             ));
         }
         self.replica = replica;
-        self.persist_checkpoint_records(out, checkpoint);
+        self.persist_checkpoint_records(out, checkpoint, vouches.to_vec());
         // What waited for parents the checkpoint covers can go in now.
         for tx in self.pending.drain_sorted() {
             let context = self.replica.context();

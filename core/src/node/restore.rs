@@ -14,7 +14,9 @@
 //! such checkpoint (checked against its hashes: a damaged one is an error,
 //! never a silent fallback) and replays only the transactions above its
 //! cut; a checkpoint without its end (a crash while it was written) is
-//! ignored.
+//! ignored. The vouches persisted with it come back with it, so a
+//! restarted member can offer it at once: the bodies below its cut are
+//! gone, and the members that vouched may never be heard from again.
 //!
 //! Invariants: transactions are not re-verified (this node verified them
 //! before persisting them) and each context's order is executed once; no
@@ -29,6 +31,7 @@ use crate::ids::{ContextId, MemberId};
 use crate::membership::MemberStatus;
 use crate::record::Record;
 use crate::replica::Replica;
+use crate::stability::SignedAnnouncement;
 use crate::time::Time;
 use crate::tx::{SignedTx, Tx, TxKind};
 
@@ -42,33 +45,49 @@ struct Saved {
     joining_via: Option<MemberId>,
     opened: Option<(SignedTx, Vec<u8>)>,
     txs: Vec<SignedTx>,
-    /// Checkpoints by cut: the assembly of its entries, and whether its end
-    /// was written.
-    checkpoints: BTreeMap<u64, (Result<Assembly, CheckpointError>, bool)>,
+    /// Checkpoints by cut.
+    checkpoints: BTreeMap<u64, SavedCheckpoint>,
+}
+
+/// What the records say of one checkpoint.
+struct SavedCheckpoint {
+    /// The assembly of its entries, or what damaged them.
+    assembly: Result<Assembly, CheckpointError>,
+    /// The announcements of other members that vouched for it.
+    vouches: Vec<SignedAnnouncement>,
+    /// Whether its end was written.
+    ended: bool,
+}
+
+/// The checkpoint a context stands on after a restart, and its vouches.
+struct Restored {
+    checkpoint: Arc<Checkpoint>,
+    vouches: Vec<SignedAnnouncement>,
 }
 
 impl Saved {
     /// The latest checkpoint whose end was written, checked; an earlier
     /// one is never used instead of a damaged later one (the records it
     /// superseded may be gone).
-    fn latest_checkpoint(
-        &mut self,
-        context: ContextId,
-    ) -> Result<Option<Arc<Checkpoint>>, RestoreError> {
+    fn latest_checkpoint(&mut self, context: ContextId) -> Result<Option<Restored>, RestoreError> {
         let Some(height) = self
             .checkpoints
             .iter()
             .rev()
-            .find(|(_, (_, ended))| *ended)
+            .find(|(_, saved)| saved.ended)
             .map(|(height, _)| *height)
         else {
             return Ok(None);
         };
-        let (assembly, _) = self.checkpoints.remove(&height).expect("found");
-        let checkpoint = assembly
+        let saved = self.checkpoints.remove(&height).expect("found");
+        let checkpoint = saved
+            .assembly
             .and_then(Assembly::finish)
             .map_err(|e| RestoreError::Checkpoint(context, height, e))?;
-        Ok(Some(Arc::new(checkpoint)))
+        Ok(Some(Restored {
+            checkpoint: Arc::new(checkpoint),
+            vouches: saved.vouches,
+        }))
     }
 }
 
@@ -100,12 +119,16 @@ impl Node {
                 }
                 Record::CheckpointStart { context, header } => {
                     let height = header.height;
-                    let assembly = Assembly::new(*header);
+                    let checkpoint = SavedCheckpoint {
+                        assembly: Assembly::new(*header),
+                        vouches: Vec::new(),
+                        ended: false,
+                    };
                     saved
                         .entry(context)
                         .or_default()
                         .checkpoints
-                        .insert(height, (assembly, false));
+                        .insert(height, checkpoint);
                 }
                 Record::CheckpointEntries {
                     context,
@@ -114,20 +137,37 @@ impl Node {
                 } => {
                     // Entries after the end, or of a checkpoint already
                     // damaged, change nothing; a damaged chunk marks it.
-                    if let Some((assembly, false)) = saved
+                    if let Some(checkpoint) = saved
                         .get_mut(&context)
                         .and_then(|s| s.checkpoints.get_mut(&height))
-                        && let Err(error) = assembly.as_mut().map_or(Ok(()), |a| a.add(entries))
+                        .filter(|checkpoint| !checkpoint.ended)
+                        && let Err(error) = checkpoint
+                            .assembly
+                            .as_mut()
+                            .map_or(Ok(()), |a| a.add(entries))
                     {
-                        *assembly = Err(error);
+                        checkpoint.assembly = Err(error);
+                    }
+                }
+                Record::CheckpointVouches {
+                    context,
+                    height,
+                    vouches,
+                } => {
+                    if let Some(checkpoint) = saved
+                        .get_mut(&context)
+                        .and_then(|s| s.checkpoints.get_mut(&height))
+                        .filter(|checkpoint| !checkpoint.ended)
+                    {
+                        checkpoint.vouches = vouches;
                     }
                 }
                 Record::CheckpointEnd { context, height } => {
-                    if let Some((_, ended)) = saved
+                    if let Some(checkpoint) = saved
                         .get_mut(&context)
                         .and_then(|s| s.checkpoints.get_mut(&height))
                     {
-                        *ended = true;
+                        checkpoint.ended = true;
                     }
                 }
                 Record::Deleted { context, last_own } => {
@@ -139,7 +179,7 @@ impl Node {
             }
         }
         for (id, mut saved) in saved {
-            let checkpoint = saved.latest_checkpoint(id)?;
+            let restored = saved.latest_checkpoint(id)?;
             let context = match saved.opened {
                 None => {
                     let via = saved
@@ -158,15 +198,17 @@ impl Node {
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| RestoreError::Tx(id, e))?;
                     let app = Arc::new(app);
-                    let persisted = checkpoint.as_ref().map_or(0, |c| c.header.height);
-                    let replica = match checkpoint {
-                        Some(checkpoint) => {
-                            Replica::rebuild_on_checkpoint(genesis, app, checkpoint, txs)
-                        }
+                    let replica = match &restored {
+                        Some(restored) => Replica::rebuild_on_checkpoint(
+                            genesis,
+                            app,
+                            Arc::clone(&restored.checkpoint),
+                            txs,
+                        ),
                         None => Replica::rebuild(genesis, app, txs),
                     }
                     .map_err(|e| RestoreError::Replica(id, e))?;
-                    self.restored(id, replica, saved.joining_via, persisted)
+                    self.restored(id, replica, saved.joining_via, restored)
                 }
             };
             self.contexts.insert(id, context);
@@ -180,12 +222,18 @@ impl Node {
         id: ContextId,
         replica: Replica,
         via: Option<MemberId>,
-        persisted_checkpoint: u64,
+        checkpoint: Option<Restored>,
     ) -> Context {
         let me = self.env.me;
         let status = replica.status(&me);
         let mut held = Held::new(replica, &self.env);
-        held.persisted_checkpoint = persisted_checkpoint;
+        if let Some(Restored {
+            checkpoint,
+            vouches,
+        }) = checkpoint
+        {
+            held.restored_checkpoint(checkpoint, vouches, &me);
+        }
         let state = match status {
             Some(MemberStatus::Member) => State::Member(held),
             Some(MemberStatus::Left) => {
