@@ -5,7 +5,8 @@
 //! always-on checks:
 //! - `same_set_same_state`: at every step, no two members that have applied
 //!   the same set of transactions (the same heads) hold different state roots;
-//! - after the last step and the settle time, for each context:
+//! - after the steps end (a workload's last call and a pause's end count)
+//!   and the settle time, for each context:
 //!   `converged(c)` — every live member that is not partitioned away has the
 //!   same heads and state root, and no join or leave is left unfinished;
 //!   `all_accepted(c)` — every transaction any live node accepted is on
@@ -302,8 +303,7 @@ pub fn run_inspect<R>(
             .world
             .schedule(Time::from_ms(step.at_ms), Action::Step(index));
     }
-    let last = scenario.steps.last().map_or(0, |s| s.at_ms);
-    let end = Time::from_ms(last.saturating_add(scenario.settle_ms));
+    let end = Time::from_ms(scenario.steps_end_ms().saturating_add(scenario.settle_ms));
     if !runner.liveness.is_disturbed() {
         runner.begin_quiet();
     }

@@ -173,7 +173,7 @@ fn size(s: &Scenario) -> (usize, usize, u64, u64) {
             _ => 0,
         })
         .sum();
-    let time = s.steps.last().map_or(0, |step| step.at_ms) + s.settle_ms;
+    let time = s.steps_end_ms() + s.settle_ms;
     (s.steps.len(), s.nodes.len(), calls, time)
 }
 

@@ -611,6 +611,26 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
 }
 
 impl Scenario {
+    /// When the steps are over: the latest time a step acts until, a
+    /// workload's last call (`at + over`) and a pause's end (`at + for`)
+    /// included. The settle time counts from here, so that the final
+    /// checks always follow a quiet time (a workload given as the last
+    /// step, or shrunk into one, still calls during it otherwise).
+    pub fn steps_end_ms(&self) -> u64 {
+        self.steps
+            .iter()
+            .map(|step| {
+                let lasts = match &step.op {
+                    Op::Workload { over_ms, .. } => *over_ms,
+                    Op::Pause { ms, .. } => *ms,
+                    _ => 0,
+                };
+                step.at_ms.saturating_add(lasts)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Reads and validates the scenario file at `path`.
     pub fn from_file(path: &Path) -> Result<Scenario, ScenarioError> {
         let text = read::read_text(path)?;

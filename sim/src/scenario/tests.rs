@@ -1370,3 +1370,43 @@ fn no_input_makes_the_parser_panic() {
         parse_any(&String::from_utf8_lossy(&bytes));
     }
 }
+
+#[test]
+fn the_steps_end_when_the_last_workload_call_or_pause_is_over() {
+    let text = r#"
+name = "x"
+nodes = ["a", "b"]
+
+[[step]]
+at = "0ms"
+op = "create"
+node = "a"
+context = "c"
+app = "kv"
+
+[[step]]
+at = "1s"
+op = "workload"
+context = "c"
+calls = 3
+over = "5s"
+methods = [{ method = "get", args = ["$key"] }]
+
+[[step]]
+at = "2s"
+op = "pause"
+node = "b"
+for = "3500ms"
+
+[[step]]
+at = "3s"
+op = "heal"
+"#;
+    let scenario = Scenario::parse(text, Path::new("<inline>")).expect("valid");
+    assert_eq!(scenario.steps_end_ms(), 6_000);
+    let mut no_workload = scenario.clone();
+    no_workload.steps.remove(1);
+    assert_eq!(no_workload.steps_end_ms(), 5_500);
+    no_workload.steps.remove(1);
+    assert_eq!(no_workload.steps_end_ms(), 3_000);
+}
