@@ -482,9 +482,11 @@ impl Runner<'_> {
     }
 
     /// Every context converged (`converged(c)`), no holder is still
-    /// leaving, and none still joining that a live member's membership
-    /// names as invited (a join nobody invited never finishes, and need
-    /// not: SCENARIOS.md counts only members).
+    /// leaving, and none still joining that can finish: one that a live
+    /// member's membership names as invited and that asks a live member
+    /// (a join nobody invited never finishes, nor one through a node that
+    /// is not a member itself, which knows no member to send it to; neither
+    /// need finish: SCENARIOS.md counts only members).
     fn all_converged(&self) -> bool {
         self.contexts.values().all(|context| {
             let members = self.live_members(context);
@@ -499,9 +501,19 @@ impl Runner<'_> {
                         })
                 })
             };
+            let asks_a_member = |n: usize| {
+                let peers = self
+                    .world
+                    .engine(n)
+                    .map(|e| e.catchup_peers(context))
+                    .unwrap_or_default();
+                members
+                    .iter()
+                    .any(|&m| peers.contains(&self.world.member_id(m)))
+            };
             (0..self.world.len()).all(|n| match self.phase(n, context) {
                 None | Some(Phase::Member) => true,
-                Some(Phase::Joining) => !invited(n),
+                Some(Phase::Joining) => !(invited(n) && asks_a_member(n)),
                 Some(_) => false,
             }) && self.converged(context).is_ok()
         })
