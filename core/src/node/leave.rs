@@ -14,7 +14,9 @@
 //!
 //! Invariants: a leaver keeps its copy, with its pending set and its fetch,
 //! until a member acknowledges the very leave it pushes; so nothing a leaver
-//! accepted is lost with its copy.
+//! accepted is lost with its copy. Only a member acknowledges (never another
+//! leaver, which would delete what it acknowledged for with its own copy,
+//! nor a joiner).
 
 use crate::ids::ContextId;
 use crate::time::Time;

@@ -42,6 +42,10 @@ impl Context {
     ) -> Result<(), MessageError> {
         let context = self.id;
         let serves = self.serves(&from);
+        // Only a member acknowledges a leave: a leaver (or a joiner) that
+        // did would let the other leaver delete a copy whose transactions it
+        // may be the last to hold, and then delete its own.
+        let acknowledges = matches!(self.state, State::Member(_));
         let Some(held) = self.held_mut() else {
             return Ok(());
         };
@@ -62,7 +66,7 @@ impl Context {
         let id = tx.id();
         held.offer(context, env, out, now, from, tx);
         // Acknowledge a leave once it is accepted here: the leaver may delete.
-        if is_leave_of_sender && held.replica.covers(&key) {
+        if acknowledges && is_leave_of_sender && held.replica.covers(&key) {
             out.send(context, from, Body::LeaveAck { leave: id });
         }
         Ok(())
