@@ -195,6 +195,9 @@ pub struct Replica {
     /// Applied slots re-executed over this replica's life (not counting the
     /// first application of each transaction).
     reexecuted_total: u64,
+    /// Rollbacks over this replica's life whose rolled-back slots held a
+    /// membership change (an invite, join or leave re-ordered).
+    membership_rollbacks_total: u64,
     heads: BTreeSet<TxId>,
     state: State,
     membership: Membership,
@@ -296,6 +299,7 @@ impl Replica {
             unsettled: Vec::new(),
             rolled_back: 0,
             reexecuted_total: 0,
+            membership_rollbacks_total: 0,
             heads: BTreeSet::new(),
             state: State::default(),
             membership: Membership::default(),
@@ -375,6 +379,7 @@ impl Replica {
             unsettled: Vec::new(),
             rolled_back: 0,
             reexecuted_total: 0,
+            membership_rollbacks_total: 0,
             heads: heads.keys().copied().collect(),
             state: checkpoint.state(),
             membership: header.membership(),
@@ -585,6 +590,10 @@ impl Replica {
         );
         if position < self.applied_len {
             self.rolled_back += self.applied_len - position;
+            let slots = &self.order[position..self.applied_len];
+            if slots.iter().any(|slot| slot.undo.membership.is_some()) {
+                self.membership_rollbacks_total += 1;
+            }
             self.rollback_to(position);
         }
         debug_assert!(self.applied_len <= position);
@@ -646,6 +655,12 @@ impl Replica {
     /// them, over this replica's life (first applications not counted).
     pub fn reexecuted_total(&self) -> u64 {
         self.reexecuted_total
+    }
+
+    /// Insertions over this replica's life that rolled back a membership
+    /// change (an applied invite, join or leave re-ordered behind them).
+    pub fn membership_rollbacks_total(&self) -> u64 {
+        self.membership_rollbacks_total
     }
 
     /// Where a transaction with `key` goes in the order.

@@ -33,6 +33,10 @@ pub struct ShardSummary {
     pub shard: u64,
     pub shards: u64,
     pub seeds_run: u64,
+    /// Seeds that rolled back a membership change (absent in summaries of
+    /// builds before it was counted: 0).
+    #[serde(default)]
+    pub membership_rollback_seeds: u64,
     pub elapsed_ms: u64,
     pub jobs: usize,
     pub failures: Vec<FailedSeed>,
@@ -71,6 +75,7 @@ impl ShardSummary {
             shard,
             shards,
             seeds_run: summary.seeds_run,
+            membership_rollback_seeds: summary.membership_rollback_seeds,
             elapsed_ms: summary.elapsed.as_millis() as u64,
             jobs,
             failures: summary
@@ -145,6 +150,7 @@ pub struct Folded {
     pub present: Vec<u64>,
     pub missing: Vec<u64>,
     pub seeds_run: u64,
+    pub membership_rollback_seeds: u64,
     /// The longest shard's wall time.
     pub elapsed_ms: u64,
     /// Every failure, by seed, with the shard and summary it came from.
@@ -198,7 +204,7 @@ pub fn fold(summaries: &[(PathBuf, ShardSummary)]) -> Result<Folded, FoldError> 
     let mut by_shard: BTreeMap<u64, &PathBuf> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut slowest = Vec::new();
-    let (mut seeds_run, mut elapsed_ms) = (0, 0);
+    let (mut seeds_run, mut elapsed_ms, mut membership_rollback_seeds) = (0, 0, 0);
     for (path, summary) in summaries {
         let same = (summary.first_seed, summary.shards, summary.seeds)
             == (first.first_seed, first.shards, first.seeds);
@@ -223,6 +229,7 @@ pub fn fold(summaries: &[(PathBuf, ShardSummary)]) -> Result<Folded, FoldError> 
             });
         }
         seeds_run += summary.seeds_run;
+        membership_rollback_seeds += summary.membership_rollback_seeds;
         elapsed_ms = elapsed_ms.max(summary.elapsed_ms);
         for (index, failed) in summary.failures.iter().enumerate() {
             failures.push(FoldedFailure {
@@ -249,6 +256,7 @@ pub fn fold(summaries: &[(PathBuf, ShardSummary)]) -> Result<Folded, FoldError> 
             .collect(),
         present: present.into_iter().collect(),
         seeds_run,
+        membership_rollback_seeds,
         elapsed_ms,
         failures,
         slowest,
@@ -270,6 +278,10 @@ impl Folded {
             self.seeds_run,
             self.elapsed_ms as f64 / 1000.0,
             self.failures.len()
+        ));
+        lines.push(format!(
+            "  {}",
+            membership_rollback_line(self.membership_rollback_seeds, self.seeds_run)
         ));
         if !self.missing.is_empty() {
             let missing: Vec<String> = self
@@ -301,4 +313,15 @@ impl Folded {
         }
         lines.join("\n")
     }
+}
+
+/// "N of M seeds (x %) rolled back across a membership change": how often
+/// a sweep reached re-ordering across invites, joins and leaves.
+pub fn membership_rollback_line(seeds: u64, of: u64) -> String {
+    let percent = if of == 0 {
+        0.0
+    } else {
+        100.0 * seeds as f64 / of as f64
+    };
+    format!("{seeds} of {of} seeds ({percent:.1} %) rolled back across a membership change")
 }

@@ -72,6 +72,10 @@ pub const SLOWEST_KEPT: usize = 5;
 pub struct FuzzSummary {
     pub first_seed: u64,
     pub seeds_run: u64,
+    /// Seeds whose run rolled back an applied membership change at least
+    /// once (`Report::membership_rollbacks`): how often the generator
+    /// reaches re-ordering across invites, joins and leaves.
+    pub membership_rollback_seeds: u64,
     /// The slowest seeds and their wall time, slowest first.
     pub slowest: Vec<(u64, Duration)>,
     pub elapsed: Duration,
@@ -117,6 +121,7 @@ pub fn fuzz(
     );
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
+    let membership_rollback_seeds = AtomicU64::new(0);
     let failures: Mutex<Vec<(Failed, Scenario)>> = Mutex::new(Vec::new());
     let slowest: Mutex<Vec<(u64, Duration)>> = Mutex::new(Vec::new());
     let deadline = options.duration.map(|d| started + d);
@@ -146,6 +151,12 @@ pub fn fuzz(
                         &mut slowest.lock().expect("no panics while held"),
                         (seed, seed_started.elapsed()),
                     );
+                    if outcome
+                        .as_ref()
+                        .is_ok_and(|report| report.membership_rollbacks > 0)
+                    {
+                        membership_rollback_seeds.fetch_add(1, Ordering::Relaxed);
+                    }
                     let failed = match outcome {
                         Ok(report) if !report.passed => {
                             let first = report.failures().next().expect("a failure");
@@ -181,6 +192,7 @@ pub fn fuzz(
     let mut summary = FuzzSummary {
         first_seed: options.first_seed,
         seeds_run: done.load(Ordering::Relaxed),
+        membership_rollback_seeds: membership_rollback_seeds.load(Ordering::Relaxed),
         slowest: slowest.into_inner().expect("no panics while held"),
         elapsed: started.elapsed(),
         failures: failures.iter().map(|(f, _)| f.clone()).collect(),

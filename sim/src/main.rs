@@ -463,6 +463,13 @@ fn fuzz_command(
         summary.seeds_run as f64 / seconds.max(1e-9),
         summary.failures.len()
     );
+    println!(
+        "  {}",
+        ctx_sim::fold::membership_rollback_line(
+            summary.membership_rollback_seeds,
+            summary.seeds_run
+        )
+    );
     match seeds {
         Some(n) if first_seed != 0 => {
             println!(

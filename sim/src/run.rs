@@ -145,6 +145,9 @@ pub struct Report {
     /// How long after the last disturbance every live member converged
     /// (the liveness phase), when it did.
     pub converged_after_ms: Option<u64>,
+    /// How many times a member rolled back an applied membership change
+    /// (an invite, join or leave) to insert a transaction before it.
+    pub membership_rollbacks: u64,
     pub checks: Vec<CheckResult>,
     pub contexts: BTreeMap<String, ContextReport>,
     #[serde(skip)]
@@ -205,6 +208,10 @@ struct Runner<'a> {
     /// (in which incarnation, at how many accepted).
     made: BTreeMap<ContextId, BTreeMap<OrderKey, usize>>,
     lowest_lacked: HashMap<(usize, ContextId), LookedAt, FixedState>,
+    /// Each copy's `Replica::membership_rollbacks_total` when last looked
+    /// at, and the run's total (a copy replaced, by a restart or a forward,
+    /// counts from zero again).
+    membership_rollbacks: (BTreeMap<(usize, ContextId), u64>, u64),
     /// Every transaction acknowledged to its caller, and who applied it.
     ledger: Ledger,
     /// The apps' invariant views and what their checks found.
@@ -296,6 +303,7 @@ pub fn run_inspect<R>(
                 .count(),
         ),
         lowest_lacked: HashMap::with_hasher(FixedState::with_seed(13)),
+        membership_rollbacks: (BTreeMap::new(), 0),
         invariants: Invariants::default(),
     };
     for (index, step) in scenario.steps.iter().enumerate() {
@@ -762,11 +770,31 @@ impl Runner<'_> {
             .collect()
     }
 
+    /// Adds what `node`'s copies rolled back across membership changes
+    /// since they were last looked at (after every input).
+    fn count_membership_rollbacks(&mut self, node: usize) {
+        let Some(engine) = self.world.engine(node) else {
+            return;
+        };
+        let (seen, total) = &mut self.membership_rollbacks;
+        for context in engine.context_ids() {
+            let Some(now) = engine
+                .replica(&context)
+                .map(|r| r.membership_rollbacks_total())
+            else {
+                continue;
+            };
+            let before = seen.insert((node, context), now).unwrap_or(0);
+            *total += if now >= before { now - before } else { now };
+        }
+    }
+
     // ----- checks ----------------------------------------------------------------
 
     /// Same heads, same state root, whenever and wherever; and stable
     /// prefixes that agree and are never entered.
     fn check_safety(&mut self, node: usize) {
+        self.count_membership_rollbacks(node);
         self.invariants.after_input(&mut self.world, node);
         self.check_stability(node);
         let Some(engine) = self.world.engine(node) else {
@@ -1410,6 +1438,7 @@ impl Runner<'_> {
             sim_time_ms: self.world.now().as_ms(),
             events: self.world.stats.events,
             converged_after_ms: self.liveness.converged_after_ms(),
+            membership_rollbacks: self.membership_rollbacks.1,
             checks: std::mem::take(&mut self.checks),
             contexts,
             notes: std::mem::take(&mut self.notes),
