@@ -26,7 +26,8 @@
 //! and its timer, the members it may be redirected to, and the copy the
 //! stream fills (`Stream::held`), which becomes the member's when the
 //! stream ends. The member side owns who may catch up (the invited, or a
-//! member resuming) and the application chunks.
+//! member resuming; at a leaver, only a member, being brought forward) and
+//! the application chunks.
 //!
 //! Invariants:
 //! - one request is outstanding at a time; an answer counts only if it
@@ -339,12 +340,15 @@ impl Context {
         request: RequestId,
     ) {
         let body = match &mut self.state {
-            State::Member(held) if accepts_catchup(held, &from) => Body::CatchupAccepted {
-                request,
-                genesis: held.replica.genesis().signed().clone(),
-                members: held.replica.membership().members().collect(),
-                offer: held.checkpoint_offer(&env.me),
-            },
+            State::Member(held) if accepts_catchup(held, &from) => accepted(held, env, request),
+            // A leaver serves a member being brought forward (it may be the
+            // last to stand on a checkpoint covering what that member
+            // lacks), never a joiner: it is about to delete its copy.
+            State::Leaving { held, .. }
+                if held.replica.status(&from) == Some(MemberStatus::Member) =>
+            {
+                accepted(held, env, request)
+            }
             state => {
                 let reason = match state {
                     State::Joining(catchup) if catchup.held().is_none() => {
@@ -747,5 +751,16 @@ impl Context {
         {
             catchup.on_timeout(context, env, out, now);
         }
+    }
+}
+
+/// A catchup request accepted: the genesis, the members, and the
+/// checkpoint this copy can offer.
+fn accepted(held: &mut Held, env: &Env, request: RequestId) -> Body {
+    Body::CatchupAccepted {
+        request,
+        genesis: held.replica.genesis().signed().clone(),
+        members: held.replica.membership().members().collect(),
+        offer: held.checkpoint_offer(&env.me),
     }
 }

@@ -2,7 +2,9 @@
 //! cut of a checkpoint another member stands on (it was away, partitioned,
 //! while the others' stable prefix grew and they dropped its bodies) can no
 //! longer fetch them. It loads that checkpoint instead, as a joiner does,
-//! and keeps everything it holds above the cut.
+//! and keeps everything it holds above the cut. The member ahead may be
+//! leaving: a leaver answers heads and serves a member's forward, since it
+//! may be the last to stand on a checkpoint that covers what B lacks.
 //!
 //! ```text
 //!   member B                                  member A (stands on cut H)

@@ -88,8 +88,20 @@ impl Context {
         stands_on: Option<CheckpointMark>,
     ) {
         let context = self.id;
-        let State::Member(held) = &mut self.state else {
-            return;
+        let held = match &mut self.state {
+            State::Member(held) => held,
+            State::Leaving { held, .. } => {
+                // A leaver takes nothing more, but answers with its heads
+                // and the checkpoint it stands on: a member may lack what
+                // only this copy still holds, below a cut it dropped the
+                // bodies of, and be brought forward onto its checkpoint
+                // (`node/forward.rs`) or fetch the rest from it.
+                if !reply && held.replica.status(&from).is_some() {
+                    held.send_heads(context, env, out, from, true);
+                }
+                return;
+            }
+            State::Joining(_) => return,
         };
         if held.replica.status(&from).is_none() {
             return;
