@@ -128,6 +128,7 @@ fn fuzz_seeds(c: &mut Criterion) {
         from: None,
         nodes_max: 5,
         app: None,
+        every_knob: false,
         jobs: 1,
         shard: (1, 1),
         out: std::env::temp_dir(),

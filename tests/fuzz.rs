@@ -40,6 +40,31 @@ proptest! {
 }
 
 #[test]
+fn a_bounded_sweep_with_every_knob_on_finds_nothing() {
+    let out = std::env::temp_dir().join(format!("ctx-fuzz-every-knob-{}", std::process::id()));
+    let options = FuzzOptions {
+        first_seed: 0,
+        seeds: Some(env_or("CTX_FUZZ_EVERY_KNOB_SEEDS", 16)),
+        duration: None,
+        from: None,
+        nodes_max: 12,
+        app: None,
+        every_knob: true,
+        jobs: 2,
+        shard: (1, 1),
+        out: out.clone(),
+    };
+    let summary = fuzz(&options, &|_, _| {}).expect("runs");
+    let seeds: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
+    assert!(
+        summary.failures.is_empty(),
+        "failing seeds {seeds:?} with every knob on; first: {:?}; scenarios in {}",
+        summary.failures.first(),
+        out.display()
+    );
+}
+
+#[test]
 fn a_bounded_seed_sweep_finds_nothing() {
     let out = std::env::temp_dir().join(format!("ctx-fuzz-test-{}", std::process::id()));
     let options = FuzzOptions {
@@ -49,6 +74,7 @@ fn a_bounded_seed_sweep_finds_nothing() {
         from: None,
         nodes_max: 12,
         app: None,
+        every_knob: false,
         jobs: 2,
         shard: (1, 1),
         out: out.clone(),

@@ -49,6 +49,8 @@ pub struct FuzzOptions {
     /// Every context runs this module and every call calls its methods
     /// (`--app`); `None`: the bundled apps.
     pub app: Option<FuzzedApp>,
+    /// Every fault knob on for every seed (`--every-knob`).
+    pub every_knob: bool,
     pub jobs: usize,
     /// (I, K): run the I-th (1-based) of K slices.
     pub shard: (u64, u64),
@@ -98,6 +100,7 @@ pub fn scenario_for(seed: u64, options: &FuzzOptions) -> Scenario {
             let gen_options = GenOptions {
                 nodes_max: options.nodes_max,
                 app: options.app.clone(),
+                every_knob: options.every_knob,
             };
             generate(seed, &mut choices, &gen_options).0
         }

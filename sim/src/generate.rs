@@ -153,6 +153,9 @@ pub struct GenOptions {
     /// The app every context runs and every call calls (`fuzz --app`);
     /// `None`: the bundled apps.
     pub app: Option<FuzzedApp>,
+    /// Every fault knob on (`fuzz --every-knob`): the seed still draws how
+    /// strong each is, and where and when its faults happen.
+    pub every_knob: bool,
 }
 
 impl Default for GenOptions {
@@ -160,6 +163,7 @@ impl Default for GenOptions {
         GenOptions {
             nodes_max: 12,
             app: None,
+            every_knob: false,
         }
     }
 }
@@ -278,6 +282,27 @@ pub struct Swarm {
 }
 
 impl Swarm {
+    /// `self` with every knob on: a loss or duplication the seed did not
+    /// draw is taken at a moderate strength.
+    fn every_knob(self) -> Swarm {
+        Swarm {
+            loss: self.loss.or(Some(0.1)),
+            duplication: self.duplication.or(Some(0.05)),
+            wide_latency: true,
+            partitions: true,
+            crashes: true,
+            dead_node: true,
+            leaves: true,
+            rejoins: true,
+            late_joins: true,
+            network_changes: true,
+            spins: true,
+            long_partitions: true,
+            clock_drift: true,
+            pauses: true,
+        }
+    }
+
     fn draw(c: &mut dyn Choices) -> Swarm {
         let loss = sometimes(c, 400).then(|| percent(1 + c.below(40)));
         let duplication = sometimes(c, 300).then(|| percent(1 + c.below(30)));
@@ -418,7 +443,14 @@ fn percent(hundredths: u64) -> f64 {
 const CHECKPOINT_INTERVAL_FUZZ_MIN: u64 = 4;
 
 pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (Scenario, Swarm) {
-    let swarm = Swarm::draw(choices);
+    // Drawn even with every knob on, so that the rest of the seed's draws
+    // stay where they are.
+    let drawn = Swarm::draw(choices);
+    let swarm = if options.every_knob {
+        drawn.every_knob()
+    } else {
+        drawn
+    };
     let nodes_max = options.nodes_max.clamp(2, NODES_MAX);
     let node_count = 2 + choices.below(nodes_max as u64 - 1) as usize;
     let nodes: Vec<String> = (0..node_count).map(|n| format!("n{n}")).collect();
@@ -456,8 +488,8 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
     // a seed's scenario keeps every step it had before they existed and
     // only gains `clock` and `pause` steps.
     let mut swarm = swarm;
-    swarm.clock_drift = sometimes(choices, 300);
-    swarm.pauses = sometimes(choices, 300);
+    swarm.clock_drift = sometimes(choices, 300) || options.every_knob;
+    swarm.pauses = sometimes(choices, 300) || options.every_knob;
     if swarm.clock_drift {
         add_clocks(choices, &mut steps, &nodes, chaos_end);
     }
@@ -1912,6 +1944,7 @@ mod tests {
         let options = GenOptions {
             nodes_max: 4,
             app: Some(app.clone()),
+            every_knob: false,
         };
         let mut calls = 0;
         for seed in 0..60 {
@@ -2091,6 +2124,39 @@ mod tests {
         for swarm in &swarms {
             assert!(swarm.loss.is_none_or(|p| (0.01..=0.4).contains(&p)));
             assert!(swarm.duplication.is_none_or(|p| (0.01..=0.3).contains(&p)));
+        }
+    }
+
+    #[test]
+    fn every_knob_switches_every_knob_on_and_keeps_the_seeds_draws() {
+        let every = GenOptions {
+            every_knob: true,
+            ..GenOptions::default()
+        };
+        let mut ops = std::collections::BTreeSet::new();
+        for seed in 0..40 {
+            let (scenario, swarm) = generate(seed, &mut SeededChoices::new(seed), &every);
+            let drawn = generate(seed, &mut SeededChoices::new(seed), &GenOptions::default()).1;
+            assert_eq!(swarm, drawn.clone().every_knob(), "seed {seed}");
+            assert!(swarm.loss.is_some() && swarm.duplication.is_some());
+            if let Some(loss) = drawn.loss {
+                assert_eq!(swarm.loss, Some(loss), "the seed's strength is kept");
+            }
+            ops.extend(scenario.steps.iter().map(|step| step.op.name()));
+        }
+        for op in [
+            "partition",
+            "crash",
+            "restart",
+            "leave",
+            "network",
+            "clock",
+            "pause",
+        ] {
+            assert!(
+                ops.contains(op),
+                "no {op} step in 40 seeds with every knob on"
+            );
         }
     }
 

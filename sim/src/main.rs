@@ -79,6 +79,13 @@ enum Command {
         /// Most nodes in a generated scenario.
         #[arg(long, default_value_t = 12)]
         nodes: usize,
+        /// Switch every fault knob on for every seed (swarm testing draws a
+        /// mix per seed otherwise): loss, duplication, wide latency,
+        /// partitions (one long), crashes (one node for good), leaves and
+        /// rejoins, late joins, network changes, spins, clock drift and
+        /// pauses. The seed still draws their strength and timing.
+        #[arg(long, conflicts_with = "from")]
+        every_knob: bool,
         /// Worker threads (default: the machine's cores).
         #[arg(long)]
         jobs: Option<usize>,
@@ -158,6 +165,7 @@ fn main() -> ExitCode {
             from,
             app,
             nodes,
+            every_knob,
             jobs,
             shard,
             out,
@@ -168,6 +176,7 @@ fn main() -> ExitCode {
                 first_seed,
                 for_duration,
                 shard,
+                every_knob,
             },
             from,
             app,
@@ -297,6 +306,7 @@ struct Sweep {
     first_seed: Option<u64>,
     for_duration: Option<String>,
     shard: Option<String>,
+    every_knob: bool,
 }
 
 /// The shard: `--shard I/K`, else JOB_COMPLETION_INDEX (0-based) of
@@ -411,6 +421,7 @@ fn fuzz_command(
         from,
         nodes_max: nodes,
         app,
+        every_knob: sweep.every_knob,
         jobs,
         shard,
         out,
