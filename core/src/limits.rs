@@ -59,3 +59,9 @@ pub const CONTEXTS_MAX: usize = 4096;
 
 /// Vouches (other members' signed announcements) a checkpoint offer carries.
 pub const CHECKPOINT_VOUCHES_MAX: usize = 3;
+
+/// How many members must acknowledge a leave before the leaver deletes its
+/// copy (or every other member, if fewer): with two, a member that crashes
+/// for good right after acknowledging never takes the last copy of what
+/// the leaver held with it.
+pub const LEAVE_ACKS: usize = 2;

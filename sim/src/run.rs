@@ -522,9 +522,30 @@ impl Runner<'_> {
             (0..self.world.len()).all(|n| match self.phase(n, context) {
                 None | Some(Phase::Member) => true,
                 Some(Phase::Joining) => !(invited(n) && asks_a_member(n)),
-                Some(_) => false,
+                Some(Phase::Leaving) => !self.leave_can_finish(n, context),
             }) && self.converged(context).is_ok()
         })
+    }
+
+    /// Whether leaver `n` can get the acknowledgements it waits for
+    /// (`LEAVE_ACKS`, two, or every other member if fewer): enough of the
+    /// members its copy names are up. One that waits on a member crashed
+    /// for good waits for ever, as stability does, and need not finish.
+    fn leave_can_finish(&self, n: usize, context: &ContextId) -> bool {
+        let Some(replica) = self.world.engine(n).and_then(|e| e.replica(context)) else {
+            return false;
+        };
+        let me = self.world.member_id(n);
+        let others: Vec<MemberId> = replica
+            .membership()
+            .members()
+            .filter(|m| *m != me)
+            .collect();
+        let up = (0..self.world.len())
+            .filter(|&m| others.contains(&self.world.member_id(m)))
+            .filter(|&m| self.world.engine(m).is_some())
+            .count();
+        up >= others.len().clamp(1, ctx_core::limits::LEAVE_ACKS)
     }
 
     fn step(&mut self, index: usize) {

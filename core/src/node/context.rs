@@ -24,12 +24,12 @@
 //!   pending set and its fetch;
 //! - a leave is this node's own `Leave` transaction, in its copy.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
 use crate::ids::{ContextId, MemberId, TxId};
-use crate::limits::CHECKPOINT_VOUCHES_MAX;
+use crate::limits::{CHECKPOINT_VOUCHES_MAX, LEAVE_ACKS};
 use crate::membership::MemberStatus;
 use crate::pending::Pending;
 use crate::record::Record;
@@ -225,11 +225,14 @@ impl Held {
     }
 }
 
-/// A leaver's leave: its own `Leave`, pushed until a member acknowledges it.
+/// A leaver's leave: its own `Leave`, pushed until enough members
+/// acknowledge it.
 pub(super) struct Leave {
     pub(super) tx: Tx,
     /// When to push it again.
     pub(super) push_at: Time,
+    /// The members that acknowledged it (a restart starts over).
+    pub(super) acked_by: BTreeSet<MemberId>,
 }
 
 impl Leave {
@@ -238,7 +241,11 @@ impl Leave {
             tx.author() == *me && matches!(tx.kind(), TxKind::Leave),
             "a leaver pushes its own leave"
         );
-        Leave { tx, push_at }
+        Leave {
+            tx,
+            push_at,
+            acked_by: BTreeSet::new(),
+        }
     }
 }
 
@@ -248,7 +255,8 @@ pub(super) enum State {
     Joining(Catchup),
     /// A full member.
     Member(Held),
-    /// Left: pushes its leave until a member acknowledges it, then deletes.
+    /// Left: pushes its leave until [`LEAVE_ACKS`] members (or every other
+    /// one) acknowledge it, then deletes.
     Leaving { held: Held, leave: Leave },
 }
 
@@ -356,9 +364,20 @@ impl Context {
         self.serving(peer).is_some()
     }
 
-    /// Whether this node is leaving and `leave` is the leave it pushes.
-    pub(super) fn acknowledges(&self, leave: TxId) -> bool {
-        matches!(&self.state, State::Leaving { leave: own, .. } if own.tx.id() == leave)
+    /// `from` acknowledged `leave`: whether this node is leaving, `leave`
+    /// is the leave it pushes, and now [`LEAVE_ACKS`] members (or every
+    /// other member, if fewer) acknowledged it, so that it may delete.
+    pub(super) fn acknowledged(&mut self, leave: TxId, from: MemberId, me: &MemberId) -> bool {
+        let State::Leaving { held, leave: own } = &mut self.state else {
+            return false;
+        };
+        if own.tx.id() != leave {
+            return false;
+        }
+        own.acked_by.insert(from);
+        let others = held.other_members(me);
+        let wanted = others.len().clamp(1, LEAVE_ACKS);
+        own.acked_by.len() >= wanted
     }
 }
 

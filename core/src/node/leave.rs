@@ -4,6 +4,7 @@
 //!   leaver                                 member
 //!   Leave (authored, pushed)          ──►  accepts it (and so everything the leaver had)
 //!   Leave again, every request timeout ──► LeaveAck { leave } once accepted here
+//!   (from LEAVE_ACKS members, or every other member if fewer)
 //!   deletes its copy (`Record::Deleted`, `Event::Left`)
 //! ```
 //!
@@ -13,10 +14,12 @@
 //! `sync`, with the other pushes.)
 //!
 //! Invariants: a leaver keeps its copy, with its pending set and its fetch,
-//! until a member acknowledges the very leave it pushes; so nothing a leaver
-//! accepted is lost with its copy. Only a member acknowledges (never another
-//! leaver, which would delete what it acknowledged for with its own copy,
-//! nor a joiner).
+//! until `LEAVE_ACKS` members (two, or every other member if fewer)
+//! acknowledge the very leave it pushes; so nothing a leaver accepted is
+//! lost with its copy, even if one of them then crashes for good. Only a
+//! member acknowledges (never another leaver, which would delete what it
+//! acknowledged for with its own copy, nor a joiner). A leave waits while
+//! too few members are reachable, as stability does.
 
 use crate::ids::ContextId;
 use crate::time::Time;
@@ -78,7 +81,11 @@ impl Node {
 }
 
 impl Context {
-    /// The leave timer: push the leave again to every other member.
+    /// The leave timer: push the leave again to every other member (one
+    /// that acknowledged acknowledges again, so that a leaver that learned
+    /// of another's leave since, and so wants fewer, may delete), and send
+    /// each this copy's heads, so that one that lacks what the leaver took
+    /// after its leave (its author's copy gone) fetches it from here.
     pub(super) fn leave_timer(&mut self, env: &Env, out: &mut Out, now: Time) {
         let context = self.id;
         if let State::Leaving { held, leave } = &mut self.state
@@ -87,6 +94,7 @@ impl Context {
             leave.push_at = env.timeout_at(now);
             for member in held.other_members(&env.me) {
                 out.push_tx(context, member, &leave.tx, &held.replica);
+                held.send_heads(context, env, out, member, false);
             }
         }
     }

@@ -651,7 +651,7 @@ impl Node {
                 bytes,
             } => c.on_app_chunk(env, out, now, from, request, offset, bytes),
             Body::LeaveAck { leave } => {
-                if c.acknowledges(leave) {
+                if c.acknowledged(leave, from, &self.env.me) {
                     self.delete(context);
                 }
             }

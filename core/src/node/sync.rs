@@ -91,12 +91,26 @@ impl Context {
         let held = match &mut self.state {
             State::Member(held) => held,
             State::Leaving { held, .. } => {
-                // A leaver takes nothing more, but answers with its heads
-                // and the checkpoint it stands on: a member may lack what
-                // only this copy still holds, below a cut it dropped the
-                // bodies of, and be brought forward onto its checkpoint
-                // (`node/forward.rs`) or fetch the rest from it.
-                if !reply && held.replica.status(&from).is_some() {
+                // A leaver answers with its heads and the checkpoint it
+                // stands on: a member may lack what only this copy still
+                // holds, below a cut it dropped the bodies of, and be
+                // brought forward onto its checkpoint (`node/forward.rs`)
+                // or fetch the rest from it. It fetches what the member
+                // holds (so it learns of other leaves, and waits for fewer
+                // acknowledgements), never what only it would then hold.
+                if held.replica.status(&from).is_none() {
+                    return;
+                }
+                let unknown: Vec<TxId> = heads
+                    .iter()
+                    .filter(|id| !held.replica.knows(id) && !held.pending.contains(id))
+                    .copied()
+                    .take(SYNC_IDS_MAX)
+                    .collect();
+                if !unknown.is_empty() {
+                    held.start_fetch(context, env, out, now, from, unknown);
+                }
+                if !reply {
                     held.send_heads(context, env, out, from, true);
                 }
                 return;
@@ -344,7 +358,7 @@ impl Held {
     }
 
     /// Sends this copy's heads, with its announcements, to `to`.
-    fn send_heads(
+    pub(super) fn send_heads(
         &mut self,
         context: ContextId,
         env: &Env,
