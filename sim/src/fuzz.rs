@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::generate::{FuzzedApp, GenOptions, SeededChoices, generate, mutate};
-use crate::run::{RunOptions, run};
+use crate::run::{RunOptions, run_catching};
 use crate::scenario::Scenario;
 use crate::shrink::{failing_checks, shrink};
 use crate::view::{View, html};
@@ -149,7 +149,7 @@ pub fn fuzz(
                     };
                     let scenario = scenario_for(seed, options);
                     let seed_started = Instant::now();
-                    let outcome = run(&scenario, &RunOptions::default());
+                    let outcome = run_catching(&scenario, &RunOptions::default());
                     keep_slowest(
                         &mut slowest.lock().expect("no panics while held"),
                         (seed, seed_started.elapsed()),
@@ -251,7 +251,7 @@ fn diagram(scenario: &Scenario, page: &Path) -> std::io::Result<Option<PathBuf>>
         keep_trace: true,
         ..RunOptions::default()
     };
-    let Some(view) = run(scenario, &options)
+    let Some(view) = run_catching(scenario, &options)
         .ok()
         .and_then(|report| report.trace)
         .and_then(|bytes| View::from_bytes(&bytes).ok())

@@ -365,6 +365,7 @@ fn fuzz_command(
     out: PathBuf,
     json: bool,
 ) -> ExitCode {
+    quiet_panics();
     let bad = |message: String| {
         eprintln!("ctx-sim: {message}");
         ExitCode::from(2)
@@ -629,7 +630,16 @@ fn parse_shard(text: &str) -> Result<(u64, u64), String> {
     Ok((i, k))
 }
 
+/// A sweep or a shrink reports a panicking run as the failed check `panic`
+/// with its message (`run::run_catching`), and may run a panicking
+/// scenario hundreds of times while shrinking it: the default hook's
+/// message and backtrace for each would bury the summary.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|_| {}));
+}
+
 fn shrink_command(file: &std::path::Path, seed: Option<u64>, out: Option<PathBuf>) -> ExitCode {
+    quiet_panics();
     let mut scenario = match Scenario::from_file(file) {
         Ok(scenario) => scenario,
         Err(error) => {
@@ -640,7 +650,7 @@ fn shrink_command(file: &std::path::Path, seed: Option<u64>, out: Option<PathBuf
     if let Some(seed) = seed {
         scenario.seed = seed;
     }
-    let report = match run(&scenario, &RunOptions::default()) {
+    let report = match ctx_sim::run::run_catching(&scenario, &RunOptions::default()) {
         Ok(report) => report,
         Err(error) => {
             eprintln!("ctx-sim: {error}");

@@ -230,6 +230,57 @@ pub fn run(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput
     run_inspect(scenario, options, |_, _| ()).map(|(report, ())| report)
 }
 
+/// [`run`], with an assertion that fails inside the run (an engine or
+/// simulator bug) reported as the failed check `panic`, its message the
+/// detail, instead of unwinding through the caller: what a fuzz sweep and
+/// the shrinker run, so that a panicking seed is a failure with its seed
+/// (and shrinks like any other) rather than the end of the sweep.
+pub fn run_catching(scenario: &Scenario, options: &RunOptions) -> Result<Report, BadInput> {
+    catching(scenario, options, || run(scenario, options))
+}
+
+/// `run`'s outcome, or a report of its panic (see [`run_catching`]).
+fn catching(
+    scenario: &Scenario,
+    options: &RunOptions,
+    run: impl FnOnce() -> Result<Report, BadInput>,
+) -> Result<Report, BadInput> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+    let payload = match outcome {
+        Ok(result) => return result,
+        Err(payload) => payload,
+    };
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    Ok(Report {
+        scenario: scenario.name.clone(),
+        seed: options.seed.unwrap_or(scenario.seed),
+        passed: false,
+        trace_hash: String::new(),
+        sim_time_ms: 0,
+        events: 0,
+        converged_after_ms: None,
+        membership_rollbacks: 0,
+        checks: vec![CheckResult {
+            name: "panic".into(),
+            passed: false,
+            at_ms: 0,
+            detail: message,
+            line: 0,
+        }],
+        contexts: BTreeMap::new(),
+        notes: Vec::new(),
+        log: Vec::new(),
+        wall_seconds: 0.0,
+        stats: crate::world::Stats::default(),
+        path: scenario.path.display().to_string(),
+        trace: None,
+    })
+}
+
 /// [`run`], and then `inspect` sees the world as the run left it, with the
 /// id of each of the scenario's contexts: for a test that looks inside the
 /// engines (the SDK's conformance test re-executes every member's copy
@@ -1530,4 +1581,28 @@ fn short_ids(ids: &[TxId]) -> String {
 
 fn hex_short(bytes: &[u8; 32]) -> String {
     hex::encode(&bytes[..4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_a_run_is_a_failed_check_with_its_message() {
+        let scenario = Scenario::parse(
+            "name = \"x\"\nseed = 4\nnodes = [\"a\"]\n",
+            std::path::Path::new("x.toml"),
+        )
+        .expect("valid");
+        let options = RunOptions::default();
+        let report = catching(&scenario, &options, || panic!("an engine assertion: {}", 7))
+            .expect("a report");
+        assert!(!report.passed);
+        assert_eq!(report.seed, 4);
+        assert_eq!(report.checks.len(), 1);
+        assert_eq!(report.checks[0].name, "panic");
+        assert_eq!(report.checks[0].detail, "an engine assertion: 7");
+        let fine = catching(&scenario, &options, || run(&scenario, &options)).expect("runs");
+        assert!(fine.passed);
+    }
 }

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::run::{Report, RunOptions, run};
+use crate::run::{Report, RunOptions, run_catching};
 use crate::scenario::{Check, Op, Scenario};
 
 /// Seeds tried per candidate: its own and the ones after it.
@@ -101,7 +101,7 @@ impl Shrinker<'_> {
             }
             parsed.seed = candidate.seed.wrapping_add(offset);
             self.runs += 1;
-            let report = run(&parsed, &RunOptions::default()).ok()?;
+            let report = run_catching(&parsed, &RunOptions::default()).ok()?;
             if failing_checks(&report)
                 .intersection(self.target)
                 .next()
