@@ -571,7 +571,10 @@ impl Junk {
                 request: *request,
                 offset: *offset,
             },
-            Junk::LeaveAck { leave } => Body::LeaveAck { leave: id(leave) },
+            Junk::LeaveAck { leave } => Body::LeaveAck {
+                leave: id(leave),
+                members: vec![ctx_core::ids::MemberId([7; 32])],
+            },
             Junk::Txs { request, complete } => Body::Txs {
                 request: *request,
                 txs: Vec::new(),

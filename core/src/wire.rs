@@ -20,8 +20,9 @@ use crate::tx::{OrderKey, SignedTx};
 /// added stability announcements to heads; version 4 carries transactions
 /// of format 3 (parents with their heights); version 5 adds checkpoints:
 /// vouches in announcements, an offer with the catchup's acceptance, and
-/// the checkpoint's entries in chunks.
-pub const WIRE_VERSION: u8 = 5;
+/// the checkpoint's entries in chunks; version 6 says, with a leave's
+/// acknowledgement, whom the acknowledging member counts as members.
+pub const WIRE_VERSION: u8 = 6;
 
 /// Identifies a request so its response can be matched to it.
 pub type RequestId = u64;
@@ -112,8 +113,10 @@ pub enum Body {
         offset: u64,
         bytes: Vec<u8>,
     },
-    /// A member applied the recipient's `Leave`: it may delete its copy.
-    LeaveAck { leave: TxId },
+    /// A member applied the recipient's `Leave`, and counts `members` as the
+    /// context's members (up to `limits::LEAVE_ACKS` of them): the leaver
+    /// deletes its copy once as many members acknowledged as there can be.
+    LeaveAck { leave: TxId, members: Vec<MemberId> },
 }
 
 impl Body {
@@ -249,11 +252,12 @@ mod tests {
             ContextId([3; 32]),
             Body::LeaveAck {
                 leave: TxId([9; 32]),
+                members: Vec::new(),
             },
         )
         .encode();
         assert_eq!(Envelope::decode(&[]), Err(WireError::Empty));
-        for version in [1, 2, 3, 4, WIRE_VERSION + 1] {
+        for version in [1, 2, 3, 4, 5, WIRE_VERSION + 1] {
             let mut other_version = good.clone();
             other_version[0] = version;
             assert_eq!(

@@ -1081,7 +1081,7 @@ impl Builder {
                 offset,
                 bytes,
             } => format!("app chunk #{request}: {} bytes at {offset}", bytes.len()),
-            Body::LeaveAck { leave } => format!("leave acknowledged: {}", leave.short()),
+            Body::LeaveAck { leave, .. } => format!("leave acknowledged: {}", leave.short()),
         };
         Decoded {
             kind: envelope.body.name().to_owned(),

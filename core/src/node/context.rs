@@ -316,6 +316,12 @@ impl Context {
     /// Notes who holds stability back, and persists a checkpoint the copy
     /// took (after every input and command).
     pub(super) fn note_stability(&mut self, now: Time, out: &mut Out, me: &MemberId) {
+        // A leaver never stands on a cut above its own leave: it must keep
+        // the leave's body to push it, also after a restart.
+        let leave_height = match &self.state {
+            State::Leaving { leave, .. } => Some(leave.tx.order_key().height),
+            _ => None,
+        };
         if let Some(held) = self.held_mut() {
             held.note_stability(now);
             // Keeps the offer current while the latest checkpoint is
@@ -323,6 +329,10 @@ impl Context {
             // (loaded by a join or a forward, already both): else a newer
             // cut nobody vouches for leaves nothing to offer.
             held.offerable(me);
+            let cut = held.replica.checkpoint().map(|c| c.header.height);
+            if leave_height.is_some_and(|leave| cut.is_some_and(|cut| cut > leave)) {
+                return;
+            }
             held.persist_checkpoint(out, me);
             held.fold_if_offerable(me);
         }
@@ -364,10 +374,19 @@ impl Context {
         self.serving(peer).is_some()
     }
 
-    /// `from` acknowledged `leave`: whether this node is leaving, `leave`
-    /// is the leave it pushes, and now [`LEAVE_ACKS`] members (or every
-    /// other member, if fewer) acknowledged it, so that it may delete.
-    pub(super) fn acknowledged(&mut self, leave: TxId, from: MemberId, me: &MemberId) -> bool {
+    /// `from` acknowledged `leave`, counting `members` as the members:
+    /// whether this node is leaving, `leave` is the leave it pushes, and
+    /// now [`LEAVE_ACKS`] members acknowledged it, or as many as there are
+    /// in this copy's view or the acknowledging member's (so that a leaver
+    /// that has not heard of another's leave does not wait for it for
+    /// ever), and it may delete.
+    pub(super) fn acknowledged(
+        &mut self,
+        leave: TxId,
+        from: MemberId,
+        members: &[MemberId],
+        me: &MemberId,
+    ) -> bool {
         let State::Leaving { held, leave: own } = &mut self.state else {
             return false;
         };
@@ -375,8 +394,9 @@ impl Context {
             return false;
         }
         own.acked_by.insert(from);
-        let others = held.other_members(me);
-        let wanted = others.len().clamp(1, LEAVE_ACKS);
+        let others = held.other_members(me).len();
+        let theirs = members.iter().filter(|m| *m != me).count();
+        let wanted = others.min(theirs).clamp(1, LEAVE_ACKS);
         own.acked_by.len() >= wanted
     }
 }

@@ -18,14 +18,22 @@
 //! acknowledge the very leave it pushes; so nothing a leaver accepted is
 //! lost with its copy, even if one of them then crashes for good. Only a
 //! member acknowledges (never another leaver, which would delete what it
-//! acknowledged for with its own copy, nor a joiner). A leave waits while
-//! too few members are reachable, as stability does.
+//! acknowledged for with its own copy, nor a joiner). An acknowledgement
+//! names whom its member counts as members, so that a leaver that never
+//! heard of another's leave waits for no more acknowledgements than there
+//! can be. A leave waits while too few members are reachable, as stability
+//! does. A leaver never folds a checkpoint cut above its own leave
+//! (`Context::note_stability`): it keeps the leave it pushes, also across a
+//! restart.
 
-use crate::ids::ContextId;
+use std::collections::BTreeMap;
+
+use crate::ids::{ContextId, MemberId, TxId};
+use crate::membership::MemberStatus;
 use crate::time::Time;
 use crate::tx::TxKind;
 
-use super::context::{Context, Leave, State};
+use super::context::{Context, Held, Leave, State};
 use super::out::Out;
 use super::{CommandError, Env, Node, Phase};
 
@@ -77,6 +85,28 @@ impl Node {
         c.note_stability(now, &mut self.out, &self.env.me);
         self.contexts.insert(context, c);
         Ok(())
+    }
+}
+
+impl Held {
+    /// The last leave of every other identity that left, by its author (a
+    /// leave below this copy's cut is not found: its body is gone).
+    pub(super) fn leaves_of_others(&self, me: &MemberId) -> Vec<(MemberId, TxId)> {
+        let left: Vec<MemberId> = self
+            .replica
+            .membership()
+            .all()
+            .filter(|(m, status)| m != me && *status == MemberStatus::Left)
+            .map(|(m, _)| m)
+            .collect();
+        let mut leaves = BTreeMap::new();
+        for id in self.replica.order() {
+            let tx = self.replica.tx(&id).expect("ordered");
+            if matches!(tx.kind(), TxKind::Leave) && left.contains(&tx.author()) {
+                leaves.insert(tx.author(), id);
+            }
+        }
+        leaves.into_iter().collect()
     }
 }
 

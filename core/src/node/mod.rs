@@ -650,8 +650,8 @@ impl Node {
                 offset,
                 bytes,
             } => c.on_app_chunk(env, out, now, from, request, offset, bytes),
-            Body::LeaveAck { leave } => {
-                if c.acknowledged(leave, from, &self.env.me) {
+            Body::LeaveAck { leave, members } => {
+                if c.acknowledged(leave, from, &members, &self.env.me) {
                     self.delete(context);
                 }
             }
@@ -676,6 +676,22 @@ impl Node {
         let Some(c) = self.contexts.get_mut(&context) else {
             return;
         };
+        // A leaver that learned every other member left too has nobody to
+        // hand its copy to, nor anybody to acknowledge: it deletes, as a
+        // last member leaving does at once.
+        if let State::Leaving { held, .. } = &c.state
+            && held.other_members(&self.env.me).is_empty()
+        {
+            // The others that left may still be waiting for an
+            // acknowledgement, and nobody else is left to give one.
+            for (leaver, leave) in held.leaves_of_others(&self.env.me) {
+                let members = Vec::new();
+                self.out
+                    .send(context, leaver, Body::LeaveAck { leave, members });
+            }
+            self.delete(context);
+            return;
+        }
         let State::Member(held) = &mut c.state else {
             return;
         };

@@ -5,6 +5,8 @@
 //! this node's own status in the restored membership:
 //! - a member resumes as a member;
 //! - a node that left resumes leaving, pushing the last leave it authored;
+//!   unless it was rejoining and the copy it catches up into stands on a
+//!   cut above that leave: it resumes the stream;
 //! - a node whose copy does not make it a member (it crashed while catching
 //!   up) resumes the stream after the last transaction it persisted, from
 //!   the member it joined through;
@@ -234,15 +236,27 @@ impl Node {
         {
             held.restored_checkpoint(checkpoint, vouches, &me);
         }
-        let state = match status {
-            Some(MemberStatus::Member) => State::Member(held),
-            Some(MemberStatus::Left) => {
-                let tx = own_last_leave(&held.replica, &me)
-                    .expect("a member that left authored its leave");
+        let own_leave = own_last_leave(&held.replica, &me);
+        let state = match (status, own_leave) {
+            (Some(MemberStatus::Member), _) => State::Member(held),
+            (Some(MemberStatus::Left), Some(tx)) => {
                 let leave = Leave::new(tx, Time::ZERO, &me);
                 State::Leaving { held, leave }
             }
-            Some(MemberStatus::Invited) | None => {
+            (Some(MemberStatus::Left), None) => {
+                // Its leave is not in this copy: it was rejoining, and the
+                // copy it was catching up into stands on a checkpoint cut
+                // above the leave (a leaver never folds below its own
+                // leave, `Context::note_stability`). Continue the stream.
+                assert!(
+                    via.is_some(),
+                    "a copy that says this node left holds its leave, or is a rejoiner's"
+                );
+                let candidates = held.other_members(&me);
+                let peer = via.or_else(|| candidates.first().copied()).unwrap_or(me);
+                State::Joining(Catchup::resumed(held, peer, candidates))
+            }
+            (Some(MemberStatus::Invited) | None, _) => {
                 // Crashed while catching up: continue the stream.
                 let candidates = held.other_members(&me);
                 let peer = via.or_else(|| candidates.first().copied()).unwrap_or(me);

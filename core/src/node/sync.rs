@@ -16,7 +16,7 @@
 //!   everything the leaver had is.
 
 use crate::ids::{ContextId, MemberId, TxId};
-use crate::limits::SYNC_IDS_MAX;
+use crate::limits::{LEAVE_ACKS, SYNC_IDS_MAX};
 use crate::membership::MemberStatus;
 use crate::replica::Replica;
 use crate::stability::SignedAnnouncement;
@@ -44,8 +44,14 @@ impl Context {
         let serves = self.serves(&from);
         // Only a member acknowledges a leave: a leaver (or a joiner) that
         // did would let the other leaver delete a copy whose transactions it
-        // may be the last to hold, and then delete its own.
-        let acknowledges = matches!(self.state, State::Member(_));
+        // may be the last to hold, and then delete its own. Except a leaver
+        // for whom the sender is the last other member: nobody is left to
+        // hand either copy to, and both delete (the last two leaving).
+        let acknowledges = match &self.state {
+            State::Member(_) => true,
+            State::Leaving { held, .. } => held.other_members(&env.me).iter().all(|m| *m == from),
+            State::Joining(_) => false,
+        };
         let Some(held) = self.held_mut() else {
             return Ok(());
         };
@@ -67,7 +73,11 @@ impl Context {
         held.offer(context, env, out, now, from, tx);
         // Acknowledge a leave once it is accepted here: the leaver may delete.
         if acknowledges && is_leave_of_sender && held.replica.covers(&key) {
-            out.send(context, from, Body::LeaveAck { leave: id });
+            // (Read before this input settles: the leaver may still be
+            // listed, so it is left out here.)
+            let members = held.replica.membership().members();
+            let members = members.filter(|m| *m != from).take(LEAVE_ACKS).collect();
+            out.send(context, from, Body::LeaveAck { leave: id, members });
         }
         Ok(())
     }
