@@ -29,7 +29,6 @@
 use std::collections::BTreeMap;
 
 use crate::ids::{ContextId, MemberId, TxId};
-use crate::membership::MemberStatus;
 use crate::time::Time;
 use crate::tx::TxKind;
 
@@ -89,20 +88,16 @@ impl Node {
 }
 
 impl Held {
-    /// The last leave of every other identity that left, by its author (a
-    /// leave below this copy's cut is not found: its body is gone).
+    /// The last leave of every other identity that ever left, by its
+    /// author, also one invited again since (its invite may have been made
+    /// by a member that did not know it had left, and it may still be
+    /// leaving); a leave below this copy's cut is not found (its body is
+    /// gone).
     pub(super) fn leaves_of_others(&self, me: &MemberId) -> Vec<(MemberId, TxId)> {
-        let left: Vec<MemberId> = self
-            .replica
-            .membership()
-            .all()
-            .filter(|(m, status)| m != me && *status == MemberStatus::Left)
-            .map(|(m, _)| m)
-            .collect();
         let mut leaves = BTreeMap::new();
         for id in self.replica.order() {
             let tx = self.replica.tx(&id).expect("ordered");
-            if matches!(tx.kind(), TxKind::Leave) && left.contains(&tx.author()) {
+            if matches!(tx.kind(), TxKind::Leave) && tx.author() != *me {
                 leaves.insert(tx.author(), id);
             }
         }
