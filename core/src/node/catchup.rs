@@ -58,7 +58,7 @@ use crate::time::Time;
 use crate::tx::{OrderKey, SignedTx, Tx, TxError, TxKind};
 use crate::wire::{Body, CheckpointOffer, RefuseReason, RequestId};
 
-use super::context::{Context, Held, Outstanding, State, accepts_catchup};
+use super::context::{Context, Held, Outstanding, State, accepts_catchup, others_vouches};
 use super::out::{Event, Out};
 use super::{Env, MessageError};
 
@@ -689,6 +689,7 @@ impl Context {
             vouches,
             vouched_by,
         } = *loading;
+        let vouches = others_vouches(vouches, &env.me);
         let copy = result.and_then(|()| {
             let checkpoint = Arc::new(assembly.finish().map_err(|e| e.to_string())?);
             Replica::from_checkpoint(genesis.clone(), Arc::clone(&blob), Arc::clone(&checkpoint))

@@ -409,3 +409,14 @@ pub(super) fn accepts_catchup(held: &Held, peer: &MemberId) -> bool {
         Some(MemberStatus::Member | MemberStatus::Invited)
     )
 }
+
+/// The vouches of a loaded checkpoint this copy keeps to offer it: not its
+/// own (a rejoiner may load a checkpoint it vouched for before it left),
+/// which a joiner it serves counts for nothing, the responder's own.
+pub(super) fn others_vouches(
+    mut vouches: Vec<SignedAnnouncement>,
+    me: &MemberId,
+) -> Vec<SignedAnnouncement> {
+    vouches.retain(|vouch| vouch.body.author != *me);
+    vouches
+}

@@ -238,6 +238,7 @@ impl Held {
             vouches,
             vouched_by,
         } = *loading;
+        let vouches = super::context::others_vouches(vouches, &env.me);
         let header = assembly.header();
         if !self.forward_brings_forward(header.height, header.applied) {
             // The copy moved on while the entries came in.
