@@ -35,6 +35,8 @@
 //!   match nothing (request 0) until the timer asks again;
 //! - after `CATCHUP_ATTEMPTS_PER_PEER` attempts without progress at one
 //!   responder the catchup moves to a random candidate, never this node;
+//!   and at once after a stream is refused as superseded (that responder
+//!   may have nothing it can offer);
 //! - the application blob only grows, chunk by chunk at its end, up to the
 //!   genesis's `app_bytes` (and `APP_BYTES_MAX`);
 //! - the copy exists from the step the blob matched its genesis on, and is
@@ -518,7 +520,10 @@ impl Context {
         catchup.retry_later(env, now);
         // A stream the responder can no longer serve (it dropped the bodies
         // below its checkpoint) starts over too, and the copy it was
-        // filling is dropped: the new offer replaces it.
+        // filling is dropped: the new offer replaces it. At another member:
+        // this one may have no checkpoint it can offer (none of the others
+        // at its cut vouched for it yet), and would accept and refuse again
+        // for ever, each acceptance counting as progress.
         if reason == RefuseReason::Superseded
             && matches!(
                 catchup.step,
@@ -526,6 +531,7 @@ impl Context {
             )
         {
             catchup.step = CatchupStep::Requested;
+            catchup.attempts = CATCHUP_ATTEMPTS_PER_PEER;
         }
         out.event(Event::CatchupRefused {
             context,
