@@ -70,13 +70,17 @@ impl Context {
         }
         let tx = Tx::from_signed(signed, env.verifier.as_ref())?;
         let id = tx.id();
+        // Whom this copy counts as members, read while it is settled (before
+        // the offer, so the leaver may still be listed: it is left out).
+        let members: Vec<MemberId> = if is_leave_of_sender {
+            let members = held.replica.membership().members();
+            members.filter(|m| *m != from).take(LEAVE_ACKS).collect()
+        } else {
+            Vec::new()
+        };
         held.offer(context, env, out, now, from, tx);
         // Acknowledge a leave once it is accepted here: the leaver may delete.
         if acknowledges && is_leave_of_sender && held.replica.covers(&key) {
-            // (Read before this input settles: the leaver may still be
-            // listed, so it is left out here.)
-            let members = held.replica.membership().members();
-            let members = members.filter(|m| *m != from).take(LEAVE_ACKS).collect();
             out.send(context, from, Body::LeaveAck { leave: id, members });
         }
         Ok(())
