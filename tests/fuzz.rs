@@ -6,7 +6,7 @@
 //!
 //! `PROPTEST_CASES` and `CTX_FUZZ_SEEDS` raise the bounds for a longer run.
 
-use ctx_sim::fuzz::{FuzzOptions, fuzz};
+use ctx_sim::fuzz::{FuzzOptions, FuzzSummary, fuzz};
 use ctx_sim::generate::{GenOptions, ListChoices, generate};
 use ctx_sim::run::{RunOptions, run};
 use proptest::prelude::*;
@@ -39,17 +39,18 @@ proptest! {
     }
 }
 
-#[test]
-fn a_bounded_sweep_with_every_knob_on_finds_nothing() {
-    let out = std::env::temp_dir().join(format!("ctx-fuzz-every-knob-{}", std::process::id()));
+/// Sweeps seeds `0..seeds` (two jobs) and asserts that none fails, naming
+/// the failing seeds and where their scenarios were saved.
+fn sweep_finds_nothing(name: &str, seeds: u64, every_knob: bool) -> FuzzSummary {
+    let out = std::env::temp_dir().join(format!("ctx-fuzz-{name}-{}", std::process::id()));
     let options = FuzzOptions {
         first_seed: 0,
-        seeds: Some(env_or("CTX_FUZZ_EVERY_KNOB_SEEDS", 16)),
+        seeds: Some(seeds),
         duration: None,
         from: None,
         nodes_max: 12,
         app: None,
-        every_knob: true,
+        every_knob,
         jobs: 2,
         shard: (1, 1),
         out: out.clone(),
@@ -58,35 +59,21 @@ fn a_bounded_sweep_with_every_knob_on_finds_nothing() {
     let seeds: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
     assert!(
         summary.failures.is_empty(),
-        "failing seeds {seeds:?} with every knob on; first: {:?}; scenarios in {}",
+        "failing seeds {seeds:?} ({name}); first: {:?}; scenarios in {}",
         summary.failures.first(),
         out.display()
     );
+    summary
+}
+
+#[test]
+fn a_bounded_sweep_with_every_knob_on_finds_nothing() {
+    sweep_finds_nothing("every-knob", env_or("CTX_FUZZ_EVERY_KNOB_SEEDS", 16), true);
 }
 
 #[test]
 fn a_bounded_seed_sweep_finds_nothing() {
-    let out = std::env::temp_dir().join(format!("ctx-fuzz-test-{}", std::process::id()));
-    let options = FuzzOptions {
-        first_seed: 0,
-        seeds: Some(env_or("CTX_FUZZ_SEEDS", 40)),
-        duration: None,
-        from: None,
-        nodes_max: 12,
-        app: None,
-        every_knob: false,
-        jobs: 2,
-        shard: (1, 1),
-        out: out.clone(),
-    };
-    let summary = fuzz(&options, &|_, _| {}).expect("runs");
-    let seeds: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
-    assert!(
-        summary.failures.is_empty(),
-        "failing seeds {seeds:?}; first: {:?}; scenarios in {}",
-        summary.failures.first(),
-        out.display()
-    );
+    let summary = sweep_finds_nothing("swarm", env_or("CTX_FUZZ_SEEDS", 40), false);
     // The generator reaches re-ordering across membership changes (issue
     // 17): about 60 % of seeds do, so a sweep of 40 where none does means
     // the generator or the count broke.

@@ -273,13 +273,7 @@ impl Held {
                     && o.vouches.len() == self.vouches.by.len().min(CHECKPOINT_VOUCHES_MAX)
             });
             if !kept {
-                let vouches = self
-                    .vouches
-                    .by
-                    .values()
-                    .take(CHECKPOINT_VOUCHES_MAX)
-                    .cloned()
-                    .collect();
+                let vouches = self.vouches.to_offer();
                 self.offered = Some(Offered {
                     checkpoint,
                     vouches,

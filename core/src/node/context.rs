@@ -97,6 +97,18 @@ pub(super) struct Vouches {
     pub(super) by: BTreeMap<MemberId, SignedAnnouncement>,
 }
 
+impl Vouches {
+    /// The vouches an offer of the checkpoint carries (and its records
+    /// keep): up to `CHECKPOINT_VOUCHES_MAX`, by author.
+    pub(super) fn to_offer(&self) -> Vec<SignedAnnouncement> {
+        self.by
+            .values()
+            .take(CHECKPOINT_VOUCHES_MAX)
+            .cloned()
+            .collect()
+    }
+}
+
 /// The announcements a copy makes and relays (`crate::stability`).
 #[derive(Default)]
 pub(super) struct Announcements {
@@ -145,13 +157,7 @@ impl Held {
             return;
         }
         let checkpoint = Arc::clone(self.replica.checkpoint().expect("checked above"));
-        let vouches = self
-            .vouches
-            .by
-            .values()
-            .take(CHECKPOINT_VOUCHES_MAX)
-            .cloned()
-            .collect();
+        let vouches = self.vouches.to_offer();
         self.persist_checkpoint_records(out, &checkpoint, vouches);
     }
 

@@ -115,12 +115,7 @@ impl Context {
                 if held.replica.status(&from).is_none() {
                     return;
                 }
-                let unknown: Vec<TxId> = heads
-                    .iter()
-                    .filter(|id| !held.replica.knows(id) && !held.pending.contains(id))
-                    .copied()
-                    .take(SYNC_IDS_MAX)
-                    .collect();
+                let unknown = held.unknown_of(&heads);
                 if !unknown.is_empty() {
                     held.start_fetch(context, env, out, now, from, unknown);
                 }
@@ -138,12 +133,7 @@ impl Context {
         if let Some(mark) = stands_on {
             held.forward_if_behind(context, env, out, now, from, mark);
         }
-        let unknown: Vec<TxId> = heads
-            .iter()
-            .filter(|id| !held.replica.knows(id) && !held.pending.contains(id))
-            .copied()
-            .take(SYNC_IDS_MAX)
-            .collect();
+        let unknown = held.unknown_of(&heads);
         let mine: Vec<TxId> = held.replica.heads().iter().copied().collect();
         let differ = {
             let mut theirs = heads;
@@ -325,6 +315,17 @@ impl Context {
 }
 
 impl Held {
+    /// The first `SYNC_IDS_MAX` of a peer's `heads` this copy neither holds
+    /// nor has pending: what to fetch from it.
+    fn unknown_of(&self, heads: &[TxId]) -> Vec<TxId> {
+        heads
+            .iter()
+            .filter(|id| !self.replica.knows(id) && !self.pending.contains(id))
+            .copied()
+            .take(SYNC_IDS_MAX)
+            .collect()
+    }
+
     /// Verifies a batch and offers every valid transaction in it, in order
     /// (deferred: the caller's input settles the copy once, for the whole
     /// batch). Returns whether more transactions are accepted than before,
