@@ -229,6 +229,16 @@ impl Held {
             .filter(|m| m != me)
             .collect()
     }
+
+    /// Identities this copy counts as invited (not yet joined), sorted.
+    pub(super) fn invited_others(&self, me: &MemberId) -> Vec<MemberId> {
+        self.replica
+            .membership()
+            .all()
+            .filter(|(m, status)| m != me && *status == MemberStatus::Invited)
+            .map(|(m, _)| m)
+            .collect()
+    }
 }
 
 /// A leaver's leave: its own `Leave`, pushed until enough members

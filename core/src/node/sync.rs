@@ -10,7 +10,8 @@
 //!   holds at most `SYNC_IDS_MAX` ids, and so does every `have` and `heads`
 //!   this node sends;
 //! - only nodes the membership names are served (`Context::serving`), and
-//!   only members take part in anti-entropy;
+//!   only members take part in anti-entropy, sending their heads to
+//!   members and to invited identities (which may have joined unheard of);
 //! - a leave is acknowledged only once it is accepted here (or lies below
 //!   a checkpoint cut here, so in the prefix the cut closes), hence once
 //!   everything the leaver had is.
@@ -348,8 +349,17 @@ impl Held {
     }
 
     /// Anti-entropy: heads to one random other member; missing parents are
-    /// fetched from one.
+    /// fetched from one. And heads to one random invited identity: it may
+    /// have joined already, in a copy that holds its own join and not yet
+    /// this copy's; two joiners whose inviter is gone before it heard of
+    /// their joins each count the other as invited only, and meet only
+    /// this way. (An invited identity still joining ignores the heads.)
     fn sync_tick(&mut self, context: ContextId, env: &mut Env, out: &mut Out, now: Time) {
+        let invited = self.invited_others(&env.me);
+        if !invited.is_empty() {
+            let peer = invited[env.pick(invited.len())];
+            self.send_heads(context, env, out, peer, false);
+        }
         let others = self.other_members(&env.me);
         if others.is_empty() {
             return;
