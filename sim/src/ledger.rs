@@ -6,11 +6,17 @@
 //! (the world drains its records first), so every transaction a node makes
 //! is acknowledged. At the end of a run, a transaction must be on every
 //! live member of its context in every partition group that holds a
-//! *witness*: a node that is up at the end (whatever its membership) and
-//! applied the transaction at some time, its maker included. So:
+//! *witness*: a node that is up at the end and applied the transaction at
+//! some time, its maker included, and that either still holds the context
+//! or applied it before it authored its leave. So:
 //! - a maker that is up (a member, or one that has left: its leave was
 //!   acknowledged only once a member had applied it, and everything it made
 //!   before) is a witness of everything it made;
+//! - a leaver hands on what its leave descends from, not what it applied
+//!   after authoring it: once its copy is deleted, a transaction it applied
+//!   while leaving is the acknowledging members' to keep (they may have it
+//!   from its maker, and lose it with the maker's last copy), so such a
+//!   leaver is no witness of it;
 //! - a maker that crashed for good after its transaction left it, to a node
 //!   that is up at the end, still has a witness there: that node must not
 //!   have lost it, and the others must have it from it;
@@ -23,8 +29,9 @@
 //! skips one), once its maker is gone, fails here and nowhere else.
 //!
 //! Invariant: a node's bit is set only by an `Applied` event of that node,
-//! or by its making the transaction. The memory is one bit per node per
-//! transaction made, plus an index entry.
+//! or by its making the transaction. The memory is two bits per node per
+//! transaction made (applied while holding the copy, applied while
+//! leaving), plus an index entry.
 
 use ctx_core::tx::{OrderKey, SignedTx};
 use ctx_core::{ContextId, TxId};
@@ -44,8 +51,11 @@ pub struct Ledger {
     /// Bitset words per transaction: one bit per node.
     words: usize,
     made: Vec<Acknowledged>,
-    /// `made[i]`'s witnesses are `applied[i * words..(i + 1) * words]`.
+    /// The nodes that applied `made[i]` before they authored a leave (or
+    /// made it): `applied[i * words..(i + 1) * words]`.
     applied: Vec<u64>,
+    /// The nodes that applied `made[i]` while leaving, laid out the same.
+    applied_leaving: Vec<u64>,
     index: HashMap<TxId, usize, FixedState>,
 }
 
@@ -55,6 +65,7 @@ impl Ledger {
             words: nodes.div_ceil(64).max(1),
             made: Vec::new(),
             applied: Vec::new(),
+            applied_leaving: Vec::new(),
             index: HashMap::with_hasher(FixedState::with_seed(11)),
         }
     }
@@ -75,11 +86,13 @@ impl Ledger {
             maker,
         });
         self.applied.resize(self.applied.len() + self.words, 0);
-        self.applied(maker, &id);
+        self.applied_leaving.resize(self.applied.len(), 0);
+        self.applied(maker, &id, false);
     }
 
-    /// `node` applied `tx` (for the first time in one of its lives).
-    pub fn applied(&mut self, node: usize, tx: &TxId) {
+    /// `node` applied `tx` (for the first time in one of its lives), while
+    /// leaving the context or not.
+    pub fn applied(&mut self, node: usize, tx: &TxId, leaving: bool) {
         let Some(&at) = self.index.get(tx) else {
             // Made by no simulated node (a genesis is made too): nothing
             // acknowledged.
@@ -87,15 +100,21 @@ impl Ledger {
         };
         let word = at * self.words + node / 64;
         debug_assert!(node / 64 < self.words, "node {node} out of range");
-        self.applied[word] |= 1 << (node % 64);
+        let bits = if leaving {
+            &mut self.applied_leaving
+        } else {
+            &mut self.applied
+        };
+        bits[word] |= 1 << (node % 64);
     }
 
     /// The acknowledged transactions of `context`, in the order made, each
-    /// with the nodes that ever applied it.
+    /// with the nodes that ever applied it and whether each applied it only
+    /// while leaving.
     pub fn of(
         &self,
         context: ContextId,
-    ) -> impl Iterator<Item = (Acknowledged, impl Iterator<Item = usize> + '_)> + '_ {
+    ) -> impl Iterator<Item = (Acknowledged, impl Iterator<Item = (usize, bool)> + '_)> + '_ {
         self.made
             .iter()
             .enumerate()
@@ -103,12 +122,21 @@ impl Ledger {
             .map(|(at, made)| (*made, self.witnesses(at)))
     }
 
-    fn witnesses(&self, at: usize) -> impl Iterator<Item = usize> + '_ {
-        let words = &self.applied[at * self.words..(at + 1) * self.words];
-        words.iter().enumerate().flat_map(|(w, &bits)| {
-            (0..64)
-                .filter(move |bit| bits & (1 << bit) != 0)
-                .map(move |bit| w * 64 + bit)
-        })
+    /// The nodes that applied `made[at]`, each with whether it applied it
+    /// only while leaving.
+    fn witnesses(&self, at: usize) -> impl Iterator<Item = (usize, bool)> + '_ {
+        let words = at * self.words..(at + 1) * self.words;
+        let holding = &self.applied[words.clone()];
+        let leaving = &self.applied_leaving[words];
+        holding
+            .iter()
+            .zip(leaving)
+            .enumerate()
+            .flat_map(|(w, (&holding, &leaving))| {
+                let leaving_only = leaving & !holding;
+                (0..64)
+                    .filter(move |bit| (holding | leaving_only) & (1 << bit) != 0)
+                    .map(move |bit| (w * 64 + bit, leaving_only & (1 << bit) != 0))
+            })
     }
 }

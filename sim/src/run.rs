@@ -937,8 +937,13 @@ impl Runner<'_> {
         }
         for (at, event) in self.world.take_events() {
             let detail = match event {
-                Event::Applied { tx, .. } => {
-                    self.ledger.applied(at, &tx);
+                Event::Applied { context, tx, .. } => {
+                    // A copy deleted in the same input was leaving.
+                    let leaving = !matches!(
+                        self.phase(at, &context),
+                        Some(Phase::Member | Phase::Joining)
+                    );
+                    self.ledger.applied(at, &tx, leaving);
                     continue;
                 }
                 Event::BelowStable {
@@ -1359,7 +1364,8 @@ impl Runner<'_> {
 
     /// Every acknowledged transaction of `context` is on every live member
     /// in each partition group that holds a witness of it: a node up now
-    /// that applied it at some time (`crate::ledger`).
+    /// that applied it at some time, and still holds the context or applied
+    /// it before it authored its leave (`crate::ledger`).
     fn acknowledged(&self, context: &ContextId) -> Result<(), String> {
         let members = self.live_members(context);
         let replicas: Vec<(usize, &ctx_core::Replica)> = members
@@ -1370,7 +1376,12 @@ impl Runner<'_> {
             })
             .collect();
         for (made, witnesses) in self.ledger.of(*context) {
-            let witnesses: Vec<usize> = witnesses.filter(|&w| self.world.is_up(w)).collect();
+            let witnesses: Vec<usize> = witnesses
+                .filter(|&(w, leaving)| {
+                    self.world.is_up(w) && (!leaving || self.phase(w, context).is_some())
+                })
+                .map(|(w, _)| w)
+                .collect();
             for &(member, replica) in &replicas {
                 let group = self.world.group(member);
                 if replica.covers(&made.key)
