@@ -569,3 +569,52 @@ fn disk_without_checkpoints(written: &[Record], disk: &[Record]) -> Vec<Record> 
         .cloned()
         .collect()
 }
+
+#[test]
+fn a_sealed_store_skips_a_torn_last_record_and_refuses_a_damaged_earlier_one() {
+    let mut net = Net::new(1);
+    let c = net.nodes[0].create_context(net.now, KV.as_bytes()).unwrap();
+    for n in 0..5u32 {
+        net.nodes[0]
+            .call(net.now, c, "set", args(&[&n.to_le_bytes(), b"v"]))
+            .unwrap();
+    }
+    net.collect();
+    let sealed: Vec<Vec<u8>> = net.disks[0].iter().map(Record::seal).collect();
+    let restore = |sealed: &[Vec<u8>]| {
+        Node::restore_sealed(
+            ctx_core::Config::default(),
+            support::secret(0),
+            [1; 32],
+            std::sync::Arc::new(ctx_core::Ed25519Verifier),
+            sealed,
+        )
+    };
+    let whole = restore(&sealed).expect("a whole store restores");
+    let applied = whole.replica(&c).unwrap().applied();
+    // Torn: the last record cut short. The node comes up without it and
+    // says so.
+    let mut torn = sealed.clone();
+    let last = torn.last_mut().unwrap();
+    last.truncate(last.len() / 2);
+    let mut node = restore(&torn).expect("a torn last record is skipped");
+    assert_eq!(node.replica(&c).unwrap().applied(), applied - 1);
+    let events: Vec<Event> = std::iter::from_fn(|| node.poll_event()).collect();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::TornRecordSkipped { record, .. } if *record as usize == sealed.len() - 1
+        )),
+        "{events:?}"
+    );
+    // A flipped bit in an earlier record: refused, never applied.
+    let mut flipped = sealed.clone();
+    flipped[2][10] ^= 0x10;
+    match restore(&flipped) {
+        Err(ctx_core::RestoreError::Damaged { record: 2, of, .. }) => {
+            assert_eq!(of, sealed.len())
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a damaged record was trusted"),
+    }
+}

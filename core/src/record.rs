@@ -29,6 +29,21 @@ pub const RECORD_VERSION: u8 = 7;
 /// The largest record: the app blob plus room for the genesis.
 pub const RECORD_BYTES_MAX: usize = crate::limits::APP_BYTES_MAX + 64 * 1024;
 
+/// The checksum a sealed record ends with: the first bytes of the blake3
+/// hash of its encoding.
+pub const SEAL_BYTES: usize = 8;
+
+/// What is wrong with a stored record that does not unseal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum RecordDamage {
+    #[error("{len} bytes, too short to hold a checksum")]
+    Short { len: usize },
+    #[error("its checksum does not match its {len} bytes (a torn write or a flipped bit)")]
+    Checksum { len: usize },
+    #[error("its checksum matches, but it does not decode: {0}")]
+    Decode(String),
+}
+
 /// One durable fact.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -156,6 +171,37 @@ impl Record {
         let (_, record): (u8, Record) = decode_versioned(bytes, RECORD_BYTES_MAX, RECORD_VERSION)?;
         Ok(record)
     }
+
+    /// The record as a driver stores it: its encoding, then a checksum of
+    /// that ([`SEAL_BYTES`]), so that a write torn by a crash, or a bit
+    /// flipped at rest, is found when the record is read back
+    /// ([`Record::unseal`]) instead of being trusted.
+    pub fn seal(&self) -> Vec<u8> {
+        let mut bytes = self.encode();
+        let sum = seal_of(&bytes);
+        bytes.extend_from_slice(&sum);
+        bytes
+    }
+
+    /// Reads a sealed record back, checking its checksum first.
+    pub fn unseal(sealed: &[u8]) -> Result<Record, RecordDamage> {
+        let len = sealed.len();
+        let Some(at) = len.checked_sub(SEAL_BYTES) else {
+            return Err(RecordDamage::Short { len });
+        };
+        let (bytes, sum) = sealed.split_at(at);
+        if seal_of(bytes) != sum {
+            return Err(RecordDamage::Checksum { len });
+        }
+        Record::decode(bytes).map_err(|e| RecordDamage::Decode(e.to_string()))
+    }
+}
+
+fn seal_of(bytes: &[u8]) -> [u8; SEAL_BYTES] {
+    let hash = blake3::hash(bytes);
+    let mut sum = [0; SEAL_BYTES];
+    sum.copy_from_slice(&hash.as_bytes()[..SEAL_BYTES]);
+    sum
 }
 
 #[cfg(test)]
@@ -178,5 +224,31 @@ mod tests {
         other[0] = 9;
         assert_eq!(Record::decode(&other), Err(WireError::Version(9)));
         assert!(Record::decode(&bytes[..3]).is_err());
+    }
+
+    #[test]
+    fn a_sealed_record_finds_every_torn_write_and_flipped_bit() {
+        let record = Record::Deleted {
+            context: ContextId([5; 32]),
+            last_own: None,
+        };
+        let sealed = record.seal();
+        assert_eq!(Record::unseal(&sealed), Ok(record));
+        for len in 0..sealed.len() {
+            let torn = Record::unseal(&sealed[..len]);
+            assert!(torn.is_err(), "torn at {len} bytes: {torn:?}");
+        }
+        for bit in 0..sealed.len() * 8 {
+            let mut flipped = sealed.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(Record::unseal(&flipped), Err(RecordDamage::Checksum { .. })),
+                "bit {bit}"
+            );
+        }
+        assert_eq!(
+            Record::unseal(&sealed[..3]),
+            Err(RecordDamage::Short { len: 3 })
+        );
     }
 }

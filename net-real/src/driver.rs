@@ -448,6 +448,9 @@ impl Driver {
                 "a member broke its stability promise: a transaction below the stable frontier"
             ),
             Event::Announced { .. } => {}
+            Event::TornRecordSkipped { record, damage } => {
+                warn!(record, %damage, "skipped the store's torn last record")
+            }
             Event::CheckpointLoaded {
                 context,
                 from,

@@ -61,8 +61,8 @@ use rand_core::{Rng, SeedableRng};
 
 use crate::run::DRAW_KEYS;
 use crate::scenario::{
-    AppRef, Arg, Check, Draw, Expected, IntType, MethodTemplate, NODES_MAX, Network, Op, Scenario,
-    Step,
+    AppRef, Arg, Check, Draw, Expected, Faults, IntType, MethodTemplate, NODES_MAX, Network, Op,
+    Scenario, Step,
 };
 
 /// Latest time of a generated fault or call (before the final heal).
@@ -279,6 +279,9 @@ pub struct Swarm {
     /// Nodes freeze for a while (`pause` steps), waking before the final
     /// heal.
     pub pauses: bool,
+    /// A crash may lose the records a node had not synced, and tear the
+    /// first lost one (the `[disk]` table; only with `crashes`).
+    pub disk_faults: bool,
 }
 
 impl Swarm {
@@ -300,6 +303,7 @@ impl Swarm {
             long_partitions: true,
             clock_drift: true,
             pauses: true,
+            disk_faults: true,
         }
     }
 
@@ -333,6 +337,7 @@ impl Swarm {
             // Drawn by `generate` after everything else (see there).
             clock_drift: false,
             pauses: false,
+            disk_faults: false,
         }
     }
 
@@ -353,6 +358,7 @@ impl Swarm {
             long_partitions: false,
             clock_drift: false,
             pauses: false,
+            disk_faults: false,
         }
     }
 
@@ -378,6 +384,7 @@ impl Swarm {
             (self.long_partitions, "a long partition"),
             (self.clock_drift, "clock drift"),
             (self.pauses, "pauses"),
+            (self.disk_faults, "disk faults"),
         ];
         parts.extend(
             flags
@@ -496,6 +503,18 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
     if swarm.pauses {
         add_pauses(choices, &mut steps, &nodes, chaos_end);
     }
+    // Drawn after the clocks and pauses, for the same reason.
+    swarm.disk_faults = (sometimes(choices, 400) || options.every_knob) && swarm.crashes;
+    let lose_unsynced = [0.3, 0.6, 1.0][choices.below(3) as usize];
+    let tear = [0.0, 0.5, 1.0][choices.below(3) as usize];
+    let disk = if swarm.disk_faults {
+        Faults {
+            lose_unsynced,
+            tear,
+        }
+    } else {
+        Faults::default()
+    };
     let scenario = Scenario {
         name: format!("fuzz-{seed}"),
         description: format!(
@@ -511,6 +530,7 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
         // choices, so that no other draw moves.
         checkpoint_interval: Some(CHECKPOINT_INTERVAL_FUZZ_MIN + seed % 13),
         network: initial,
+        disk,
         steps,
         path: PathBuf::from(format!("fuzz-{seed}.toml")),
     };
@@ -671,6 +691,7 @@ pub fn mutate(base: &Scenario, seed: u64, choices: &mut dyn Choices) -> Scenario
         stress: base.stress,
         checkpoint_interval: base.checkpoint_interval,
         network: base.network.clone(),
+        disk: base.disk,
         steps,
         path,
     }
@@ -2139,6 +2160,10 @@ mod tests {
             let drawn = generate(seed, &mut SeededChoices::new(seed), &GenOptions::default()).1;
             assert_eq!(swarm, drawn.clone().every_knob(), "seed {seed}");
             assert!(swarm.loss.is_some() && swarm.duplication.is_some());
+            assert!(
+                scenario.disk.any(),
+                "seed {seed}: disk faults with every knob"
+            );
             if let Some(loss) = drawn.loss {
                 assert_eq!(swarm.loss, Some(loss), "the seed's strength is kept");
             }

@@ -28,8 +28,13 @@
 //! live node applied and then lost (a record not persisted, a restore that
 //! skips one), once its maker is gone, fails here and nowhere else.
 //!
+//! A crash may lose records a node had not synced yet (`crate::disk`): the
+//! transactions they held were never revealed by it, and it is no witness
+//! of them any more.
+//!
 //! Invariant: a node's bit is set only by an `Applied` event of that node,
-//! or by its making the transaction. The memory is two bits per node per
+//! or by its making the transaction, and cleared only when a crash loses
+//! its record of it. The memory is two bits per node per
 //! transaction made (applied while holding the copy, applied while
 //! leaving), plus an index entry.
 
@@ -106,6 +111,17 @@ impl Ledger {
             &mut self.applied
         };
         bits[word] |= 1 << (node % 64);
+    }
+
+    /// A crash lost `node`'s record of `tx` before it was synced: nothing
+    /// revealed that `node` held it, and it no longer does.
+    pub fn lost(&mut self, node: usize, tx: &TxId) {
+        let Some(&at) = self.index.get(tx) else {
+            return;
+        };
+        let word = at * self.words + node / 64;
+        self.applied[word] &= !(1 << (node % 64));
+        self.applied_leaving[word] &= !(1 << (node % 64));
     }
 
     /// The acknowledged transactions of `context`, in the order made, each

@@ -6,6 +6,7 @@
 //! replayable traces ([`trace`]) and reports ([`report`]).
 
 pub mod clock;
+pub mod disk;
 pub mod explain;
 pub mod fold;
 pub mod fuzz;

@@ -317,7 +317,7 @@ pub fn run_inspect<R>(
         drop: scenario.network.drop,
         duplicate: scenario.network.duplicate,
     };
-    let world = World::new(
+    let mut world = World::new(
         scenario.nodes.clone(),
         seed,
         conditions,
@@ -325,6 +325,7 @@ pub fn run_inspect<R>(
         recorder,
         options.verbose,
     );
+    world.set_disk_faults(scenario.disk);
     let mut runner = Runner {
         scenario,
         world,
@@ -913,6 +914,18 @@ impl Runner<'_> {
     /// compared from where it was last compared, so the cost follows what
     /// became stable.
     fn check_stability(&mut self, node: usize) {
+        let lost = self.world.take_lost();
+        if let Some(&(at, _)) = lost.first() {
+            self.notes.push(format!(
+                "{}: {}'s crash lost {} transaction record(s) not yet synced",
+                self.world.now(),
+                self.world.names[at],
+                lost.len()
+            ));
+        }
+        for (at, tx) in lost {
+            self.ledger.lost(at, &tx);
+        }
         for (maker, tx) in self.world.take_authored() {
             self.ledger.made(maker, &tx);
             let key = OrderKey {
@@ -966,6 +979,14 @@ impl Runner<'_> {
                     self.world.names[at],
                     self.name_of_member(&from)
                 ),
+                Event::TornRecordSkipped { record, damage } => {
+                    self.notes.push(format!(
+                        "{}: {} restarted past its torn last record (#{record}): {damage}",
+                        self.world.now(),
+                        self.world.names[at]
+                    ));
+                    continue;
+                }
                 _ => continue,
             };
             if self.stable_violation.is_none() {
@@ -1367,6 +1388,11 @@ impl Runner<'_> {
     /// that applied it at some time, and still holds the context or applied
     /// it before it authored its leave (`crate::ledger`).
     fn acknowledged(&self, context: &ContextId) -> Result<(), String> {
+        // The durability contract itself: a crash loses only records that
+        // nothing had revealed (`crate::disk`).
+        if let Some(detail) = &self.world.revealed_lost {
+            return Err(detail.clone());
+        }
         let members = self.live_members(context);
         let replicas: Vec<(usize, &ctx_core::Replica)> = members
             .iter()

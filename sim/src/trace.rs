@@ -30,11 +30,13 @@ use std::sync::Arc;
 use ctx_core::record::Record;
 use ctx_core::stability::SignedAnnouncement;
 use ctx_core::tx::SignedTx;
+use ctx_core::verify::Verifier;
 use ctx_core::{Config, ContextId, Event, Hash, MemberId, Node, Time, Transmit, TxId};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::clock::Clock;
+use crate::disk::{Disk, DiskLoss};
 use crate::world::{MemoVerifier, apply_input};
 
 /// The trace file format version this build writes. Version 1 held the
@@ -98,6 +100,11 @@ pub enum Input {
     Pause {
         ms: u64,
     },
+    /// Right after a `Crash`: what the crash did to the records the node
+    /// had written but not synced ([`crate::disk`]). Handled by the world.
+    CrashLoss {
+        loss: DiskLoss,
+    },
 }
 
 impl Input {
@@ -114,7 +121,21 @@ impl Input {
             Input::Restart { .. } => "restart",
             Input::Clock { .. } => "clock",
             Input::Pause { .. } => "pause",
+            Input::CrashLoss { .. } => "crash-loss",
         }
+    }
+
+    /// Whether the input is a command, answered to its caller: the driver
+    /// syncs before it answers ([`crate::disk`]).
+    pub fn is_command(&self) -> bool {
+        matches!(
+            self,
+            Input::Create { .. }
+                | Input::Invite { .. }
+                | Input::Join { .. }
+                | Input::Leave { .. }
+                | Input::Call { .. }
+        )
     }
 }
 
@@ -626,7 +647,7 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
             ))
         })
         .collect();
-    let mut disks: Vec<Vec<Record>> = vec![Vec::new(); engines.len()];
+    let mut disks: Vec<Disk> = vec![Disk::default(); engines.len()];
     let mut clocks = vec![Clock::exact(); engines.len()];
     while let Some(frame) = reader.next_frame()? {
         let Frame::Entry(entry) = frame else {
@@ -639,20 +660,22 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
                 engines[node] = None;
                 Ok(None)
             }
+            Input::CrashLoss { loss } => {
+                disks[node].crash(*loss);
+                Ok(None)
+            }
             Input::Restart { seed } => {
-                match Node::restore(
+                let restored = restore(
                     header.config.clone(),
                     header.secrets[node],
                     *seed,
                     verifier.clone(),
-                    disks[node].clone(),
-                ) {
-                    Ok(engine) => {
-                        engines[node] = Some(engine);
-                        Ok(None)
-                    }
-                    Err(error) => Err(format!("restore failed: {error}")),
-                }
+                    &mut disks[node],
+                );
+                restored.map(|engine| {
+                    engines[node] = Some(engine);
+                    None
+                })
             }
             Input::Clock { rate_permille } => {
                 clocks[node].set_rate(entry.at, *rate_permille);
@@ -665,7 +688,8 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
                 None => Err("the node is down".into()),
             },
         };
-        let drained = drain(engines[node].as_mut(), &mut disks[node], &result);
+        let command = entry.input.is_command();
+        let drained = drain(engines[node].as_mut(), &mut disks[node], &result, command);
         for tx in &drained.authored {
             verifier.vouch(tx);
         }
@@ -703,13 +727,32 @@ pub struct Drained {
     pub announced: Vec<(ContextId, SignedAnnouncement)>,
 }
 
+/// Rebuilds a crashed node from its disk (sealed, so a torn last record is
+/// found and skipped), and cuts the torn record off, as a driver does once
+/// the node is up. The one restart, for the world and for replay alike.
+pub fn restore(
+    config: Config,
+    secret: [u8; 32],
+    seed: [u8; 32],
+    verifier: Arc<dyn Verifier>,
+    disk: &mut Disk,
+) -> Result<Node, String> {
+    let engine = Node::restore_sealed(config, secret, seed, verifier, disk.sealed())
+        .map_err(|error| format!("restore failed: {error}"))?;
+    disk.cut_torn_tail();
+    Ok(engine)
+}
+
 /// Drains a node after an input: records onto its disk first (a `Deleted`
-/// drops the context's earlier records), then messages and events. The one
-/// place the output digest is defined, for the world and for replay alike.
+/// drops the context's earlier records), synced if anything leaves the
+/// node (a message, or the answer to a `command`), then messages and
+/// events. The one place the output digest is defined, for the world and
+/// for replay alike.
 pub fn drain(
     engine: Option<&mut Node>,
-    disk: &mut Vec<Record>,
+    disk: &mut Disk,
     result: &Result<Option<String>, String>,
+    command: bool,
 ) -> Drained {
     let mut digest = blake3::Hasher::new();
     digest.update(format!("{result:?}").as_bytes());
@@ -730,21 +773,15 @@ pub fn drain(
             {
                 drained.authored.push(tx.clone());
             }
-            match record {
-                Record::Deleted { context, .. } => disk.retain(|r| r.context() != context),
-                // The disk drops what a whole checkpoint supersedes, as
-                // ctx-node's store does.
-                Record::CheckpointEnd { context, height } => {
-                    disk.retain(|r| !r.superseded_by(context, height))
-                }
-                _ => {}
-            }
-            disk.push(record);
+            disk.write(record);
         }
         while let Some(transmit) = engine.poll_transmit() {
             digest.update(transmit.to.as_bytes());
             digest.update(&transmit.bytes);
             drained.transmits.push(transmit);
+        }
+        if command || !drained.transmits.is_empty() || !drained.authored.is_empty() {
+            disk.sync();
         }
         while let Some(event) = engine.poll_event() {
             digest.update(&postcard::to_stdvec(&event).expect("events encode"));

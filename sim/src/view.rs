@@ -580,6 +580,22 @@ impl Builder {
                     node: Some(node),
                 });
             }
+            Input::CrashLoss { loss } => self.mark(
+                Some(node),
+                at_ms,
+                "crash-loss",
+                None,
+                match loss.torn {
+                    Some(bytes) => format!(
+                        "the crash lost records not yet synced: {} kept, the next torn to {bytes} bytes, the rest gone",
+                        loss.kept
+                    ),
+                    None => format!(
+                        "the crash lost records not yet synced: {} kept, the rest gone",
+                        loss.kept
+                    ),
+                },
+            ),
             Input::Call { .. } | Input::Message { .. } | Input::Timeout => {}
         }
     }
@@ -925,6 +941,11 @@ impl Builder {
                 context,
                 format!("its call {} failed: {error}", tx.short()),
             ),
+            Event::TornRecordSkipped { record, damage } => {
+                let detail = format!("restore skipped its torn last record (#{record}): {damage}");
+                self.mark(Some(node), at_ms, "torn-record", None, detail);
+                return;
+            }
             Event::Applied { .. } | Event::Reordered { .. } | Event::Announced { .. } => return,
         };
         let c = self.context(context);

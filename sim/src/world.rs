@@ -40,7 +40,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::clock::Clock;
-use crate::trace::{Input, Loss, Recorder, WorldEvent, drain};
+use crate::disk::{Disk, DiskLoss, Faults};
+use crate::trace::{Input, Loss, Recorder, WorldEvent, drain, restore};
 
 /// Network conditions in force.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,7 +224,12 @@ struct SimNode {
     engine: Option<Node>,
     secret: [u8; 32],
     member: MemberId,
-    disk: Vec<Record>,
+    disk: Disk,
+    /// The number of the last record written before anything left the
+    /// node (a message, an answer): a crash must keep every record up to
+    /// it (checked apart from the disk's own sync, so that a driver that
+    /// syncs too late is caught).
+    revealed_through: u64,
     incarnation: u64,
     /// The engine's deadline, by its own clock.
     timer_at: Option<Time>,
@@ -242,6 +248,13 @@ pub struct World {
     now: Time,
     rng: ChaCha8Rng,
     conditions: Conditions,
+    /// What a crash may do to a node's unsynced records.
+    disk_faults: Faults,
+    /// Transactions whose records a crash lost, per node, for the runner.
+    lost: Vec<(usize, TxId)>,
+    /// Records a crash lost although something had revealed them: the
+    /// first, for the runner (a broken durability contract).
+    pub revealed_lost: Option<String>,
     /// Partition group of each node; nodes reach each other iff equal.
     groups: Vec<usize>,
     verifier: Arc<MemoVerifier>,
@@ -286,7 +299,8 @@ impl World {
                 member: engine.member_id(),
                 engine: Some(engine),
                 secret,
-                disk: Vec::new(),
+                disk: Disk::default(),
+                revealed_through: 0,
                 incarnation: 0,
                 timer_at: None,
                 clock: Clock::exact(),
@@ -302,6 +316,9 @@ impl World {
             now: Time::ZERO,
             rng,
             conditions,
+            disk_faults: Faults::default(),
+            lost: Vec::new(),
+            revealed_lost: None,
             groups: vec![0; count],
             verifier,
             config,
@@ -378,8 +395,20 @@ impl World {
         self.nodes[node].clock.rate_permille()
     }
 
-    pub fn disk(&self, node: usize) -> &[Record] {
+    pub fn disk(&self, node: usize) -> &Disk {
         &self.nodes[node].disk
+    }
+
+    /// From now on, a crash may bring these disk faults.
+    pub fn set_disk_faults(&mut self, faults: Faults) {
+        self.disk_faults = faults;
+    }
+
+    /// The transactions whose records a crash lost since last taken, per
+    /// node: not synced, so never revealed, and the node no longer holds
+    /// them.
+    pub fn take_lost(&mut self) -> Vec<(usize, TxId)> {
+        std::mem::take(&mut self.lost)
     }
 
     pub fn group(&self, node: usize) -> usize {
@@ -474,6 +503,24 @@ impl World {
                 sim.paused_until = None;
                 Ok(None)
             }
+            Input::CrashLoss { loss } => {
+                let sim = &mut self.nodes[node];
+                let lost = sim.disk.crash(*loss);
+                for (record, number) in lost {
+                    if number <= sim.revealed_through && self.revealed_lost.is_none() {
+                        self.revealed_lost = Some(format!(
+                            "{}'s crash at {now} lost record #{number} ({}), written before the node last sent or answered anything (through #{})",
+                            self.names[node],
+                            record_kind(&record),
+                            sim.revealed_through
+                        ));
+                    }
+                    if let Record::Tx { tx, .. } = record {
+                        self.lost.push((node, tx.body.id()));
+                    }
+                }
+                Ok(None)
+            }
             Input::Clock { rate_permille } => {
                 let sim = &mut self.nodes[node];
                 sim.clock.set_rate(now, *rate_permille);
@@ -498,20 +545,18 @@ impl World {
             }
             Input::Restart { seed } => {
                 let sim = &mut self.nodes[node];
-                let records = sim.disk.clone();
-                match Node::restore(
+                let verifier = self.verifier.clone();
+                let restored = restore(
                     self.config.clone(),
                     sim.secret,
                     *seed,
-                    self.verifier.clone(),
-                    records,
-                ) {
-                    Ok(engine) => {
-                        sim.engine = Some(engine);
-                        Ok(None)
-                    }
-                    Err(error) => Err(format!("restore failed: {error}")),
-                }
+                    verifier,
+                    &mut sim.disk,
+                );
+                restored.map(|engine| {
+                    sim.engine = Some(engine);
+                    None
+                })
             }
             other => {
                 let sim = &mut self.nodes[node];
@@ -522,9 +567,35 @@ impl World {
                 apply_input(engine, local, other)
             }
         };
-        let digest = self.drain(node, &result);
+        let digest = self.drain(node, &result, input.is_command());
+        let crashed = matches!(input, Input::Crash);
         self.recorder.record(now, node, input, digest);
+        if crashed && let Some(loss) = self.draw_crash_loss(node) {
+            self.input(node, Input::CrashLoss { loss })?;
+        }
         result
+    }
+
+    /// What a crash does to `node`'s records not yet synced, drawn by the
+    /// disk faults in force: `None` when it keeps them all.
+    fn draw_crash_loss(&mut self, node: usize) -> Option<DiskLoss> {
+        if !self.disk_faults.any() {
+            return None;
+        }
+        let disk = &self.nodes[node].disk;
+        let unsynced = disk.unsynced() as u64;
+        let first_len = disk.first_unsynced_len()? as u64;
+        if !self.rng.random_bool_f64(self.disk_faults.lose_unsynced) {
+            return None;
+        }
+        let kept = self.rng.next_u64() % unsynced;
+        let torn = self.rng.random_bool_f64(self.disk_faults.tear);
+        // A torn write keeps at least one byte and never the whole record.
+        let torn = torn.then(|| 1 + self.rng.next_u64() % (first_len - 1).max(1));
+        Some(DiskLoss {
+            kept: kept as u32,
+            torn: torn.map(|bytes| bytes as u32),
+        })
     }
 
     /// Verifies the signatures the nodes made themselves that are not
@@ -535,9 +606,17 @@ impl World {
 
     /// Moves a node's outputs out: records to disk first, then messages into
     /// the network; rearms its timer. Returns the digest of the outputs.
-    fn drain(&mut self, node: usize, result: &Result<Option<String>, String>) -> [u8; 32] {
+    fn drain(
+        &mut self,
+        node: usize,
+        result: &Result<Option<String>, String>,
+        command: bool,
+    ) -> [u8; 32] {
         let sim = &mut self.nodes[node];
-        let drained = drain(sim.engine.as_mut(), &mut sim.disk, result);
+        let drained = drain(sim.engine.as_mut(), &mut sim.disk, result, command);
+        if command || !drained.transmits.is_empty() {
+            sim.revealed_through = sim.disk.writes();
+        }
         if self.recorder.keeps_world() {
             self.record_outputs(node, &drained.events, &drained.authored);
         }
@@ -848,7 +927,7 @@ impl World {
     /// The contexts node `node` holds on its disk (for a down node).
     pub fn contexts_on_disk(&self, node: usize) -> Vec<ContextId> {
         let mut held: Vec<ContextId> = Vec::new();
-        for record in &self.nodes[node].disk {
+        for record in self.nodes[node].disk.records() {
             match record {
                 Record::Deleted { context, .. } => held.retain(|c| c != context),
                 other if !held.contains(&other.context()) => held.push(other.context()),
@@ -902,6 +981,20 @@ pub fn order_position(replica: &Replica, tx: &TxId) -> Option<u64> {
     None
 }
 
+/// A record's kind, for messages.
+fn record_kind(record: &Record) -> &'static str {
+    match record {
+        Record::Joining { .. } => "joining",
+        Record::Opened { .. } => "opened",
+        Record::Tx { .. } => "tx",
+        Record::Deleted { .. } => "deleted",
+        Record::CheckpointStart { .. } => "checkpoint start",
+        Record::CheckpointEntries { .. } => "checkpoint entries",
+        Record::CheckpointVouches { .. } => "checkpoint vouches",
+        Record::CheckpointEnd { .. } => "checkpoint end",
+    }
+}
+
 /// Applies a command or network input to a live engine.
 pub fn apply_input(engine: &mut Node, now: Time, input: &Input) -> Result<Option<String>, String> {
     let text = |e: &dyn std::fmt::Display| e.to_string();
@@ -938,7 +1031,11 @@ pub fn apply_input(engine: &mut Node, now: Time, input: &Input) -> Result<Option
             engine.handle_timeout(now);
             Ok(None)
         }
-        Input::Crash | Input::Restart { .. } | Input::Clock { .. } | Input::Pause { .. } => {
+        Input::Crash
+        | Input::CrashLoss { .. }
+        | Input::Restart { .. }
+        | Input::Clock { .. }
+        | Input::Pause { .. } => {
             unreachable!("handled by the world")
         }
     }

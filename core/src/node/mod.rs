@@ -70,7 +70,7 @@ use crate::checkpoint::{CHECKPOINT_INTERVAL_MIN, CheckpointError};
 use crate::ids::{ContextId, Hash, Key, MemberId, TxId};
 use crate::limits::{CONTEXTS_MAX, SYNC_BATCH_BYTES_MAX, SYNC_BATCH_TXS_MAX};
 use crate::membership::MemberStatus;
-use crate::record::Record;
+use crate::record::{Record, RecordDamage};
 use crate::replica::{Outcome, Replica, ReplicaError};
 use crate::runtime::{AppError, CallError, wasm_from_source};
 use crate::stability::HoldReason;
@@ -184,6 +184,14 @@ pub enum RestoreError {
     TxBeforeOpen(ContextId),
     #[error("context {0:?}: the checkpoint at height {1} is damaged: {2}")]
     Checkpoint(ContextId, u64, CheckpointError),
+    #[error(
+        "stored record {record} (of {of}) is damaged, and not the last, so not a torn write: {damage}"
+    )]
+    Damaged {
+        record: usize,
+        of: usize,
+        damage: RecordDamage,
+    },
 }
 
 /// The result of a local call.
@@ -340,6 +348,45 @@ impl Node {
     ) -> Result<Node, RestoreError> {
         let mut node = Node::new(config, secret, seed, verifier);
         node.restore_records(records)?;
+        Ok(node)
+    }
+
+    /// Rebuilds a node from the sealed records a driver stored
+    /// ([`Record::seal`]), in the order it emitted them. A damaged last
+    /// record is a write a crash tore: a driver syncs before it sends or
+    /// answers anything, so nothing revealed what the torn record held,
+    /// and it is skipped and reported (`Event::TornRecordSkipped`); the
+    /// node fetches whatever it held from the other members again. A
+    /// damaged record before the last is refused
+    /// ([`RestoreError::Damaged`]): it was synced, and what it held may
+    /// have been seen.
+    pub fn restore_sealed<B: AsRef<[u8]>>(
+        config: Config,
+        secret: [u8; 32],
+        seed: [u8; 32],
+        verifier: Arc<dyn Verifier>,
+        sealed: impl IntoIterator<Item = B>,
+    ) -> Result<Node, RestoreError> {
+        let sealed: Vec<B> = sealed.into_iter().collect();
+        let of = sealed.len();
+        let mut records = Vec::with_capacity(of);
+        let mut torn = None;
+        for (record, bytes) in sealed.iter().enumerate() {
+            match Record::unseal(bytes.as_ref()) {
+                Ok(decoded) => records.push(decoded),
+                Err(damage) if record + 1 == of => torn = Some(damage),
+                Err(damage) => {
+                    return Err(RestoreError::Damaged { record, of, damage });
+                }
+            }
+        }
+        let mut node = Node::restore(config, secret, seed, verifier, records)?;
+        if let Some(damage) = torn {
+            node.out.event(Event::TornRecordSkipped {
+                record: of as u64 - 1,
+                damage,
+            });
+        }
         Ok(node)
     }
 

@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ContextId, MemberId, TxId};
-use crate::record::Record;
+use crate::record::{Record, RecordDamage};
 use crate::replica::{Outcome, Replica, Settled};
 use crate::runtime::CallError;
 use crate::stability::SignedAnnouncement;
@@ -125,6 +125,10 @@ pub enum Event {
         member: MemberId,
         height: u64,
     },
+    /// At restore, the last stored record did not unseal: a write torn by
+    /// a crash. It is skipped (nothing revealed what it held); what it held
+    /// is fetched from the other members again.
+    TornRecordSkipped { record: u64, damage: RecordDamage },
     /// A received transaction was dropped as invalid.
     Dropped {
         context: ContextId,

@@ -33,6 +33,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
+pub use crate::disk::Faults;
+
 /// The apps shipped in `scenarios/apps/`, named by `app = "kv"` and so on.
 pub const BUNDLED_APPS: [&str; 3] = ["kv", "counter", "bank"];
 /// The ops a step may name, in the order `SCENARIOS.md` lists them.
@@ -80,6 +82,9 @@ pub struct Scenario {
     pub checkpoint_interval: Option<u64>,
     /// Network conditions at the start of the run.
     pub network: Network,
+    /// What a crash may do to a node's records not yet synced (the `[disk]`
+    /// table, an extension of SCENARIOS.md). Optional, default none.
+    pub disk: Faults,
     /// Sorted by `at_ms`; steps with the same time keep file order.
     pub steps: Vec<Step>,
     /// The file it came from (what [`Scenario::parse`] was given).

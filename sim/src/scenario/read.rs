@@ -31,7 +31,7 @@ use toml::de::{DeTable, DeValue};
 use crate::clock::{RATE_MAX_PERMILLE, RATE_MIN_PERMILLE};
 
 use super::{
-    ARGS_MAX, AppRef, Arg, BUNDLED_APPS, Check, Draw, Expected, FILE_BYTES_MAX, IntType,
+    ARGS_MAX, AppRef, Arg, BUNDLED_APPS, Check, Draw, Expected, FILE_BYTES_MAX, Faults, IntType,
     METHODS_MAX, MethodTemplate, NAME_BYTES_MAX, NODES_MAX, Network, Op, SETTLE_MS_DEFAULT,
     STEPS_MAX, Scenario, ScenarioError, Step, TIME_MS_MAX, WORKLOAD_CALLS_MAX, format_duration,
     normalize, parse_duration_ms,
@@ -55,6 +55,9 @@ struct FileIn {
     /// that its errors say `in [network]`; named so serde lists it.
     #[serde(rename = "network")]
     _network: Option<IgnoredAny>,
+    /// Never present: taken out and read on its own ([`DiskIn`]).
+    #[serde(rename = "disk")]
+    _disk: Option<IgnoredAny>,
     /// Never present: taken out and read on their own ([`StepIn`]), so
     /// that their errors name the step; named so serde lists it.
     #[serde(rename = "step")]
@@ -105,6 +108,11 @@ macro_rules! table_in {
 table_in! {
     /// The `[network]` table.
     NetworkIn { latency_ms, drop, duplicate }
+}
+
+table_in! {
+    /// The `[disk]` table.
+    DiskIn { lose_unsynced, tear }
 }
 
 table_in! {
@@ -972,6 +980,7 @@ impl Reader<'_> {
         let keys = keys_of(root.get_ref());
         // Taken out to be read on their own: serde does not walk them twice.
         let network = root.get_mut().remove("network");
+        let disk = root.get_mut().remove("disk");
         let steps = root.get_mut().remove("step");
         let file = FileIn::deserialize(toml::de::Deserializer::from(root)).map_err(|error| {
             let place = Place::new(0, String::new(), "");
@@ -1000,6 +1009,10 @@ impl Reader<'_> {
             None => Network::default(),
             Some(value) => read_network_table(value)?,
         };
+        let disk = match disk {
+            None => Faults::default(),
+            Some(value) => read_disk_table(value)?,
+        };
         let mut steps = match steps {
             None => Vec::new(),
             Some(value) => self.read_steps(value)?,
@@ -1016,6 +1029,7 @@ impl Reader<'_> {
             stress,
             checkpoint_interval,
             network,
+            disk,
             steps: steps.into_iter().map(|read| read.step).collect(),
             path: self.path.to_path_buf(),
         })
@@ -1472,6 +1486,26 @@ fn read_network_table(value: Spanned<DeValue<'_>>) -> Res<Network> {
         duplicate: fields
             .probability("duplicate")?
             .unwrap_or(defaults.duplicate),
+    })
+}
+
+fn read_disk_table(value: Spanned<DeValue<'_>>) -> Res<Faults> {
+    let at = value.span().start;
+    let DeValue::Table(table) = value.get_ref() else {
+        let found = type_name_of(value);
+        return Err(bad(
+            at,
+            format!("field \"disk\" must be a table, not {found}"),
+        ));
+    };
+    let keys = keys_of(table);
+    let place = Place::new(at, String::new(), " in [disk]");
+    let disk = DiskIn::deserialize(value.into_deserializer())
+        .map_err(|error| serde_problem(&error, &keys, &place, "", None))?;
+    let fields = disk.fields(place);
+    Ok(Faults {
+        lose_unsynced: fields.probability("lose_unsynced")?.unwrap_or(0.0),
+        tear: fields.probability("tear")?.unwrap_or(0.0),
     })
 }
 

@@ -48,6 +48,7 @@ fn the_example_in_scenarios_md_parses() {
             drop: 0.0,
             duplicate: 0.0,
         },
+        disk: Faults::default(),
         steps: vec![
             step(
                 0,
@@ -341,6 +342,7 @@ fn every_op_check_and_argument_kind_parses() {
             drop: 0.01,
             duplicate: 0.005,
         },
+        disk: Faults::default(),
         steps: expected_steps,
         path: path.clone(),
     };
@@ -789,6 +791,34 @@ fn times_are_checked() {
 }
 
 #[test]
+fn disk_faults_are_checked() {
+    assert_error(
+        &format!("{HEAD}[disk]\nlose_unsynced = 2 # <-\n"),
+        "field \"lose_unsynced\" in [disk] is a probability and must be between 0 and 1, not 2",
+    );
+    assert_error(
+        &format!("{HEAD}[disk]\nlose_unsynced = 0.5\nflip = 0.1 # <-\n"),
+        "unknown field \"flip\" in [disk] (expected one of: lose_unsynced, tear)",
+    );
+    assert_error(
+        &format!("{HEAD}disk = 3 # <-\n"),
+        "field \"disk\" must be a table",
+    );
+    let read = Scenario::parse(
+        &format!("{HEAD}[disk]\nlose_unsynced = 0.5\n"),
+        Path::new("disk.toml"),
+    )
+    .expect("valid");
+    assert_eq!(
+        read.disk,
+        Faults {
+            lose_unsynced: 0.5,
+            tear: 0.0
+        }
+    );
+}
+
+#[test]
 fn network_conditions_are_checked() {
     assert_error(
         &format!("{HEAD}[network]\ndrop = 1.5 # <-\n"),
@@ -1057,6 +1087,10 @@ fn to_toml_round_trips_awkward_values() {
             latency_ms: (0, 0),
             drop: 0.1 + 0.2,
             duplicate: 1e-9,
+        },
+        disk: Faults {
+            lose_unsynced: 0.3,
+            tear: 1.0,
         },
         steps: vec![
             step(

@@ -19,7 +19,8 @@ use serde::Serialize;
 use serde::ser::{self, Impossible, SerializeMap};
 
 use super::{
-    AppRef, Arg, Check, Expected, MethodTemplate, Op, Scenario, format_duration, relative_path,
+    AppRef, Arg, Check, Expected, Faults, MethodTemplate, Op, Scenario, format_duration,
+    relative_path,
 };
 
 /// The file, with app paths relative to the directory of `scenario.path`.
@@ -29,6 +30,10 @@ pub(super) fn to_toml(scenario: &Scenario) -> String {
     write_lines(&mut out, &FileOut::of(scenario));
     out.push_str("\n[network]\n");
     write_lines(&mut out, &scenario.network);
+    if scenario.disk != Faults::default() {
+        out.push_str("\n[disk]\n");
+        write_lines(&mut out, &scenario.disk);
+    }
     for step in &scenario.steps {
         out.push_str("\n[[step]]\n");
         write_lines(&mut out, &StepOut::of(step.at_ms, &step.op, dir));
