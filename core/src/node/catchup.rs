@@ -342,7 +342,12 @@ impl Context {
         request: RequestId,
     ) {
         let body = match &mut self.state {
-            State::Member(held) if accepts_catchup(held, &from) => accepted(held, env, request),
+            State::Member(held) if accepts_catchup(held, &from) => {
+                if held.replica.status(&from) == Some(MemberStatus::Invited) {
+                    held.served_invitees.insert(from);
+                }
+                accepted(held, env, request)
+            }
             // A leaver serves a member being brought forward (it may be the
             // last to stand on a checkpoint covering what that member
             // lacks), never a joiner: it is about to delete its copy.

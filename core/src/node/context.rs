@@ -80,6 +80,10 @@ pub(super) struct Held {
     pub(super) offered: Option<Offered>,
     /// The forward in flight, if this copy is behind another's checkpoint.
     pub(super) forward: Option<Forward>,
+    /// Invited identities whose catchup this copy accepted (since this
+    /// node started): they may hold a copy, and have joined, before this
+    /// copy hears their join. A leaver hands its copy to them too.
+    pub(super) served_invitees: BTreeSet<MemberId>,
 }
 
 /// A checkpoint this copy can offer, and the vouches that go with it.
@@ -143,6 +147,7 @@ impl Held {
             offered: None,
             persisted_checkpoint: 0,
             forward: None,
+            served_invitees: BTreeSet::new(),
         }
     }
 
@@ -228,6 +233,22 @@ impl Held {
             .members()
             .filter(|m| m != me)
             .collect()
+    }
+
+    /// Whom a leaver hands its copy to, besides itself: the other members,
+    /// and the invited identities that caught up from this copy (the last
+    /// member leaving while one whose join it has not heard holds a copy
+    /// must wait for its acknowledgement, or that copy counts the leaver a
+    /// member for ever and lacks what only the leaver held). Sorted.
+    pub(super) fn holders_besides(&self, me: &MemberId) -> Vec<MemberId> {
+        let mut holders = self.other_members(me);
+        holders.extend(
+            self.served_invitees
+                .iter()
+                .filter(|m| self.replica.status(m) == Some(MemberStatus::Invited)),
+        );
+        holders.sort_unstable();
+        holders
     }
 
     /// Identities this copy counts as invited (not yet joined), sorted.
@@ -410,7 +431,7 @@ impl Context {
             return false;
         }
         own.acked_by.insert(from);
-        let others = held.other_members(me).len();
+        let others = held.holders_besides(me).len();
         let theirs = members.iter().filter(|m| *m != me).count();
         let wanted = others.min(theirs).clamp(1, LEAVE_ACKS);
         own.acked_by.len() >= wanted

@@ -74,7 +74,7 @@ impl Node {
                 return Err(error);
             }
         };
-        if held.other_members(&self.env.me).is_empty() {
+        if held.holders_besides(&self.env.me).is_empty() {
             self.deleted(&Context::new(id, next_tick_at, State::Member(held)));
             return Ok(());
         }
@@ -117,7 +117,7 @@ impl Context {
             && leave.push_at <= now
         {
             leave.push_at = env.timeout_at(now);
-            for member in held.other_members(&env.me) {
+            for member in held.holders_besides(&env.me) {
                 out.push_tx(context, member, &leave.tx, &held.replica);
                 held.send_heads(context, env, out, member, false);
             }

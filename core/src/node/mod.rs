@@ -727,7 +727,7 @@ impl Node {
         // hand its copy to, nor anybody to acknowledge: it deletes, as a
         // last member leaving does at once.
         if let State::Leaving { held, .. } = &c.state
-            && held.other_members(&self.env.me).is_empty()
+            && held.holders_besides(&self.env.me).is_empty()
         {
             // The others that left may still be waiting for an
             // acknowledgement, and nobody else is left to give one.

@@ -50,7 +50,7 @@ impl Context {
         // hand either copy to, and both delete (the last two leaving).
         let acknowledges = match &self.state {
             State::Member(_) => true,
-            State::Leaving { held, .. } => held.other_members(&env.me).iter().all(|m| *m == from),
+            State::Leaving { held, .. } => held.holders_besides(&env.me).iter().all(|m| *m == from),
             State::Joining(_) => false,
         };
         let Some(held) = self.held_mut() else {
