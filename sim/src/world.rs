@@ -399,6 +399,11 @@ impl World {
         &self.nodes[node].disk
     }
 
+    /// The disk faults a crash may bring.
+    pub fn disk_faults(&self) -> Faults {
+        self.disk_faults
+    }
+
     /// From now on, a crash may bring these disk faults.
     pub fn set_disk_faults(&mut self, faults: Faults) {
         self.disk_faults = faults;
