@@ -9,9 +9,11 @@
 //! - at most one fetch per copy is in flight; its `want` is non-empty and
 //!   holds at most `SYNC_IDS_MAX` ids, and so does every `have` and `heads`
 //!   this node sends;
-//! - only nodes the membership names are served (`Context::serving`), and
-//!   only members take part in anti-entropy, sending their heads to
-//!   members and to invited identities (which may have joined unheard of);
+//! - only nodes the membership names are served (`Context::serving`): a
+//!   member fetches from one it does not know yet, which may hold the
+//!   invite that names it, and serves it nothing; only members take part
+//!   in anti-entropy, sending their heads to members and to invited
+//!   identities (which may have joined unheard of);
 //! - a leave is acknowledged only once it is accepted here (or lies below
 //!   a checkpoint cut here, so in the prefix the cut closes), hence once
 //!   everything the leaver had is.
@@ -128,6 +130,16 @@ impl Context {
             State::Joining(_) => return,
         };
         if held.replica.status(&from).is_none() {
+            // Not named in this copy's membership: invited by a member
+            // whose invite has not reached this copy (it may be the only
+            // way to it: the inviter may be gone). Its heads are fetched
+            // (checked like every transaction: only a member's invite
+            // makes it one), nothing is served to it and nothing it says
+            // of stability is heard until the membership names it.
+            let unknown = held.unknown_of(&heads);
+            if !unknown.is_empty() {
+                held.start_fetch(context, env, out, now, from, unknown);
+            }
             return;
         }
         held.hear_announcements(context, env, out, announcements);
