@@ -270,6 +270,10 @@ pub(super) struct Leave {
     pub(super) push_at: Time,
     /// The members that acknowledged it (a restart starts over).
     pub(super) acked_by: BTreeSet<MemberId>,
+    /// The members the acknowledging members count: pushed to as well, for
+    /// this copy may not name them as members (it may be behind a
+    /// checkpoint cut of theirs, with no body to fetch that would).
+    pub(super) heard_members: BTreeSet<MemberId>,
 }
 
 impl Leave {
@@ -282,6 +286,7 @@ impl Leave {
             tx,
             push_at,
             acked_by: BTreeSet::new(),
+            heard_members: BTreeSet::new(),
         }
     }
 }
@@ -431,6 +436,8 @@ impl Context {
             return false;
         }
         own.acked_by.insert(from);
+        own.heard_members
+            .extend(members.iter().filter(|m| *m != me && **m != from));
         let others = held.holders_besides(me).len();
         let theirs = members.iter().filter(|m| *m != me).count();
         let wanted = others.min(theirs).clamp(1, LEAVE_ACKS);

@@ -106,7 +106,8 @@ impl Held {
 }
 
 impl Context {
-    /// The leave timer: push the leave again to every other member (one
+    /// The leave timer: push the leave again to every other member, and to
+    /// the members an acknowledging member counts (one
     /// that acknowledged acknowledges again, so that a leaver that learned
     /// of another's leave since, and so wants fewer, may delete), and send
     /// each this copy's heads, so that one that lacks what the leaver took
@@ -117,7 +118,11 @@ impl Context {
             && leave.push_at <= now
         {
             leave.push_at = env.timeout_at(now);
-            for member in held.holders_besides(&env.me) {
+            let mut to = held.holders_besides(&env.me);
+            to.extend(leave.heard_members.iter().copied());
+            to.sort_unstable();
+            to.dedup();
+            for member in to {
                 out.push_tx(context, member, &leave.tx, &held.replica);
                 held.send_heads(context, env, out, member, false);
             }

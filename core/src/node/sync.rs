@@ -118,8 +118,10 @@ impl Context {
                 if held.replica.status(&from).is_none() {
                     return;
                 }
+                // And the parents its pending transactions wait for, as a
+                // member does: the heads may be pending here already.
                 let unknown = held.unknown_of(&heads);
-                if !unknown.is_empty() {
+                if !unknown.is_empty() || !held.pending.missing().is_empty() {
                     held.start_fetch(context, env, out, now, from, unknown);
                 }
                 if !reply {
