@@ -3,7 +3,9 @@
 //! Owns: the reading of a record log (in the order it was emitted) into
 //! contexts, and the phase each restored context resumes in, decided by
 //! this node's own status in the restored membership:
-//! - a member resumes as a member;
+//! - a member resumes as a member; unless it was rejoining and its new
+//!   copy does not yet hold its tombstone (or holds only the leave the
+//!   tombstone marks done): it resumes the stream;
 //! - a node that left resumes leaving, pushing the last leave it authored;
 //!   unless it was rejoining and the copy it catches up into stands on a
 //!   cut above that leave: it resumes the stream;
@@ -237,7 +239,22 @@ impl Node {
             held.restored_checkpoint(checkpoint, vouches, &me);
         }
         let own_leave = own_last_leave(&held.replica, &me);
+        // A rejoiner that crashed while catching up holds a prefix of its
+        // new copy, which may stop before its old leave (it then reads as a
+        // member) or right after it (as a leaver whose leave is done): its
+        // tombstone, written when it deleted its old copy, says so. It goes
+        // on with the stream; it must not author on that prefix.
+        let tombstone = self.env.tombstone(&id);
+        let rejoining = tombstone.is_some_and(|last| {
+            !held.replica.covers(&last)
+                || own_leave.as_ref().is_some_and(|tx| tx.order_key() <= last)
+        });
         let state = match (status, own_leave) {
+            (Some(MemberStatus::Member | MemberStatus::Left), _) if rejoining => {
+                let candidates = held.other_members(&me);
+                let peer = via.or_else(|| candidates.first().copied()).unwrap_or(me);
+                State::Joining(Catchup::resumed(held, peer, candidates))
+            }
             (Some(MemberStatus::Member), _) => State::Member(held),
             (Some(MemberStatus::Left), Some(tx)) => {
                 let leave = Leave::new(tx, Time::ZERO, &me);
