@@ -98,30 +98,35 @@ impl Ledger {
     /// `node` applied `tx` (for the first time in one of its lives), while
     /// leaving the context or not.
     pub fn applied(&mut self, node: usize, tx: &TxId, leaving: bool) {
-        let Some(&at) = self.index.get(tx) else {
-            // Made by no simulated node (a genesis is made too): nothing
-            // acknowledged.
+        // Made by no simulated node (a genesis is made too): nothing
+        // acknowledged.
+        let Some((word, bit)) = self.bit_of(node, tx) else {
             return;
         };
-        let word = at * self.words + node / 64;
-        debug_assert!(node / 64 < self.words, "node {node} out of range");
         let bits = if leaving {
             &mut self.applied_leaving
         } else {
             &mut self.applied
         };
-        bits[word] |= 1 << (node % 64);
+        bits[word] |= bit;
     }
 
     /// A crash lost `node`'s record of `tx` before it was synced: nothing
     /// revealed that `node` held it, and it no longer does.
     pub fn lost(&mut self, node: usize, tx: &TxId) {
-        let Some(&at) = self.index.get(tx) else {
+        let Some((word, bit)) = self.bit_of(node, tx) else {
             return;
         };
-        let word = at * self.words + node / 64;
-        self.applied[word] &= !(1 << (node % 64));
-        self.applied_leaving[word] &= !(1 << (node % 64));
+        self.applied[word] &= !bit;
+        self.applied_leaving[word] &= !bit;
+    }
+
+    /// Where `node`'s bit for `tx` lies: the word and its mask, if `tx` was
+    /// made by a simulated node.
+    fn bit_of(&self, node: usize, tx: &TxId) -> Option<(usize, u64)> {
+        let at = *self.index.get(tx)?;
+        debug_assert!(node / 64 < self.words, "node {node} out of range");
+        Some((at * self.words + node / 64, 1 << (node % 64)))
     }
 
     /// The acknowledged transactions of `context`, in the order made, each

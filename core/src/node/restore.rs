@@ -249,12 +249,15 @@ impl Node {
             !held.replica.covers(&last)
                 || own_leave.as_ref().is_some_and(|tx| tx.order_key() <= last)
         });
+        // Crashed while catching up: continue the stream, from the member it
+        // joined through.
+        let resume = |held: Held| {
+            let candidates = held.other_members(&me);
+            let peer = via.or_else(|| candidates.first().copied()).unwrap_or(me);
+            State::Joining(Catchup::resumed(held, peer, candidates))
+        };
         let state = match (status, own_leave) {
-            (Some(MemberStatus::Member | MemberStatus::Left), _) if rejoining => {
-                let candidates = held.other_members(&me);
-                let peer = via.or_else(|| candidates.first().copied()).unwrap_or(me);
-                State::Joining(Catchup::resumed(held, peer, candidates))
-            }
+            (Some(MemberStatus::Member | MemberStatus::Left), _) if rejoining => resume(held),
             (Some(MemberStatus::Member), _) => State::Member(held),
             (Some(MemberStatus::Left), Some(tx)) => {
                 let leave = Leave::new(tx, Time::ZERO, &me);
@@ -269,16 +272,9 @@ impl Node {
                     via.is_some(),
                     "a copy that says this node left holds its leave, or is a rejoiner's"
                 );
-                let candidates = held.other_members(&me);
-                let peer = via.or_else(|| candidates.first().copied()).unwrap_or(me);
-                State::Joining(Catchup::resumed(held, peer, candidates))
+                resume(held)
             }
-            (Some(MemberStatus::Invited) | None, _) => {
-                // Crashed while catching up: continue the stream.
-                let candidates = held.other_members(&me);
-                let peer = via.or_else(|| candidates.first().copied()).unwrap_or(me);
-                State::Joining(Catchup::resumed(held, peer, candidates))
-            }
+            (Some(MemberStatus::Invited) | None, _) => resume(held),
         };
         Context::new(id, Time::ZERO, state)
     }

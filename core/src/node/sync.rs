@@ -118,12 +118,7 @@ impl Context {
                 if held.replica.status(&from).is_none() {
                     return;
                 }
-                // And the parents its pending transactions wait for, as a
-                // member does: the heads may be pending here already.
-                let unknown = held.unknown_of(&heads);
-                if !unknown.is_empty() || !held.pending.missing().is_empty() {
-                    held.start_fetch(context, env, out, now, from, unknown);
-                }
+                held.fetch_behind(context, env, out, now, from, &heads);
                 if !reply {
                     held.send_heads(context, env, out, from, true);
                 }
@@ -148,17 +143,14 @@ impl Context {
         if let Some(mark) = stands_on {
             held.forward_if_behind(context, env, out, now, from, mark);
         }
-        let unknown = held.unknown_of(&heads);
         let mine: Vec<TxId> = held.replica.heads().iter().copied().collect();
+        held.fetch_behind(context, env, out, now, from, &heads);
         let differ = {
             let mut theirs = heads;
             theirs.sort_unstable();
             theirs.dedup();
             theirs != mine
         };
-        if !unknown.is_empty() || !held.pending.missing().is_empty() {
-            held.start_fetch(context, env, out, now, from, unknown);
-        }
         if differ && !reply {
             held.send_heads(context, env, out, from, true);
         }
@@ -339,6 +331,24 @@ impl Held {
             .copied()
             .take(SYNC_IDS_MAX)
             .collect()
+    }
+
+    /// Fetches from `from` the first of its `heads` this copy does not
+    /// know, and the parents its pending transactions wait for (the heads
+    /// may be pending here already).
+    fn fetch_behind(
+        &mut self,
+        context: ContextId,
+        env: &mut Env,
+        out: &mut Out,
+        now: Time,
+        from: MemberId,
+        heads: &[TxId],
+    ) {
+        let unknown = self.unknown_of(heads);
+        if !unknown.is_empty() || !self.pending.missing().is_empty() {
+            self.start_fetch(context, env, out, now, from, unknown);
+        }
     }
 
     /// Verifies a batch and offers every valid transaction in it, in order
