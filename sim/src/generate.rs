@@ -59,6 +59,7 @@ use thiserror::Error;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::byzantine::{Behaviour, Byzantine};
 use crate::run::DRAW_KEYS;
 use crate::scenario::{
     AppRef, Arg, Check, Draw, Expected, Faults, IntType, MethodTemplate, NODES_MAX, Network, Op,
@@ -282,6 +283,9 @@ pub struct Swarm {
     /// A crash may lose the records a node had not synced, and tear the
     /// first lost one (the `[disk]` table; only with `crashes`).
     pub disk_faults: bool,
+    /// One node lies on the wire, every behaviour (the `[byzantine]`
+    /// table, `crate::byzantine`).
+    pub byzantine: bool,
 }
 
 impl Swarm {
@@ -304,6 +308,7 @@ impl Swarm {
             clock_drift: true,
             pauses: true,
             disk_faults: true,
+            byzantine: true,
         }
     }
 
@@ -338,6 +343,7 @@ impl Swarm {
             clock_drift: false,
             pauses: false,
             disk_faults: false,
+            byzantine: false,
         }
     }
 
@@ -359,6 +365,7 @@ impl Swarm {
             clock_drift: false,
             pauses: false,
             disk_faults: false,
+            byzantine: false,
         }
     }
 
@@ -385,6 +392,7 @@ impl Swarm {
             (self.clock_drift, "clock drift"),
             (self.pauses, "pauses"),
             (self.disk_faults, "disk faults"),
+            (self.byzantine, "a byzantine node"),
         ];
         parts.extend(
             flags
@@ -515,6 +523,28 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
     } else {
         Faults::default()
     };
+    // Drawn after the disk faults, for the same reason: most often the
+    // first context's creator (a member from the start, so it has
+    // something to lie about), else any node.
+    swarm.byzantine = sometimes(choices, 250) || options.every_knob;
+    let liar = if choices.below(2) == 0 {
+        steps.iter().find_map(|step| match &step.op {
+            Op::Create { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+    } else {
+        None
+    };
+    let liar = liar.unwrap_or_else(|| nodes[choices.below(nodes.len() as u64) as usize].clone());
+    let byzantine = if swarm.byzantine {
+        Byzantine {
+            nodes: vec![liar],
+            rate: [0.05, 0.15, 0.3][choices.below(3) as usize],
+            behaviours: Behaviour::ALL.to_vec(),
+        }
+    } else {
+        Byzantine::default()
+    };
     let scenario = Scenario {
         name: format!("fuzz-{seed}"),
         description: format!(
@@ -531,6 +561,7 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
         checkpoint_interval: Some(CHECKPOINT_INTERVAL_FUZZ_MIN + seed % 13),
         network: initial,
         disk,
+        byzantine,
         steps,
         path: PathBuf::from(format!("fuzz-{seed}.toml")),
     };
@@ -692,6 +723,7 @@ pub fn mutate(base: &Scenario, seed: u64, choices: &mut dyn Choices) -> Scenario
         checkpoint_interval: base.checkpoint_interval,
         network: base.network.clone(),
         disk: base.disk,
+        byzantine: base.byzantine.clone(),
         steps,
         path,
     }
@@ -2119,7 +2151,7 @@ mod tests {
             .map(|seed| generate(seed, &mut SeededChoices::new(seed), &GenOptions::default()).1)
             .collect();
         type IsOn = fn(&Swarm) -> bool;
-        let kinds: [(&str, IsOn); 14] = [
+        let kinds: [(&str, IsOn); 15] = [
             ("loss", |s| s.loss.is_some()),
             ("duplication", |s| s.duplication.is_some()),
             ("wide_latency", |s| s.wide_latency),
@@ -2134,6 +2166,7 @@ mod tests {
             ("long_partitions", |s| s.long_partitions),
             ("clock_drift", |s| s.clock_drift),
             ("pauses", |s| s.pauses),
+            ("byzantine", |s| s.byzantine),
         ];
         for (name, on) in kinds {
             let count = swarms.iter().filter(|s| on(s)).count();
@@ -2164,6 +2197,12 @@ mod tests {
                 scenario.disk.any(),
                 "seed {seed}: disk faults with every knob"
             );
+            assert_eq!(
+                scenario.byzantine.nodes.len(),
+                1,
+                "seed {seed}: a byzantine node with every knob"
+            );
+            assert!(scenario.nodes.contains(&scenario.byzantine.nodes[0]));
             if let Some(loss) = drawn.loss {
                 assert_eq!(swarm.loss, Some(loss), "the seed's strength is kept");
             }

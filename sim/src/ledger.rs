@@ -121,6 +121,11 @@ impl Ledger {
         self.applied_leaving[word] &= !bit;
     }
 
+    /// Whether some simulated node made `tx`.
+    pub fn knows(&self, tx: &TxId) -> bool {
+        self.index.contains_key(tx)
+    }
+
     /// Where `node`'s bit for `tx` lies: the word and its mask, if `tx` was
     /// made by a simulated node.
     fn bit_of(&self, node: usize, tx: &TxId) -> Option<(usize, u64)> {

@@ -5,6 +5,7 @@
 //! and messages ([`world`]), the scenario runner and its checks ([`run`]),
 //! replayable traces ([`trace`]) and reports ([`report`]).
 
+pub mod byzantine;
 pub mod clock;
 pub mod disk;
 pub mod explain;

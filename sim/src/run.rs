@@ -203,6 +203,9 @@ struct Runner<'a> {
     stable_orders: BTreeMap<ContextId, Vec<TxId>>,
     stable_checked: HashMap<(usize, ContextId), (u64, usize), FixedState>,
     stable_violation: Option<(u64, String)>,
+    /// The authentic check: the first transaction a member applied that no
+    /// engine made (a forgery it accepted).
+    forged: Option<(u64, String)>,
     /// Every transaction made, per context, with its maker; and per (node,
     /// context) where the look for the lowest one the node lacks stopped
     /// (in which incarnation, at how many accepted).
@@ -326,6 +329,19 @@ pub fn run_inspect<R>(
         options.verbose,
     );
     world.set_disk_faults(scenario.disk);
+    let liars: Vec<usize> = scenario
+        .byzantine
+        .nodes
+        .iter()
+        .map(|name| {
+            scenario
+                .nodes
+                .iter()
+                .position(|node| node == name)
+                .expect("the reader names only declared nodes")
+        })
+        .collect();
+    world.set_byzantine(&liars, &scenario.byzantine);
     let mut runner = Runner {
         scenario,
         world,
@@ -345,6 +361,7 @@ pub fn run_inspect<R>(
         stable_orders: BTreeMap::new(),
         stable_checked: HashMap::with_hasher(FixedState::with_seed(12)),
         stable_violation: None,
+        forged: None,
         made: BTreeMap::new(),
         ledger: Ledger::new(scenario.nodes.len()),
         liveness: Liveness::new(
@@ -905,6 +922,16 @@ impl Runner<'_> {
         }
     }
 
+    /// Whether `member` is one of the scenario's Byzantine nodes.
+    fn is_byzantine(&self, member: &MemberId) -> bool {
+        self.world.node_of(member).is_some_and(|node| {
+            self.scenario
+                .byzantine
+                .nodes
+                .contains(&self.world.names[node])
+        })
+    }
+
     /// The stable_prefix check, after every input: every transaction a
     /// node makes has a height at or above every other member's stable
     /// frontier (what the rule promises of every transaction a member
@@ -951,6 +978,18 @@ impl Runner<'_> {
         for (at, event) in self.world.take_events() {
             let detail = match event {
                 Event::Applied { context, tx, .. } => {
+                    if !self.ledger.knows(&tx) && self.forged.is_none() {
+                        let detail = format!(
+                            "{} applied transaction {} of {}, which no node made: it accepted a forgery",
+                            self.world.names[at],
+                            tx.short(),
+                            self.contexts
+                                .iter()
+                                .find(|(_, id)| **id == context)
+                                .map_or("a context", |(name, _)| name.as_str())
+                        );
+                        self.forged = Some((self.world.now().as_ms(), detail));
+                    }
                     // A copy deleted in the same input was leaving.
                     let leaving = !matches!(
                         self.phase(at, &context),
@@ -974,6 +1013,15 @@ impl Runner<'_> {
                     self.world.names[at],
                     self.name_of_member(&member)
                 ),
+                Event::CheckpointRefused { from, reason, .. } if self.is_byzantine(&from) => {
+                    self.notes.push(format!(
+                        "{}: {} refused the checkpoint {} (byzantine) served: {reason}",
+                        self.world.now(),
+                        self.world.names[at],
+                        self.name_of_member(&from)
+                    ));
+                    continue;
+                }
                 Event::CheckpointRefused { from, reason, .. } => format!(
                     "{} refused the checkpoint {} served: {reason}",
                     self.world.names[at],
@@ -1332,6 +1380,32 @@ impl Runner<'_> {
             detail,
             line: 0,
         });
+        let (passed, detail, at_ms) = match &self.forged {
+            None => (true, String::new(), now),
+            Some((at, detail)) => (false, detail.clone(), *at),
+        };
+        self.checks.push(CheckResult {
+            name: "authentic".into(),
+            passed,
+            at_ms,
+            detail,
+            line: 0,
+        });
+        for (node, mischief) in self.world.mischief() {
+            let what: Vec<String> = mischief
+                .tampered
+                .iter()
+                .map(|(behaviour, n)| format!("{} {n}", behaviour.name()))
+                .collect();
+            let total: u64 = mischief.tampered.values().sum();
+            self.notes.push(format!(
+                "{} (byzantine) tampered with {total} of the {} messages it sent{}{}",
+                self.world.names[node],
+                mischief.messages,
+                if what.is_empty() { "" } else { ": " },
+                what.join(", ")
+            ));
+        }
         self.checks.extend(self.invariants.results(now));
         let (passed, detail) = self.liveness.verdict(self.world.now());
         self.checks.push(CheckResult {

@@ -39,6 +39,7 @@ use hashbrown::HashMap;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
+use crate::byzantine::{Byzantine, Mischief};
 use crate::clock::Clock;
 use crate::disk::{Disk, DiskLoss, Faults};
 use crate::trace::{Input, Loss, Recorder, WorldEvent, drain, restore};
@@ -250,6 +251,8 @@ pub struct World {
     conditions: Conditions,
     /// What a crash may do to a node's unsynced records.
     disk_faults: Faults,
+    /// Per node: what tampers with its messages, if it is Byzantine.
+    mischief: Vec<Option<Mischief>>,
     /// Transactions whose records a crash lost, per node, for the runner.
     lost: Vec<(usize, TxId)>,
     /// Records a crash lost although something had revealed them: the
@@ -317,6 +320,7 @@ impl World {
             rng,
             conditions,
             disk_faults: Faults::default(),
+            mischief: (0..count).map(|_| None).collect(),
             lost: Vec::new(),
             revealed_lost: None,
             groups: vec![0; count],
@@ -407,6 +411,22 @@ impl World {
     /// From now on, a crash may bring these disk faults.
     pub fn set_disk_faults(&mut self, faults: Faults) {
         self.disk_faults = faults;
+    }
+
+    /// From now on, the nodes `nodes` lie on the wire as `config` says
+    /// ([`crate::byzantine`]).
+    pub fn set_byzantine(&mut self, nodes: &[usize], config: &Byzantine) {
+        for &node in nodes {
+            self.mischief[node] = Some(Mischief::new(self.nodes[node].secret, config));
+        }
+    }
+
+    /// What each Byzantine node did: `(node, its mischief)`.
+    pub fn mischief(&self) -> impl Iterator<Item = (usize, &Mischief)> {
+        self.mischief
+            .iter()
+            .enumerate()
+            .filter_map(|(node, m)| m.as_ref().map(|m| (node, m)))
     }
 
     /// The transactions whose records a crash lost since last taken, per
@@ -648,6 +668,18 @@ impl World {
             .extend(drained.events.into_iter().map(|event| (node, event)));
         for transmit in drained.transmits {
             let Some(to) = self.node_of(&transmit.to) else {
+                // An identity no node has (a Byzantine peer named it):
+                // nowhere to deliver.
+                if let Some(log) = &mut self.log {
+                    log.push(format!(
+                        "{:>9} {} -> {} (no such node): {} ({} bytes)",
+                        self.now.to_string(),
+                        self.names[node],
+                        transmit.to.short(),
+                        transmit.kind,
+                        transmit.bytes.len()
+                    ));
+                }
                 continue;
             };
             if let Some(log) = &mut self.log {
@@ -751,7 +783,22 @@ impl World {
         Some(node)
     }
 
+    /// Sends what `from`'s engine addressed to `to`: as it is, or as a
+    /// Byzantine node's mischief changes it.
     fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        let Some(mut mischief) = self.mischief[from].take() else {
+            return self.transmit(from, to, bytes);
+        };
+        let nodes = self.nodes.len();
+        let sends = mischief.tamper(&mut self.rng, (from, nodes), to, bytes);
+        self.mischief[from] = Some(mischief);
+        for (to, bytes) in sends {
+            self.transmit(from, to, bytes);
+        }
+    }
+
+    /// One message into the network: lost, duplicated, delayed.
+    fn transmit(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
         let message = self.stats.messages_sent;
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;

@@ -33,6 +33,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
+pub use crate::byzantine::{Behaviour, Byzantine};
 pub use crate::disk::Faults;
 
 /// The apps shipped in `scenarios/apps/`, named by `app = "kv"` and so on.
@@ -85,6 +86,10 @@ pub struct Scenario {
     /// What a crash may do to a node's records not yet synced (the `[disk]`
     /// table, an extension of SCENARIOS.md). Optional, default none.
     pub disk: Faults,
+    /// The nodes that lie on the wire, and how (the `[byzantine]` table, an
+    /// extension of SCENARIOS.md, `crate::byzantine`). Optional, default
+    /// none.
+    pub byzantine: Byzantine,
     /// Sorted by `at_ms`; steps with the same time keep file order.
     pub steps: Vec<Step>,
     /// The file it came from (what [`Scenario::parse`] was given).

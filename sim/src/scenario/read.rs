@@ -28,6 +28,7 @@ use serde::de::{IgnoredAny, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::byzantine::{Behaviour, Byzantine};
 use crate::clock::{RATE_MAX_PERMILLE, RATE_MIN_PERMILLE};
 
 use super::{
@@ -58,6 +59,9 @@ struct FileIn {
     /// Never present: taken out and read on its own ([`DiskIn`]).
     #[serde(rename = "disk")]
     _disk: Option<IgnoredAny>,
+    /// Never present: taken out and read on its own ([`ByzantineIn`]).
+    #[serde(rename = "byzantine")]
+    _byzantine: Option<IgnoredAny>,
     /// Never present: taken out and read on their own ([`StepIn`]), so
     /// that their errors name the step; named so serde lists it.
     #[serde(rename = "step")]
@@ -113,6 +117,11 @@ table_in! {
 table_in! {
     /// The `[disk]` table.
     DiskIn { lose_unsynced, tear }
+}
+
+table_in! {
+    /// The `[byzantine]` table.
+    ByzantineIn { nodes, rate, behaviours }
 }
 
 table_in! {
@@ -981,6 +990,7 @@ impl Reader<'_> {
         // Taken out to be read on their own: serde does not walk them twice.
         let network = root.get_mut().remove("network");
         let disk = root.get_mut().remove("disk");
+        let byzantine = root.get_mut().remove("byzantine");
         let steps = root.get_mut().remove("step");
         let file = FileIn::deserialize(toml::de::Deserializer::from(root)).map_err(|error| {
             let place = Place::new(0, String::new(), "");
@@ -1013,6 +1023,10 @@ impl Reader<'_> {
             None => Faults::default(),
             Some(value) => read_disk_table(value)?,
         };
+        let byzantine = match byzantine {
+            None => Byzantine::default(),
+            Some(value) => self.read_byzantine_table(value)?,
+        };
         let mut steps = match steps {
             None => Vec::new(),
             Some(value) => self.read_steps(value)?,
@@ -1030,8 +1044,72 @@ impl Reader<'_> {
             checkpoint_interval,
             network,
             disk,
+            byzantine,
             steps: steps.into_iter().map(|read| read.step).collect(),
             path: self.path.to_path_buf(),
+        })
+    }
+
+    /// The `[byzantine]` table: `nodes` (required, declared nodes), `rate`
+    /// (a probability, default [`Byzantine::RATE_DEFAULT`]) and
+    /// `behaviours` (names, default all of them).
+    fn read_byzantine_table(&self, value: Spanned<DeValue<'_>>) -> Res<Byzantine> {
+        let at = value.span().start;
+        let DeValue::Table(table) = value.get_ref() else {
+            let found = type_name_of(value);
+            return Err(bad(
+                at,
+                format!("field \"byzantine\" must be a table, not {found}"),
+            ));
+        };
+        let keys = keys_of(table);
+        let mut place = Place::new(at, String::new(), " in [byzantine]");
+        place.needs = " (a [byzantine] table names the nodes that lie)".to_string();
+        let read = ByzantineIn::deserialize(value.into_deserializer())
+            .map_err(|error| serde_problem(&error, &keys, &place, "", None))?;
+        let fields = read.fields(place);
+        let nodes = self.node_list(&fields, "nodes", fields.require("nodes")?, false)?;
+        let rate = fields
+            .probability("rate")?
+            .unwrap_or(Byzantine::RATE_DEFAULT);
+        let behaviours = match fields.get("behaviours") {
+            None => Behaviour::ALL.to_vec(),
+            Some(value) => {
+                let what = fields.what("behaviours");
+                let items = expect_array(value, &what)?;
+                if items.is_empty() {
+                    return Err(bad(
+                        start(value),
+                        format!(
+                            "{what} is empty: list at least one, or leave the field out for all of them"
+                        ),
+                    ));
+                }
+                let mut behaviours = Vec::with_capacity(items.len());
+                for item in items {
+                    let name = expect_str(item, &what)?;
+                    let Some(behaviour) = Behaviour::from_name(name) else {
+                        let known: Vec<&str> = Behaviour::ALL.iter().map(|b| b.name()).collect();
+                        return Err(bad(
+                            start(item),
+                            format!(
+                                "unknown behaviour {name:?} in [byzantine] (expected one of: {})",
+                                known.join(", ")
+                            ),
+                        ));
+                    };
+                    if behaviours.contains(&behaviour) {
+                        return Err(bad(start(item), format!("{what} lists {name:?} twice")));
+                    }
+                    behaviours.push(behaviour);
+                }
+                behaviours
+            }
+        };
+        Ok(Byzantine {
+            nodes,
+            rate,
+            behaviours,
         })
     }
 

@@ -49,6 +49,7 @@ fn the_example_in_scenarios_md_parses() {
             duplicate: 0.0,
         },
         disk: Faults::default(),
+        byzantine: Byzantine::default(),
         steps: vec![
             step(
                 0,
@@ -343,6 +344,7 @@ fn every_op_check_and_argument_kind_parses() {
             duplicate: 0.005,
         },
         disk: Faults::default(),
+        byzantine: Byzantine::default(),
         steps: expected_steps,
         path: path.clone(),
     };
@@ -791,6 +793,51 @@ fn times_are_checked() {
 }
 
 #[test]
+fn byzantine_tables_are_checked() {
+    assert_error(
+        &format!("{HEAD}[byzantine] # <-\nrate = 0.5\n"),
+        "missing field \"nodes\" in [byzantine] (a [byzantine] table names the nodes that lie)",
+    );
+    assert_error(
+        &format!("{HEAD}[byzantine]\nnodes = [\"mallory\"] # <-\n"),
+        "unknown node \"mallory\"",
+    );
+    assert_error(
+        &format!("{HEAD}[byzantine]\nnodes = [\"bob\"]\nrate = 1.5 # <-\n"),
+        "field \"rate\" in [byzantine] is a probability and must be between 0 and 1, not 1.5",
+    );
+    assert_error(
+        &format!("{HEAD}[byzantine]\nnodes = [\"bob\"]\nbehaviours = [\"garble\", \"lie\"] # <-\n"),
+        "unknown behaviour \"lie\" in [byzantine] (expected one of: garble, oversize, forge, replay, phantom-heads, lie-in-catchup)",
+    );
+    assert_error(
+        &format!("{HEAD}[byzantine]\nnodes = [\"bob\"]\nbehaviours = [] # <-\n"),
+        "is empty: list at least one, or leave the field out for all of them",
+    );
+    assert_error(
+        &format!("{HEAD}[byzantine]\nnodes = [\"bob\"]\nlies = 3 # <-\n"),
+        "unknown field \"lies\" in [byzantine] (expected one of: nodes, rate, behaviours)",
+    );
+    assert_error(
+        &format!("{HEAD}byzantine = 3 # <-\n"),
+        "field \"byzantine\" must be a table",
+    );
+    let read = Scenario::parse(
+        &format!("{HEAD}[byzantine]\nnodes = [\"bob\"]\n"),
+        Path::new("byzantine.toml"),
+    )
+    .expect("valid");
+    assert_eq!(
+        read.byzantine,
+        Byzantine {
+            nodes: vec!["bob".into()],
+            rate: Byzantine::RATE_DEFAULT,
+            behaviours: Behaviour::ALL.to_vec(),
+        }
+    );
+}
+
+#[test]
 fn disk_faults_are_checked() {
     assert_error(
         &format!("{HEAD}[disk]\nlose_unsynced = 2 # <-\n"),
@@ -1091,6 +1138,11 @@ fn to_toml_round_trips_awkward_values() {
         disk: Faults {
             lose_unsynced: 0.3,
             tear: 1.0,
+        },
+        byzantine: Byzantine {
+            nodes: names(&["c\"d"]),
+            rate: 0.125,
+            behaviours: vec![Behaviour::LieInCatchup, Behaviour::Garble],
         },
         steps: vec![
             step(

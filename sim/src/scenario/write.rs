@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::ser::{self, Impossible, SerializeMap};
 
 use super::{
-    AppRef, Arg, Check, Expected, Faults, MethodTemplate, Op, Scenario, format_duration,
+    AppRef, Arg, Byzantine, Check, Expected, Faults, MethodTemplate, Op, Scenario, format_duration,
     relative_path,
 };
 
@@ -33,6 +33,10 @@ pub(super) fn to_toml(scenario: &Scenario) -> String {
     if scenario.disk != Faults::default() {
         out.push_str("\n[disk]\n");
         write_lines(&mut out, &scenario.disk);
+    }
+    if scenario.byzantine.any() {
+        out.push_str("\n[byzantine]\n");
+        write_lines(&mut out, &ByzantineOut::of(&scenario.byzantine));
     }
     for step in &scenario.steps {
         out.push_str("\n[[step]]\n");
@@ -440,5 +444,23 @@ impl ser::Serializer for Lines<'_> {
         _value: &T,
     ) -> Result<(), Error> {
         Err(not_a_table())
+    }
+}
+
+/// The `[byzantine]` table as written.
+#[derive(Serialize)]
+struct ByzantineOut<'a> {
+    nodes: &'a [String],
+    rate: f64,
+    behaviours: Vec<&'static str>,
+}
+
+impl<'a> ByzantineOut<'a> {
+    fn of(byzantine: &'a Byzantine) -> Self {
+        ByzantineOut {
+            nodes: &byzantine.nodes,
+            rate: byzantine.rate,
+            behaviours: byzantine.behaviours.iter().map(|b| b.name()).collect(),
+        }
     }
 }
