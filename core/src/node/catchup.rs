@@ -34,7 +34,12 @@
 //!   matches it (request id and peer); a refused or failed step makes it
 //!   match nothing (request 0) until the timer asks again;
 //! - after `CATCHUP_ATTEMPTS_PER_PEER` attempts without progress at one
-//!   responder the catchup moves to a random candidate, never this node;
+//!   responder the catchup moves to a random candidate, never this node:
+//!   every other move, the first included (and every move when none was
+//!   named), to a peer known to hold the context (one that accepted a
+//!   catchup or sent heads), the others to one a responder named. Named lists add to the candidates, never
+//!   replace them: a lying responder cannot strand a joiner among peers
+//!   that do not exist;
 //!   and at once after a stream is refused as superseded (that responder
 //!   may have nothing it can offer);
 //! - the application blob only grows, chunk by chunk at its end, up to the
@@ -66,6 +71,9 @@ use super::{Env, MessageError};
 
 /// Attempts at one responder before a catchup is redirected.
 pub(super) const CATCHUP_ATTEMPTS_PER_PEER: u32 = 2;
+
+/// Peers a joiner keeps as known to hold the context, at most.
+pub(super) const CATCHUP_HEARD_MAX: usize = 64;
 
 /// What a joiner does after a responder accepted its catchup.
 pub(super) enum Accepted {
@@ -170,10 +178,19 @@ pub(super) struct Stream {
 pub(super) struct Catchup {
     pub(super) step: CatchupStep,
     pub(super) outstanding: Outstanding,
-    /// Members learned of, to redirect to when the responder goes silent.
+    /// Members learned of, to redirect to when the responder goes silent:
+    /// the ones a responder named (sorted, at most `SYNC_IDS_MAX`).
     pub(super) candidates: Vec<MemberId>,
+    /// Peers known to hold the context, sorted, at most
+    /// `CATCHUP_HEARD_MAX`: every responder that accepted, and every peer
+    /// that sent heads. A responder's list is its word alone (a lying one
+    /// may name nobody real); these are tried first.
+    pub(super) heard: Vec<MemberId>,
     /// Consecutive attempts without progress.
     pub(super) attempts: u32,
+    /// Moves to another peer so far (they alternate between the peers
+    /// heard from and those only named).
+    pub(super) moves: u32,
 }
 
 impl Catchup {
@@ -187,7 +204,9 @@ impl Catchup {
                 deadline,
             },
             candidates: Vec::new(),
+            heard: Vec::new(),
             attempts: 0,
+            moves: 0,
         }
     }
 
@@ -205,7 +224,36 @@ impl Catchup {
                 deadline: Time::ZERO,
             },
             candidates,
+            heard: Vec::new(),
             attempts: 0,
+            moves: 0,
+        }
+    }
+
+    /// `peer` showed it holds the context (it accepted a catchup, or sent
+    /// heads): a candidate to try before those only named.
+    pub(super) fn heard_from(&mut self, peer: MemberId, env: &Env) {
+        if peer == env.me || self.heard.len() >= CATCHUP_HEARD_MAX {
+            return;
+        }
+        if let Err(at) = self.heard.binary_search(&peer) {
+            self.heard.insert(at, peer);
+        }
+    }
+
+    /// Adds the members a responder named to the candidates (never
+    /// replacing what was learned before: a responder may lie).
+    fn named(&mut self, members: Vec<MemberId>, env: &Env) {
+        for member in members {
+            if self.candidates.len() >= SYNC_IDS_MAX {
+                break;
+            }
+            if member == env.me {
+                continue;
+            }
+            if let Err(at) = self.candidates.binary_search(&member) {
+                self.candidates.insert(at, member);
+            }
         }
     }
 
@@ -239,7 +287,11 @@ impl Catchup {
     pub(super) fn peers(&self) -> Vec<MemberId> {
         let asked = self.outstanding.peer;
         let mut peers = vec![asked];
-        peers.extend(self.candidates.iter().copied().filter(|m| *m != asked));
+        for peer in self.heard.iter().chain(&self.candidates) {
+            if !peers.contains(peer) {
+                peers.push(*peer);
+            }
+        }
         peers
     }
 
@@ -315,9 +367,22 @@ impl Catchup {
         debug_assert!(self.outstanding.deadline <= now);
         self.attempts += 1;
         let mut peer = self.outstanding.peer;
-        if self.attempts > CATCHUP_ATTEMPTS_PER_PEER && !self.candidates.is_empty() {
-            peer = self.candidates[env.pick(self.candidates.len())];
-            self.attempts = 0;
+        if self.attempts > CATCHUP_ATTEMPTS_PER_PEER {
+            // Every other move (the first included) to a peer known to
+            // hold the context (perhaps the one asked: it may have lied
+            // once, or lost an answer), the others to a candidate named;
+            // only the one kind when there is no other.
+            self.moves += 1;
+            let known = self.candidates.is_empty() || self.moves % 2 == 1;
+            let pool = if !self.heard.is_empty() && known {
+                &self.heard
+            } else {
+                &self.candidates
+            };
+            if !pool.is_empty() {
+                peer = pool[env.pick(pool.len())];
+                self.attempts = 0;
+            }
         }
         self.send_step(context, env, out, peer, now);
     }
@@ -478,11 +543,8 @@ impl Context {
         if let Err(unsupported) = check_runtime_version(*runtime_version) {
             return Ok(Accepted::Abandon(unsupported));
         }
-        catchup.candidates = members
-            .into_iter()
-            .filter(|m| *m != env.me)
-            .take(SYNC_IDS_MAX)
-            .collect();
+        catchup.heard_from(from, env);
+        catchup.named(members, env);
         let offer = match offer.map(|offer| check_offer(*offer, context, from, env)) {
             None => None,
             Some(Ok(offer)) => Some(Box::new(offer)),

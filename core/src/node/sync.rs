@@ -124,7 +124,12 @@ impl Context {
                 }
                 return;
             }
-            State::Joining(_) => return,
+            State::Joining(catchup) => {
+                // A member that counts this node as invited sends it heads:
+                // a peer known to hold the context, to be redirected to.
+                catchup.heard_from(from, env);
+                return;
+            }
         };
         if held.replica.status(&from).is_none() {
             // Not named in this copy's membership: invited by a member
