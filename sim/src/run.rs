@@ -998,6 +998,18 @@ impl Runner<'_> {
                     self.ledger.applied(at, &tx, leaving);
                     continue;
                 }
+                // A forgery (no engine made it) that would sort into the
+                // stable prefix: its Byzantine author broke the promise, and
+                // the member refused it, as it must.
+                Event::BelowStable { tx, .. } if !self.ledger.knows(&tx) => {
+                    self.notes.push(format!(
+                        "{}: {} refused forged transaction {}: it would land in its stable prefix",
+                        self.world.now(),
+                        self.world.names[at],
+                        tx.short()
+                    ));
+                    continue;
+                }
                 Event::BelowStable {
                     tx,
                     height,
