@@ -530,7 +530,7 @@ impl Replica {
     }
 
     /// Whether `genesis` creates a context and names `app_blob`.
-    fn check_app(genesis: &Tx, app_blob: &[u8]) -> Result<(), ReplicaError> {
+    pub(crate) fn check_app(genesis: &Tx, app_blob: &[u8]) -> Result<(), ReplicaError> {
         let TxKind::Create {
             app_hash,
             app_bytes,

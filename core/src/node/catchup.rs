@@ -656,6 +656,20 @@ impl Context {
             catchup.send_step(context, env, out, from, now);
             return;
         }
+        // The blob is checked as soon as it is whole, before any checkpoint
+        // is fetched: its chunks may have come from several responders (the
+        // catchup moves on when one goes silent), so a bad one is nobody's
+        // checkpoint to refuse. Start over, from nothing.
+        if let Err(error) = Replica::check_app(genesis, blob) {
+            let genesis = genesis.id();
+            catchup.start_over();
+            out.event(Event::Dropped {
+                context,
+                tx: genesis,
+                reason: error.to_string(),
+            });
+            return;
+        }
         let genesis = genesis.clone();
         let blob = Arc::new(std::mem::take(blob));
         if let Some(offer) = offer.take() {
