@@ -43,7 +43,10 @@
 //!   and at once after a stream is refused as superseded (that responder
 //!   may have nothing it can offer);
 //! - the application blob only grows, chunk by chunk at its end, up to the
-//!   genesis's `app_bytes` (and `APP_BYTES_MAX`);
+//!   genesis's `app_bytes` (and `APP_BYTES_MAX`), and is checked against
+//!   the genesis as soon as it is whole (its chunks may come from several
+//!   responders): a mismatch starts over from nothing, blaming no
+//!   checkpoint;
 //! - the copy exists from the step the blob matched its genesis on, and is
 //!   never dropped afterwards;
 //! - a genesis of a runtime version this build does not run ends the join
