@@ -37,8 +37,10 @@
 //! bad signature, another author under its own signature, a height its
 //! parents contradict, unsorted or duplicated parents, a genesis with
 //! parents, a transaction of another context, or parents no engine made,
-//! named above every height its own engine holds (so above every member's
-//! stable frontier, which its announcements bound).
+//! named above every height it sent. A member whose stable frontier such a
+//! forgery sorts below refuses it (`Event::BelowStable`: a note for a
+//! forgery, the runner fails only an engine's transaction below a
+//! frontier); the others hold it pending for ever.
 
 use std::collections::BTreeMap;
 
