@@ -54,6 +54,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use rand_chacha::ChaCha8Rng;
 use rand_core::Rng;
 
+use crate::world::RandomBool;
+
 /// One way a Byzantine node lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Behaviour {
@@ -543,13 +545,7 @@ fn template_parent(parents: &[Parent], rng: &mut ChaCha8Rng) -> TxId {
 }
 
 fn chance(rng: &mut ChaCha8Rng, probability: f64) -> bool {
-    if probability <= 0.0 {
-        return false;
-    }
-    if probability >= 1.0 {
-        return true;
-    }
-    ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < probability
+    rng.random_bool_f64(probability)
 }
 
 fn below(rng: &mut ChaCha8Rng, n: usize) -> usize {

@@ -409,6 +409,22 @@ pub fn run_inspect<R>(
     Ok((report, inspected))
 }
 
+/// The result of an always-on check that keeps its first violation (when,
+/// and what): passed at `now` if there was none.
+fn violation_check(name: &str, violation: &Option<(u64, String)>, now: u64) -> CheckResult {
+    let (passed, detail, at_ms) = match violation {
+        None => (true, String::new(), now),
+        Some((at, detail)) => (false, detail.clone(), *at),
+    };
+    CheckResult {
+        name: name.into(),
+        passed,
+        at_ms,
+        detail,
+        line: 0,
+    }
+}
+
 /// Compiles every app a `create` step names, so a bad app is bad input
 /// (exit 2) before anything runs.
 fn load_apps(scenario: &Scenario) -> Result<BTreeMap<usize, Vec<u8>>, BadInput> {
@@ -1370,39 +1386,18 @@ impl Runner<'_> {
     /// converged with nothing accepted left out and no join or leave stuck.
     fn final_checks(&mut self) {
         let now = self.world.now().as_ms();
-        let (passed, detail, at_ms) = match &self.safety_violation {
-            None => (true, String::new(), now),
-            Some((at, detail)) => (false, detail.clone(), *at),
-        };
-        self.checks.push(CheckResult {
-            name: "same_set_same_state".into(),
-            passed,
-            at_ms,
-            detail,
-            line: 0,
-        });
-        let (passed, detail, at_ms) = match &self.stable_violation {
-            None => (true, String::new(), now),
-            Some((at, detail)) => (false, detail.clone(), *at),
-        };
-        self.checks.push(CheckResult {
-            name: "stable_prefix".into(),
-            passed,
-            at_ms,
-            detail,
-            line: 0,
-        });
-        let (passed, detail, at_ms) = match &self.forged {
-            None => (true, String::new(), now),
-            Some((at, detail)) => (false, detail.clone(), *at),
-        };
-        self.checks.push(CheckResult {
-            name: "authentic".into(),
-            passed,
-            at_ms,
-            detail,
-            line: 0,
-        });
+        self.checks.push(violation_check(
+            "same_set_same_state",
+            &self.safety_violation,
+            now,
+        ));
+        self.checks.push(violation_check(
+            "stable_prefix",
+            &self.stable_violation,
+            now,
+        ));
+        self.checks
+            .push(violation_check("authentic", &self.forged, now));
         for (node, mischief) in self.world.mischief() {
             let what: Vec<String> = mischief
                 .tampered

@@ -1095,7 +1095,7 @@ pub fn apply_input(engine: &mut Node, now: Time, input: &Input) -> Result<Option
 
 /// `random_bool` for any probability in [0, 1], from 53 random bits: the
 /// same draw on every platform.
-trait RandomBool {
+pub(crate) trait RandomBool {
     fn random_bool_f64(&mut self, probability: f64) -> bool;
 }
 

@@ -58,7 +58,7 @@
 use std::sync::Arc;
 
 use crate::checkpoint::{Assembly, CHECKPOINT_CHUNK_BYTES, CheckpointHeader};
-use crate::ids::{ContextId, Key, MemberId};
+use crate::ids::{ContextId, Key, MemberId, TxId};
 use crate::limits::{APP_BYTES_MAX, APP_CHUNK_BYTES, CHECKPOINT_VOUCHES_MAX, SYNC_IDS_MAX};
 use crate::membership::MemberStatus;
 use crate::record::Record;
@@ -338,6 +338,17 @@ impl Catchup {
         self.step = CatchupStep::Requested;
         self.attempts = CATCHUP_ATTEMPTS_PER_PEER;
         self.outstanding.request = 0;
+    }
+
+    /// Refuses the application blob of `genesis`, and starts over at
+    /// another member, from nothing.
+    fn refuse_app(&mut self, context: ContextId, out: &mut Out, genesis: TxId, reason: String) {
+        self.start_over();
+        out.event(Event::Dropped {
+            context,
+            tx: genesis,
+            reason,
+        });
     }
 
     /// Refuses the checkpoint `from` offered or served, and starts over at
@@ -665,12 +676,7 @@ impl Context {
         // checkpoint to refuse. Start over, from nothing.
         if let Err(error) = Replica::check_app(genesis, blob) {
             let genesis = genesis.id();
-            catchup.start_over();
-            out.event(Event::Dropped {
-                context,
-                tx: genesis,
-                reason: error.to_string(),
-            });
+            catchup.refuse_app(context, out, genesis, error.to_string());
             return;
         }
         let genesis = genesis.clone();
@@ -709,15 +715,9 @@ impl Context {
                 }));
                 catchup.send_step(context, env, out, from, now);
             }
-            Err(error) => {
-                // The blob does not match its genesis: start over elsewhere.
-                catchup.start_over();
-                out.event(Event::Dropped {
-                    context,
-                    tx: genesis.id(),
-                    reason: error.to_string(),
-                });
-            }
+            // The blob matches its genesis but does not load (the
+            // module does not compile): start over elsewhere.
+            Err(error) => catchup.refuse_app(context, out, genesis.id(), error.to_string()),
         }
     }
 
