@@ -605,6 +605,13 @@ impl Replica {
         Ok(())
     }
 
+    /// Whether everything stable is compacted (its undo logs dropped, the
+    /// cuts it passed taken): so whenever the copy is settled, whatever
+    /// moved its stable frontier (a settle, an announcement, its owner).
+    pub fn is_compacted(&self) -> bool {
+        !self.is_settled() || self.compacted_len == self.stable_len()
+    }
+
     /// Whether every transaction in the order is applied: state, membership
     /// and outcomes are current and may be read.
     pub fn is_settled(&self) -> bool {
@@ -1238,6 +1245,11 @@ impl Replica {
     /// [`Replica::announcement_floor`]).
     pub fn announce(&mut self, author: &MemberId, floor: u64) {
         self.stability.announced(author, floor);
+        // The frontier may have moved without a transaction: take the
+        // cuts it passed now (a writer that stops writing still cuts).
+        if self.is_settled() {
+            self.compact();
+        }
     }
 
     /// Runs a read-only call against the current state. Writes are discarded.

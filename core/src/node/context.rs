@@ -365,6 +365,10 @@ impl Context {
             _ => None,
         };
         if let Some(held) = self.held_mut() {
+            debug_assert!(
+                held.replica.is_compacted(),
+                "a settled copy compacts all that is stable, whatever moved its frontier"
+            );
             held.note_stability(now);
             // Keeps the offer current while the latest checkpoint is
             // offerable, also one that neither persists nor folds here
