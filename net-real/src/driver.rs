@@ -134,10 +134,13 @@ pub struct PeerReport {
 
 #[derive(Debug, Error)]
 pub enum DriverError {
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("restoring the engine from its records: {0}")]
-    Restore(#[from] ctx_core::RestoreError),
+    /// The records passed their checks, but the engine refused them.
+    #[error(
+        "the store's records do not restore the engine ({0}). Run `ctx-node repair` on the data directory to keep what restores"
+    )]
+    Restore(ctx_core::RestoreError),
 }
 
 struct Conn {
@@ -225,7 +228,8 @@ impl Driver {
             seed,
             Arc::new(Ed25519Verifier),
             loaded.records,
-        )?;
+        )
+        .map_err(DriverError::Restore)?;
         let mut peers = BTreeMap::new();
         for (member, addr) in loaded.peers {
             peers.insert(

@@ -6,6 +6,8 @@
 //!   key is the node's member id. Written once by `ctx-node init`; never
 //!   overwritten.
 //! - `node.redb`: the store (see `store`).
+//! - `node.store`: the marker that this identity has a store, and which
+//!   (see `store`): written by the first start, never by `init`.
 //! - `listen.addr`, `admin.addr`: the addresses a running node bound, one
 //!   line each, written after binding (so a script that asked for port 0
 //!   learns the port).

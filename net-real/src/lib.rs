@@ -17,6 +17,7 @@ pub mod identity;
 pub mod limits;
 pub mod net;
 pub mod peer;
+pub mod repair;
 pub mod secure;
 pub mod server;
 pub mod store;

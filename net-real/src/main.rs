@@ -48,6 +48,12 @@ enum Command {
     },
     /// Run a node (stops cleanly on SIGTERM or Ctrl-C).
     Run(RunArgs),
+    /// Rebuild a damaged store from what is intact in it, with no node
+    /// running on the directory; prints what it dropped.
+    Repair {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Print the running node's member id.
     Id,
     /// Create, invite into, join or leave a context.
@@ -190,6 +196,12 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run(args) => run(args, cli.admin),
+        Command::Repair { data_dir } => {
+            let identity = Identity::load(&data_dir)?;
+            let report = ctx_node::repair::repair(&data_dir, &identity)?;
+            print!("{report}");
+            Ok(())
+        }
         Command::Id => {
             let answer = client().get("/v1/id")?;
             println!("{}", text(&answer, "member")?);

@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::driver::{Driver, DriverError, Wiring};
 use crate::identity::{
-    ADMIN_ADDR_FILE, DB_FILE, Identity, IdentityError, LISTEN_ADDR_FILE, random_bytes, write_line,
+    ADMIN_ADDR_FILE, Identity, IdentityError, LISTEN_ADDR_FILE, random_bytes, write_line,
 };
 use crate::limits::INBOX_MAX;
 use crate::net::Net;
@@ -36,8 +36,8 @@ pub struct Settings {
 pub enum ServerError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
-    #[error("{path}: {source}")]
-    Store { path: PathBuf, source: StoreError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         addr: SocketAddr,
@@ -52,11 +52,7 @@ pub enum ServerError {
 pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
     let dir = &settings.data_dir;
     let identity = Identity::load(dir)?;
-    let db_path = dir.join(DB_FILE);
-    let (store, loaded) = Store::open(&db_path).map_err(|source| ServerError::Store {
-        path: db_path.clone(),
-        source,
-    })?;
+    let (store, loaded) = Store::open(dir, &identity)?;
     // The listener and the address it is bound to (the port, for port 0).
     let bind = |addr: SocketAddr, what: &'static str| async move {
         let fail = |source| ServerError::Bind { addr, what, source };

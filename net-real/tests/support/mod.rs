@@ -143,6 +143,42 @@ impl TestNode {
         }
     }
 
+    /// `ctx-node run` that is expected to refuse to start: its exit status
+    /// and what it printed to stderr (its log included).
+    pub fn start_refused(&self) -> (std::process::ExitStatus, String) {
+        assert!(self.child.is_none(), "{} already runs", self.name);
+        let out = self
+            .command()
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctx-node run");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `ctx-node repair` on this node's data directory: stdout on
+    /// success, stderr on failure.
+    pub fn repair(&self) -> Result<String, String> {
+        let out = self
+            .command()
+            .arg("repair")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .output()
+            .expect("run ctx-node repair");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
