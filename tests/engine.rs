@@ -343,6 +343,53 @@ fn failed_calls_are_recorded_as_failed_everywhere() {
     );
 }
 
+/// A driver asks before an invite or a call that would change nothing; the
+/// engine's own commands still make them (a member that had not heard of a
+/// leave may invite again, and a call of a missing method fails everywhere).
+#[test]
+fn invites_and_calls_that_change_nothing_are_told_apart_before_they_are_made() {
+    use ctx_core::CommandError;
+    use ctx_core::membership::MemberStatus;
+    let mut net = Net::new(3);
+    let c = net.context_with(0, KV, &[0, 1]);
+    let (me, member, outsider) = (
+        net.nodes[0].member_id(),
+        net.nodes[1].member_id(),
+        net.nodes[2].member_id(),
+    );
+    let node = &net.nodes[0];
+    assert!(matches!(
+        node.check_invite(&c, &me),
+        Err(CommandError::InviteSelf)
+    ));
+    assert!(matches!(
+        node.check_invite(&c, &member),
+        Err(CommandError::AlreadyInvited {
+            status: MemberStatus::Member,
+            ..
+        })
+    ));
+    assert!(node.check_invite(&c, &outsider).is_ok());
+    assert!(node.check_call(&c, "set").is_ok());
+    for method in ["nope", ""] {
+        assert!(matches!(
+            node.check_call(&c, method),
+            Err(CommandError::UnknownMethod { .. })
+        ));
+    }
+    net.nodes[0].invite(net.now, c, outsider).unwrap();
+    assert!(matches!(
+        net.nodes[0].check_invite(&c, &outsider),
+        Err(CommandError::AlreadyInvited {
+            status: MemberStatus::Invited,
+            ..
+        })
+    ));
+    // The commands themselves do not ask.
+    assert!(net.nodes[0].invite(net.now, c, outsider).is_ok());
+    assert!(net.nodes[0].call(net.now, c, "nope", Vec::new()).is_ok());
+}
+
 /// A transaction signed by an outsider reaches the DAG (relayed by a member)
 /// but is applied as rejected, with no effect, by everyone.
 #[test]

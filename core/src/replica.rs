@@ -83,22 +83,22 @@ pub enum Rejection {
 /// Why a transaction could not be added to the DAG.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum InsertError {
-    #[error("transaction {0:?} is already in the DAG")]
+    #[error("transaction {0} is already in the DAG")]
     Duplicate(TxId),
-    #[error("parent {0:?} is not in the DAG")]
+    #[error("parent {0} is not in the DAG")]
     MissingParent(TxId),
-    #[error("parent {parent:?} has height {actual}, not {claimed} as its child says")]
+    #[error("parent {parent} has height {actual}, not {claimed} as its child says")]
     ParentHeight {
         parent: TxId,
         claimed: u64,
         actual: u64,
     },
-    #[error("a context has one genesis; {0:?} is another")]
+    #[error("a context has one genesis; {0} is another")]
     SecondGenesis(TxId),
-    #[error("transaction belongs to context {0:?}")]
+    #[error("transaction belongs to context {0}")]
     WrongContext(ContextId),
     #[error(
-        "transaction {tx:?} of height {height} would land in the stable prefix (every transaction below height {frontier} is stable): its author broke its promise"
+        "transaction {tx} of height {height} would land in the stable prefix (every transaction below height {frontier} is stable): its author broke its promise"
     )]
     InsideStablePrefix {
         tx: TxId,
@@ -942,6 +942,12 @@ impl Replica {
 
     pub fn genesis(&self) -> &Tx {
         &self.genesis
+    }
+
+    /// Whether the application has a method `method` to call
+    /// ([`Application::has_method`]).
+    pub fn has_method(&self, method: &str) -> bool {
+        self.app.has_method(method)
     }
 
     pub fn app_blob(&self) -> &Arc<Vec<u8>> {

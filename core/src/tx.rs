@@ -211,7 +211,7 @@ pub enum TxError {
         "transaction format version {0} is not supported (this build reads {TX_FORMAT_VERSION})"
     )]
     Version(u8),
-    #[error("signature does not verify for author {0:?}")]
+    #[error("signature does not verify for author {0}")]
     BadSignature(MemberId),
     #[error("parents must be sorted, distinct and at most {TX_PARENTS_MAX}")]
     BadParents,
@@ -225,7 +225,7 @@ pub enum TxError {
     MethodTooLong(usize),
     #[error("input of {0} bytes exceeds {INPUT_BYTES_MAX}")]
     InputTooLarge(usize),
-    #[error("transaction belongs to context {found:?}, not {expected:?}")]
+    #[error("transaction belongs to context {found}, not {expected}")]
     WrongContext {
         expected: ContextId,
         found: ContextId,

@@ -56,7 +56,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::args::encode_cli_args;
-use crate::driver::{AdminRequest, RequestError, StatusReport};
+use crate::driver::{AdminRequest, RequestError, StatusReport, TxState};
 use crate::limits::{ADMIN_BODY_BYTES_MAX, WAIT_TIMEOUT_MAX};
 
 #[derive(Clone)]
@@ -105,8 +105,12 @@ impl From<RequestError> for ApiError {
                 CommandError::AlreadyHeld(_)
                 | CommandError::NotAMember(..)
                 | CommandError::JoinViaSelf
-                | CommandError::TooManyContexts => StatusCode::CONFLICT,
-                CommandError::Call(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                | CommandError::TooManyContexts
+                | CommandError::InviteSelf
+                | CommandError::AlreadyInvited { .. } => StatusCode::CONFLICT,
+                CommandError::Call(_) | CommandError::UnknownMethod { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 _ => StatusCode::BAD_REQUEST,
             },
             RequestError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
@@ -595,12 +599,25 @@ async fn wait(
     let body: WaitBody = body_json(body).await?;
     let tx = id_of(&body.tx, "tx", TxId::from_hex)?;
     let limit = Duration::from_millis(body.timeout_ms.unwrap_or(10_000)).min(WAIT_TIMEOUT_MAX);
-    let asked = admin.ask(|reply| AdminRequest::Wait { context, tx, reply });
-    let applied = match tokio::time::timeout(limit, asked).await {
-        Ok(answer) => answer??,
-        Err(_) => false,
+    let ask = |wait| {
+        admin.ask(move |reply| AdminRequest::Wait {
+            context,
+            tx,
+            wait,
+            reply,
+        })
     };
-    ok(json!({ "applied": applied }))
+    // `timeout_ms: 0` asks where it stands now, exactly; a wait that runs
+    // out asks again, to tell pending from unknown.
+    let state = if limit.is_zero() {
+        ask(false).await??
+    } else {
+        match tokio::time::timeout(limit, ask(true)).await {
+            Ok(answer) => answer??,
+            Err(_) => ask(false).await??,
+        }
+    };
+    ok(json!({ "applied": state == TxState::Applied, "state": state.name() }))
 }
 
 #[cfg(test)]

@@ -251,20 +251,20 @@ fn load(args: &BenchArgs, nodes: &[Spawned]) -> Result<()> {
     acked.sort();
     let calls = everywhere.len();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
+    say!(
         "{calls} calls in {:.1} s: {:.0} calls/s sustained ({} nodes, {} workers, {cores} cores)",
         elapsed.as_secs_f64(),
         calls as f64 / elapsed.as_secs_f64(),
         nodes.len(),
         args.concurrency
     );
-    println!(
+    say!(
         "call -> applied on every member: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         ms(percentile(&everywhere, 0.50)),
         ms(percentile(&everywhere, 0.99)),
         ms(everywhere.last().copied().unwrap_or_default())
     );
-    println!(
+    say!(
         "call -> acknowledged (committed on its node): p50 {:.1} ms, p99 {:.1} ms",
         ms(percentile(&acked, 0.50)),
         ms(percentile(&acked, 0.99))

@@ -109,11 +109,34 @@ pub enum AdminRequest {
         reply: Reply<Arc<Vec<u8>>>,
     },
     /// Answers `true` once `tx` is applied in `context` on this node.
+    /// Where `tx` stands; with `wait`, answered once it is applied.
     Wait {
         context: ContextId,
         tx: TxId,
-        reply: Reply<bool>,
+        wait: bool,
+        reply: Reply<TxState>,
     },
+}
+
+/// Where a transaction stands on this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxState {
+    /// In the order and applied (its records committed).
+    Applied,
+    /// Held, waiting for its parents.
+    Pending,
+    /// Not known here (yet).
+    Unknown,
+}
+
+impl TxState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TxState::Applied => "applied",
+            TxState::Pending => "pending",
+            TxState::Unknown => "unknown",
+        }
+    }
 }
 
 /// A snapshot for `status`.
@@ -201,7 +224,7 @@ pub struct Driver {
     joins: Vec<PendingJoin>,
     /// Replies released after the next commit.
     deferred: Vec<Deferred>,
-    waiters: HashMap<(ContextId, TxId), Vec<Reply<bool>>>,
+    waiters: HashMap<(ContextId, TxId), Vec<Reply<TxState>>>,
     waiter_count: usize,
     next_gossip_at: Instant,
 }
@@ -414,7 +437,7 @@ impl Driver {
                 if let Some(waiters) = self.waiters.remove(&(context, tx)) {
                     self.waiter_count -= waiters.len();
                     for waiter in waiters {
-                        let _ = waiter.send(Ok(true));
+                        let _ = waiter.send(Ok(TxState::Applied));
                     }
                 }
             }
@@ -514,7 +537,10 @@ impl Driver {
                 member,
                 reply,
             } => {
-                let result = self.node.invite(now, context, member);
+                let result = self
+                    .node
+                    .check_invite(&context, &member)
+                    .and_then(|()| self.node.invite(now, context, member));
                 self.reply_after_commit(reply, result.map_err(RequestError::from));
             }
             AdminRequest::Join {
@@ -532,7 +558,10 @@ impl Driver {
                 input,
                 reply,
             } => {
-                let result = self.node.call(now, context, &method, input);
+                let result = self
+                    .node
+                    .check_call(&context, &method)
+                    .and_then(|()| self.node.call(now, context, &method, input));
                 self.reply_after_commit(reply, result.map_err(RequestError::from));
             }
             AdminRequest::View {
@@ -552,7 +581,12 @@ impl Driver {
                     .ok_or(RequestError::Command(CommandError::UnknownContext(context)));
                 let _ = reply.send(blob);
             }
-            AdminRequest::Wait { context, tx, reply } => self.on_wait(context, tx, reply),
+            AdminRequest::Wait {
+                context,
+                tx,
+                wait,
+                reply,
+            } => self.on_wait(context, tx, wait, reply),
         }
     }
 
@@ -608,7 +642,7 @@ impl Driver {
         self.reply_after_commit(reply, result.map_err(RequestError::from));
     }
 
-    fn on_wait(&mut self, context: ContextId, tx: TxId, reply: Reply<bool>) {
+    fn on_wait(&mut self, context: ContextId, tx: TxId, wait: bool, reply: Reply<TxState>) {
         if self.node.phase(&context).is_none() {
             let unknown = RequestError::Command(CommandError::UnknownContext(context));
             let _ = reply.send(Err(unknown));
@@ -620,7 +654,15 @@ impl Driver {
             .is_some_and(|replica| replica.contains(&tx))
         {
             // Applied, perhaps in this very batch: answered after its commit.
-            self.reply_after_commit(reply, Ok(true));
+            self.reply_after_commit(reply, Ok(TxState::Applied));
+            return;
+        }
+        if !wait {
+            let state = match self.node.is_pending(&context, &tx) {
+                true => TxState::Pending,
+                false => TxState::Unknown,
+            };
+            self.reply_after_commit(reply, Ok(state));
             return;
         }
         if self.waiter_count >= WAITERS_MAX {

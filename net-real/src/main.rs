@@ -15,6 +15,27 @@ use ctx_node::server::{self, Settings};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// `println!` that ends the process quietly when stdout is a closed pipe
+/// (`ctx-node status | head -1`), as a shell tool does, instead of
+/// panicking; any other failure to write is an error on stderr.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(error) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
+            $crate::stdout_failed(error)
+        }
+    }};
+}
+
+fn stdout_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: writing to stdout: {error}");
+    std::process::exit(1)
+}
+
 mod bench;
 
 /// The admin address when none is given.
@@ -111,7 +132,7 @@ impl Invocation {
             &json!({ "method": self.method, "args": self.args }),
         )?;
         if self.json {
-            println!("{answer}");
+            say!("{answer}");
         }
         Ok(answer)
     }
@@ -192,26 +213,26 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Init { data_dir } => {
             let identity = Identity::init(&data_dir)?;
-            println!("{}", identity.member());
+            say!("{}", identity.member());
             Ok(())
         }
         Command::Run(args) => run(args, cli.admin),
         Command::Repair { data_dir } => {
             let identity = Identity::load(&data_dir)?;
             let report = ctx_node::repair::repair(&data_dir, &identity)?;
-            print!("{report}");
+            say!("{}", report.to_string().trim_end());
             Ok(())
         }
         Command::Id => {
             let answer = client().get("/v1/id")?;
-            println!("{}", text(&answer, "member")?);
+            say!("{}", text(&answer, "member")?);
             Ok(())
         }
         Command::Context(command) => context_command(&client(), command),
         Command::Call(call) => {
             let answer = call.send(&client(), "call")?;
             if !call.json {
-                println!("{} {}", text(&answer, "tx")?, text(&answer, "outcome")?);
+                say!("{} {}", text(&answer, "tx")?, text(&answer, "outcome")?);
             }
             Ok(())
         }
@@ -224,11 +245,11 @@ fn dispatch(cli: Cli) -> Result<()> {
                 bail!("view failed: {}", text(&answer, "error")?);
             }
             match answer.get("value") {
-                Some(Value::String(value)) => println!("{value}"),
-                Some(value) => println!("{value}"),
+                Some(Value::String(value)) => say!("{value}"),
+                Some(value) => say!("{value}"),
                 None => {
                     let bytes = hex::decode(text(&answer, "return")?).context("return value")?;
-                    println!("{}", printable(&bytes));
+                    say!("{}", printable(&bytes));
                 }
             }
             Ok(())
@@ -236,7 +257,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Abi { context, json } => {
             let abi = client().get(&format!("/v1/contexts/{context}/abi"))?;
             if json {
-                println!("{abi}");
+                say!("{abi}");
                 return Ok(());
             }
             let abi: ctx_abi::Abi = serde_json::from_value(abi).context("the node's ABI answer")?;
@@ -245,7 +266,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     ctx_abi::Kind::Call => "call",
                     ctx_abi::Kind::View => "view",
                 };
-                println!("{kind} {}", method.signature());
+                say!("{kind} {}", method.signature());
             }
             Ok(())
         }
@@ -262,11 +283,15 @@ fn dispatch(cli: Cli) -> Result<()> {
                 &format!("/v1/contexts/{context}/wait"),
                 &json!({ "tx": tx, "timeout_ms": timeout_ms }),
             )?;
-            if answer.get("applied").and_then(Value::as_bool) == Some(true) {
-                println!("applied");
-                Ok(())
-            } else {
-                bail!("not applied within {timeout_ms} ms")
+            match answer.get("state").and_then(Value::as_str) {
+                Some("applied") => {
+                    say!("applied");
+                    Ok(())
+                }
+                Some("pending") => {
+                    bail!("not applied within {timeout_ms} ms: held, waiting for its parents")
+                }
+                _ => bail!("not applied within {timeout_ms} ms: this node has not seen {tx}"),
             }
         }
         Command::Status { context, json } => {
@@ -276,7 +301,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             };
             let answer = client().get(&path)?;
             if json {
-                println!("{answer}");
+                say!("{answer}");
             } else {
                 print_status(&answer);
             }
@@ -294,14 +319,14 @@ fn context_command(client: &Client, command: ContextCommand) -> Result<()> {
             let answer = client
                 .post("/v1/contexts", &json!({ "app": hex::encode(bytes) }))
                 .with_context(|| format!("creating a context with {}", app.display()))?;
-            println!("{}", text(&answer, "context")?);
+            say!("{}", text(&answer, "context")?);
         }
         ContextCommand::Invite { context, member } => {
             let answer = client.post(
                 &format!("/v1/contexts/{context}/invite"),
                 &json!({ "member": member }),
             )?;
-            println!("invited {member} (tx {})", text(&answer, "tx")?);
+            say!("invited {member} (tx {})", text(&answer, "tx")?);
         }
         ContextCommand::Join {
             context,
@@ -315,12 +340,12 @@ fn context_command(client: &Client, command: ContextCommand) -> Result<()> {
             )?;
             let via_member = text(&answer, "via_member")?;
             if no_wait {
-                println!("joining through {via_member} (catching up)");
+                say!("joining through {via_member} (catching up)");
                 return Ok(());
             }
             let held = wait_for_membership(client, &context, Duration::from_millis(timeout_ms))
                 .with_context(|| format!("joining through {via_member}"))?;
-            println!(
+            say!(
                 "joined through {via_member}: {} members, {} applied",
                 held["members"].as_array().map_or(0, Vec::len),
                 held["applied"]
@@ -328,7 +353,7 @@ fn context_command(client: &Client, command: ContextCommand) -> Result<()> {
         }
         ContextCommand::Leave { context } => {
             client.post(&format!("/v1/contexts/{context}/leave"), &json!({}))?;
-            println!("leaving {context}");
+            say!("leaving {context}");
         }
     }
     Ok(())
@@ -376,11 +401,11 @@ fn printable(bytes: &[u8]) -> String {
 
 fn print_status(answer: &Value) {
     let empty = serde_json::Map::new();
-    println!("member {}", answer["member"].as_str().unwrap_or("?"));
+    say!("member {}", answer["member"].as_str().unwrap_or("?"));
     let peers = answer["peers"].as_array().map_or(&[][..], Vec::as_slice);
-    println!("peers ({}):", peers.len());
+    say!("peers ({}):", peers.len());
     for peer in peers {
-        println!(
+        say!(
             "  {}  {:<22} {}",
             peer["member"].as_str().unwrap_or("?"),
             peer["addr"].as_str().unwrap_or("-"),
@@ -392,10 +417,10 @@ fn print_status(answer: &Value) {
         );
     }
     let contexts = answer["contexts"].as_object().unwrap_or(&empty);
-    println!("contexts ({}):", contexts.len());
+    say!("contexts ({}):", contexts.len());
     for (id, c) in contexts {
-        println!("  {id}  {}", c["phase"].as_str().unwrap_or("?"));
-        println!(
+        say!("  {id}  {}", c["phase"].as_str().unwrap_or("?"));
+        say!(
             "    applied {}  stable {}  pending {}  state root {}",
             c["applied"],
             c["stable"],
@@ -407,14 +432,14 @@ fn print_status(answer: &Value) {
                 Some(base) => format!(", holds the history from height {base} on"),
                 None => ", holds the whole history".to_owned(),
             };
-            println!("    checkpoint at height {cut}{on}");
+            say!("    checkpoint at height {cut}{on}");
         }
         if let Some(held) = c["held_back_by"].as_object() {
             let why = match held["reason"].as_str() {
                 Some("invited") => "invited and not joined yet",
                 _ => "a member not heard from since",
             };
-            println!(
+            say!(
                 "    stability held back by {} ({why}) for {:.1} s",
                 held["member"].as_str().unwrap_or("?"),
                 held["for_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
@@ -422,9 +447,9 @@ fn print_status(answer: &Value) {
         }
         for (label, key) in [("members", "members"), ("heads", "heads")] {
             let list = c[key].as_array().map_or(&[][..], Vec::as_slice);
-            println!("    {label} ({}):", list.len());
+            say!("    {label} ({}):", list.len());
             for item in list {
-                println!("      {}", item.as_str().unwrap_or("?"));
+                say!("      {}", item.as_str().unwrap_or("?"));
             }
         }
     }

@@ -138,20 +138,35 @@ pub enum Phase {
 /// Why a local command was refused. Nothing changed.
 #[derive(Debug, Error)]
 pub enum CommandError {
-    #[error("no context {0:?} on this node")]
+    #[error("no context {0} on this node")]
     UnknownContext(ContextId),
-    #[error("this node already holds context {0:?}")]
+    #[error("this node already holds context {0}")]
     AlreadyHeld(ContextId),
-    #[error("this node is not a member of context {0:?} (phase: {1:?})")]
+    #[error("this node is not a member of context {0} (phase: {1:?})")]
     NotAMember(ContextId, Option<Phase>),
     #[error("a node cannot join through itself")]
     JoinViaSelf,
     #[error(
-        "member {0:?} is a weak key (not a curve point, or of small order) that anyone could sign for: refused"
+        "member {0} is a weak key (not a curve point, or of small order) that anyone could sign for: refused"
     )]
     WeakMember(MemberId),
     #[error("this node hosts the maximum of {CONTEXTS_MAX} contexts")]
     TooManyContexts,
+    #[error("a node cannot invite itself")]
+    InviteSelf,
+    #[error("{member} is already {} of this context", match status {
+        MemberStatus::Invited => "an invitee",
+        MemberStatus::Member => "a member",
+        MemberStatus::Left => "a former member",
+    })]
+    AlreadyInvited {
+        member: MemberId,
+        status: MemberStatus,
+    },
+    #[error(
+        "the application of context {context} has no method {method:?} (an exported function of type () -> ())"
+    )]
+    UnknownMethod { context: ContextId, method: String },
     #[error("application: {0}")]
     App(#[from] AppError),
     #[error("transaction: {0}")]
@@ -169,20 +184,20 @@ pub enum MessageError {
     Wire(#[from] WireError),
     #[error("transaction: {0}")]
     Tx(#[from] TxError),
-    #[error("the genesis a catchup was accepted with, {0:?}, is not a create")]
+    #[error("the genesis a catchup was accepted with, {0}, is not a create")]
     NotGenesis(TxId),
 }
 
 /// Why a node could not be rebuilt from its records.
 #[derive(Debug, Error)]
 pub enum RestoreError {
-    #[error("context {0:?}: {1}")]
+    #[error("context {0}: {1}")]
     Tx(ContextId, TxError),
-    #[error("context {0:?}: {1}")]
+    #[error("context {0}: {1}")]
     Replica(ContextId, ReplicaError),
-    #[error("context {0:?}: a transaction record before the context was opened")]
+    #[error("context {0}: a transaction record before the context was opened")]
     TxBeforeOpen(ContextId),
-    #[error("context {0:?}: the checkpoint at height {1} is damaged: {2}")]
+    #[error("context {0}: the checkpoint at height {1} is damaged: {2}")]
     Checkpoint(ContextId, u64, CheckpointError),
     #[error(
         "stored record {record} (of {of}) is damaged, and not the last, so not a torn write: {damage}"
@@ -405,6 +420,15 @@ impl Node {
         self.contexts.keys().copied()
     }
 
+    /// Whether `tx` of `context` is held here waiting for its parents (in
+    /// the pending set, not yet in the order).
+    pub fn is_pending(&self, context: &ContextId, tx: &TxId) -> bool {
+        self.contexts
+            .get(context)
+            .and_then(Context::held)
+            .is_some_and(|held| held.pending.contains(tx))
+    }
+
     pub fn phase(&self, context: &ContextId) -> Option<Phase> {
         self.contexts.get(context).map(Context::phase)
     }
@@ -540,6 +564,46 @@ impl Node {
         }
         self.author(now, context, TxKind::Invite { member })
             .map(|r| r.tx)
+    }
+
+    /// Whether an invite of `member` into `context` would change anything
+    /// here: refused for this node itself, and for an identity this copy
+    /// counts as invited or a member (one who left may be invited again).
+    /// `invite` does not ask: the engine applies such an invite like any
+    /// (it may come from a member that had not heard of the leave), and a
+    /// driver asks first so that its user is told instead
+    /// (`ctx-node` answers 409).
+    pub fn check_invite(&self, context: &ContextId, member: &MemberId) -> Result<(), CommandError> {
+        if *member == self.env.me {
+            return Err(CommandError::InviteSelf);
+        }
+        match self
+            .replica(context)
+            .and_then(|replica| replica.status(member))
+        {
+            Some(status @ (MemberStatus::Invited | MemberStatus::Member)) => {
+                Err(CommandError::AlreadyInvited {
+                    member: *member,
+                    status,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `context`'s application has `method` to call: a call of
+    /// another makes a transaction that fails on every member, for ever.
+    /// `call` does not ask (such a transaction is applied as failed, as
+    /// one from any member is); a driver asks first (`ctx-node` answers
+    /// 422). A context not held here answers `Ok`, for `call` to refuse.
+    pub fn check_call(&self, context: &ContextId, method: &str) -> Result<(), CommandError> {
+        match self.replica(context) {
+            Some(replica) if !replica.has_method(method) => Err(CommandError::UnknownMethod {
+                context: *context,
+                method: method.to_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Makes an application call: a transaction every member applies.

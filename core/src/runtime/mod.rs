@@ -168,6 +168,15 @@ pub trait StateRead {
 /// be measured without WebAssembly (`benches/replay.rs` runs the bundled
 /// apps written in Rust).
 pub trait Application: Send {
+    /// Whether the application has a method `method` to call: a call of
+    /// another is refused before it becomes a transaction. An application
+    /// that cannot tell answers `true` (every call then runs, and one of a
+    /// method it lacks fails everywhere alike).
+    fn has_method(&self, method: &str) -> bool {
+        let _ = method;
+        true
+    }
+
     fn call(
         &mut self,
         method: &str,
@@ -178,6 +187,10 @@ pub trait Application: Send {
 }
 
 impl Application for App {
+    fn has_method(&self, method: &str) -> bool {
+        self.methods.contains(method)
+    }
+
     fn call(
         &mut self,
         method: &str,
