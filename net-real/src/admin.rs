@@ -7,7 +7,9 @@
 //! POST /v1/contexts          {"app": hex of a .wasm or .wat file}  -> {"context": hex}
 //!                            (400 if its `ctx_abi` section is malformed)
 //! POST /v1/contexts/{ctx}/invite {"member": hex}                   -> {"tx": hex}
-//! POST /v1/contexts/{ctx}/join   {"via": "host:port"}              -> {"via_member": hex}
+//! POST /v1/contexts/{ctx}/join   {"via": "host:port"}
+//!                          -> {"via_member": hex, "state": "joined"|"catching_up"|"asked"}
+//!                             (404/409 at once when the member there refuses)
 //! POST /v1/contexts/{ctx}/leave  {}                                -> {}
 //! GET  /v1/contexts/{ctx}/abi                  -> the app's ABI (404 if it has none)
 //! POST /v1/contexts/{ctx}/call   {"method", "args": [..]} or {"method", "input": hex}
@@ -58,6 +60,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::args::encode_cli_args;
 use crate::driver::{AdminRequest, RequestError, StatusReport, TxState};
 use crate::limits::{ADMIN_BODY_BYTES_MAX, WAIT_TIMEOUT_MAX};
+use ctx_core::wire::RefuseReason;
 
 #[derive(Clone)]
 struct Admin {
@@ -113,6 +116,11 @@ impl From<RequestError> for ApiError {
                 }
                 _ => StatusCode::BAD_REQUEST,
             },
+            RequestError::JoinRefused { reason, .. } => match reason {
+                RefuseReason::UnknownContext => StatusCode::NOT_FOUND,
+                _ => StatusCode::CONFLICT,
+            },
+            RequestError::JoinAbandoned { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             RequestError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
             RequestError::ShuttingDown | RequestError::Busy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -377,14 +385,14 @@ async fn join(
 ) -> Result<Response, ApiError> {
     let body: JoinBody = body_json(body).await?;
     let via = resolve(&body.via).await?;
-    let member = admin
+    let answer = admin
         .ask(|reply| AdminRequest::Join {
             context,
             via,
             reply,
         })
         .await??;
-    ok(json!({ "via_member": member.to_hex() }))
+    ok(json!({ "via_member": answer.via.to_hex(), "state": answer.state.name() }))
 }
 
 /// A `host:port` to one socket address (names are looked up).

@@ -34,9 +34,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ctx_core::wire::RefuseReason;
 use ctx_core::{
     CallReceipt, CommandError, Config, ContextId, ContextStatus, Ed25519Verifier, Event, MemberId,
-    Node, Time, TxId,
+    Node, Phase, Time, TxId,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -46,7 +47,7 @@ use tracing::{debug, info, warn};
 use crate::identity::Identity;
 use crate::limits::{
     ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, CONNECTION_STABLE_AFTER,
-    CONNECTIONS_OUTBOUND_MAX, INPUT_BATCH_MAX, JOIN_RESOLVE_TIMEOUT, JOINS_MAX,
+    CONNECTIONS_OUTBOUND_MAX, INPUT_BATCH_MAX, JOIN_ANSWER_WAIT, JOIN_RESOLVE_TIMEOUT, JOINS_MAX,
     PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MAX, PEERS_MAX, SIMULTANEOUS_DIAL_WINDOW, WAITERS_MAX,
 };
 use crate::net::{ConnId, ConnUp, DialsBusy, Net, NetEvent, Outbox};
@@ -64,6 +65,59 @@ pub enum RequestError {
     ShuttingDown,
     #[error("{what}: at most {max} at once; try again")]
     Busy { what: &'static str, max: usize },
+    #[error(
+        "member {by} refused the join: {reason}; the join was cancelled ({advice})",
+        advice = refusal_advice(*reason)
+    )]
+    JoinRefused {
+        context: ContextId,
+        by: MemberId,
+        reason: RefuseReason,
+    },
+    #[error("the join was given up: {reason}")]
+    JoinAbandoned { context: ContextId, reason: String },
+}
+
+/// What an operator can do about a refused join.
+fn refusal_advice(reason: RefuseReason) -> &'static str {
+    match reason {
+        RefuseReason::UnknownContext => "check the context id, or join through a member of it",
+        RefuseReason::NotInvited => {
+            "have a member invite this node's member id, then join through a member that has seen the invitation"
+        }
+        RefuseReason::NotAMember | RefuseReason::Superseded => {
+            "join through a member that has finished joining"
+        }
+    }
+}
+
+/// How far a join got when its request was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinState {
+    /// Caught up: a member.
+    Joined,
+    /// The member asked accepted; catching up.
+    CatchingUp,
+    /// The member asked has not answered in time; the engine keeps asking
+    /// (it or the other members it learns of).
+    Asked,
+}
+
+impl JoinState {
+    pub fn name(self) -> &'static str {
+        match self {
+            JoinState::Joined => "joined",
+            JoinState::CatchingUp => "catching_up",
+            JoinState::Asked => "asked",
+        }
+    }
+}
+
+/// The answer to a join: who was asked, and how far it got.
+#[derive(Clone, Copy, Debug)]
+pub struct JoinAnswer {
+    pub via: MemberId,
+    pub state: JoinState,
 }
 
 pub type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
@@ -85,7 +139,7 @@ pub enum AdminRequest {
     Join {
         context: ContextId,
         via: SocketAddr,
-        reply: Reply<MemberId>,
+        reply: Reply<JoinAnswer>,
     },
     Leave {
         context: ContextId,
@@ -108,7 +162,6 @@ pub enum AdminRequest {
         context: ContextId,
         reply: Reply<Arc<Vec<u8>>>,
     },
-    /// Answers `true` once `tx` is applied in `context` on this node.
     /// Where `tx` stands; with `wait`, answered once it is applied.
     Wait {
         context: ContextId,
@@ -194,11 +247,26 @@ struct Peer {
     queue_bytes: usize,
 }
 
+/// A join waiting to learn who answers at its address.
 struct PendingJoin {
     via: SocketAddr,
     context: ContextId,
     deadline: Instant,
-    reply: Reply<MemberId>,
+    reply: Reply<JoinAnswer>,
+}
+
+/// A join the engine made, waiting for the member asked to answer: it is
+/// answered when that member accepts (or it is joined), refuses, or at
+/// `deadline`.
+struct AnsweringJoin {
+    context: ContextId,
+    via: MemberId,
+    deadline: Instant,
+    reply: Reply<JoinAnswer>,
+    /// The member asked refused for good (not `Superseded`).
+    refused: Option<RefuseReason>,
+    /// The engine gave the join up.
+    abandoned: Option<String>,
 }
 
 /// The engine task's connections to the network tasks and the admin API.
@@ -222,6 +290,7 @@ pub struct Driver {
     /// Address-book changes to store with the next commit.
     dirty_peers: Vec<(MemberId, SocketAddr)>,
     joins: Vec<PendingJoin>,
+    answering: Vec<AnsweringJoin>,
     /// Replies released after the next commit.
     deferred: Vec<Deferred>,
     waiters: HashMap<(ContextId, TxId), Vec<Reply<TxState>>>,
@@ -287,6 +356,7 @@ impl Driver {
             peers,
             dirty_peers: Vec::new(),
             joins: Vec::new(),
+            answering: Vec::new(),
             deferred: Vec::new(),
             waiters: HashMap::new(),
             waiter_count: 0,
@@ -371,6 +441,9 @@ impl Driver {
         for join in &self.joins {
             deadline = deadline.min(join.deadline);
         }
+        for join in &self.answering {
+            deadline = deadline.min(join.deadline);
+        }
         deadline
     }
 
@@ -405,6 +478,17 @@ impl Driver {
 
     /// Commits records, then releases replies, messages and events.
     fn flush(&mut self) -> Result<(), DriverError> {
+        loop {
+            self.commit_and_release()?;
+            // A refused join is cancelled, and answered once that is
+            // committed.
+            if !self.answer_joins() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn commit_and_release(&mut self) -> Result<(), DriverError> {
         let mut records = Vec::new();
         while let Some(record) = self.node.poll_persist() {
             records.push(record);
@@ -448,7 +532,10 @@ impl Driver {
             }
             Event::Left { context } => info!(context = %context, "left context"),
             Event::JoinAbandoned { context, reason } => {
-                tracing::error!(context = %context, %reason, "join abandoned")
+                tracing::error!(context = %context, %reason, "join abandoned");
+                for join in self.answering.iter_mut().filter(|j| j.context == context) {
+                    join.abandoned = Some(reason.clone());
+                }
             }
             Event::Reordered {
                 context,
@@ -461,7 +548,17 @@ impl Driver {
                 context,
                 by,
                 reason,
-            } => warn!(context = %context.short(), by = %by.short(), ?reason, "catchup refused"),
+            } => {
+                warn!(context = %context.short(), by = %by.short(), %reason, "catchup refused");
+                if reason != RefuseReason::Superseded
+                    && let Some(join) = self
+                        .answering
+                        .iter_mut()
+                        .find(|j| j.context == context && j.via == by)
+                {
+                    join.refused = Some(reason);
+                }
+            }
             Event::BelowStable {
                 context,
                 tx,
@@ -597,7 +694,7 @@ impl Driver {
         }));
     }
 
-    fn on_join(&mut self, context: ContextId, via: SocketAddr, reply: Reply<MemberId>) {
+    fn on_join(&mut self, context: ContextId, via: SocketAddr, reply: Reply<JoinAnswer>) {
         if self.joins.len() >= JOINS_MAX {
             let busy = RequestError::Busy {
                 what: "joins waiting for an answer",
@@ -636,10 +733,82 @@ impl Driver {
         self.joins.extract_if(.., which).collect()
     }
 
-    fn finish_join(&mut self, context: ContextId, via: MemberId, reply: Reply<MemberId>) {
+    fn finish_join(&mut self, context: ContextId, via: MemberId, reply: Reply<JoinAnswer>) {
         let now = self.now();
-        let result = self.node.join(now, context, via).map(|()| via);
-        self.reply_after_commit(reply, result.map_err(RequestError::from));
+        match self.node.join(now, context, via) {
+            Ok(()) => self.answering.push(AnsweringJoin {
+                context,
+                via,
+                deadline: Instant::now() + JOIN_ANSWER_WAIT,
+                reply,
+                refused: None,
+                abandoned: None,
+            }),
+            Err(error) => self.reply_after_commit(reply, Err(error.into())),
+        }
+    }
+
+    /// Answers the joins whose member answered, and those out of time;
+    /// cancels (leaves) those refused for good. Returns whether it cancelled
+    /// any: their answers wait for that commit.
+    fn answer_joins(&mut self) -> bool {
+        if self.answering.is_empty() {
+            return false;
+        }
+        let now = self.now();
+        let instant = Instant::now();
+        let mut cancelled = false;
+        for join in std::mem::take(&mut self.answering) {
+            let answer = |state| {
+                Ok(JoinAnswer {
+                    via: join.via,
+                    state,
+                })
+            };
+            let phase = self.node.phase(&join.context);
+            let result = if let Some(reason) = join.refused {
+                if phase == Some(Phase::Joining) {
+                    // Deletes the joining copy: nothing of it was accepted.
+                    let _ = self.node.leave(now, join.context);
+                    cancelled = true;
+                }
+                Err(RequestError::JoinRefused {
+                    context: join.context,
+                    by: join.via,
+                    reason,
+                })
+            } else if let Some(reason) = join.abandoned {
+                Err(RequestError::JoinAbandoned {
+                    context: join.context,
+                    reason,
+                })
+            } else {
+                match phase {
+                    Some(Phase::Joining)
+                        if self.node.joining_heard_from(&join.context, &join.via) =>
+                    {
+                        answer(JoinState::CatchingUp)
+                    }
+                    Some(Phase::Joining) if join.deadline <= instant => answer(JoinState::Asked),
+                    Some(Phase::Joining) => {
+                        self.answering.push(join);
+                        continue;
+                    }
+                    Some(_) => answer(JoinState::Joined),
+                    // Left by a command while waiting.
+                    None => Err(RequestError::Command(CommandError::UnknownContext(
+                        join.context,
+                    ))),
+                }
+            };
+            match cancelled {
+                true => self.reply_after_commit(join.reply, result),
+                false => {
+                    let _ = join.reply.send(result);
+                }
+            }
+        }
+        cancelled
     }
 
     fn on_wait(&mut self, context: ContextId, tx: TxId, wait: bool, reply: Reply<TxState>) {

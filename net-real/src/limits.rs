@@ -119,6 +119,10 @@ pub const JOINS_MAX: usize = 64;
 /// How long `context join --via ADDR` waits to learn who is at ADDR.
 pub const JOIN_RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long `context join` waits for the member asked to accept or refuse
+/// before it answers "asked" (the engine keeps asking).
+pub const JOIN_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// How often every connected peer is sent the whole address book.
 pub const ADDRESS_GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
 

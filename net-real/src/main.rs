@@ -339,8 +339,13 @@ fn context_command(client: &Client, command: ContextCommand) -> Result<()> {
                 &json!({ "via": via }),
             )?;
             let via_member = text(&answer, "via_member")?;
+            let state = text(&answer, "state")?;
             if no_wait {
-                say!("joining through {via_member} (catching up)");
+                match state {
+                    "joined" => say!("joined through {via_member}"),
+                    "catching_up" => say!("joining through {via_member} (catching up)"),
+                    _ => say!("asked {via_member} to join; no answer yet (the node keeps asking)"),
+                }
                 return Ok(());
             }
             let held = wait_for_membership(client, &context, Duration::from_millis(timeout_ms))

@@ -1,12 +1,15 @@
 //! Errors that say what happened: an invite that would change nothing and a
 //! call of a method the app lacks are refused before they become
 //! transactions, with a status and a JSON reason; `wait` tells applied,
-//! pending and unknown apart and answers `timeout_ms: 0` exactly.
+//! pending and unknown apart and answers `timeout_ms: 0` exactly; a join
+//! the member asked refuses is answered at once, and cancelled.
 
 mod support;
 
 use ctx_node::client::ClientError;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
 use support::{TestNode, cleanup, converged, kv_cluster, test_dir};
 
 /// The status and message of a refused request.
@@ -91,5 +94,62 @@ fn refusals_come_before_any_transaction() {
         assert!(out.status.success(), "{:?}: {stderr}", out.status);
         assert!(stderr.is_empty(), "{stderr}");
     }
+    cleanup(&root);
+}
+
+#[test]
+fn a_refused_join_is_answered_at_once_and_leaves_nothing_behind() {
+    let root = test_dir("errors-join");
+    let mut a = TestNode::init(&root, "a");
+    let mut b = TestNode::init(&root, "b");
+    a.start();
+    b.start();
+    let context = kv_cluster(&a, &[]);
+    let join = |context: &str| {
+        let started = Instant::now();
+        let answer = b.client().post(
+            &format!("/v1/contexts/{context}/join"),
+            &json!({ "via": a.listen }),
+        );
+        (answer, started.elapsed())
+    };
+    let no_copy = |context: &str| {
+        let status = b.status().expect("status");
+        assert!(
+            status["contexts"].get(context).is_none(),
+            "the refused join left a copy: {status}"
+        );
+    };
+
+    // Not invited: a's refusal, at once (well before the engine's retry).
+    let (answer, took) = join(&context);
+    let (status, message) = refused(answer);
+    assert_eq!(status, 409, "{message}");
+    assert!(
+        message.contains(&format!("member {} refused the join", a.member))
+            && message.contains("the requester is not invited")
+            && message.contains("the join was cancelled"),
+        "{message}"
+    );
+    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    no_copy(&context);
+
+    // A context a does not hold.
+    let unknown = "cd".repeat(32);
+    let (status, message) = refused(join(&unknown).0);
+    assert_eq!(status, 404, "{message}");
+    assert!(
+        message.contains("the responder does not hold the context"),
+        "{message}"
+    );
+    no_copy(&unknown);
+
+    // Invited, the same join goes through, and says how far it got.
+    a.cli_ok(&["context", "invite", &context, &b.member]);
+    let answer = join(&context).0.expect("join");
+    assert_eq!(answer["via_member"], json!(a.member));
+    let state = answer["state"].as_str().expect("state");
+    assert!(["joined", "catching_up"].contains(&state), "{answer}");
+    converged(&context, &[&a, &b]);
     cleanup(&root);
 }

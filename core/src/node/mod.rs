@@ -429,6 +429,17 @@ impl Node {
             .is_some_and(|held| held.pending.contains(tx))
     }
 
+    /// Whether `member` is known to hold `context` while this node catches
+    /// up into it: it accepted a catchup request, or sent heads. (A driver
+    /// tells an operator that a join is under way once the member asked
+    /// has answered.) False unless joining.
+    pub fn joining_heard_from(&self, context: &ContextId, member: &MemberId) -> bool {
+        match self.contexts.get(context).map(|c| &c.state) {
+            Some(State::Joining(catchup)) => catchup.heard.binary_search(member).is_ok(),
+            _ => false,
+        }
+    }
+
     pub fn phase(&self, context: &ContextId) -> Option<Phase> {
         self.contexts.get(context).map(Context::phase)
     }
