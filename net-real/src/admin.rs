@@ -32,8 +32,9 @@
 //!
 //! Errors are `{"error": "..."}` with a 4xx status for a bad request (400
 //! malformed, 404 unknown context or endpoint, 405 wrong method, 409
-//! conflicting with the node's state, 413 too large, 422 a call the engine
-//! refused), 502 when a join's address does not answer, 503 while shutting
+//! conflicting with the node's state, 408 a body not received in full
+//! within `ADMIN_BODY_TIMEOUT`, 413 too large, 431 a head over its bounds
+//! (`http`), 422 a call the engine refused), 502 when a join's address does not answer, 503 while shutting
 //! down or when a bound is reached (too many waits or joins at once). Owns: the translation between HTTP and `AdminRequest`; it decides
 //! nothing itself. Bodies are read with a limit (`ADMIN_BODY_BYTES_MAX`)
 //! before they are parsed.
@@ -59,7 +60,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::args::encode_cli_args;
 use crate::driver::{AdminRequest, RequestError, StatusReport, TxState};
-use crate::limits::{ADMIN_BODY_BYTES_MAX, WAIT_TIMEOUT_MAX};
+use crate::limits::{ADMIN_BODY_BYTES_MAX, ADMIN_BODY_TIMEOUT, WAIT_TIMEOUT_MAX};
 use ctx_core::wire::RefuseReason;
 
 #[derive(Clone)]
@@ -79,8 +80,25 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        reply(self.0, json!({ "error": self.1 }))
+        let mut response = reply(self.0, json!({ "error": self.1 }));
+        // The rest of a body too large or too slow is never read: the
+        // connection cannot carry another request.
+        if matches!(
+            self.0,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
+}
+
+/// An error answer as every admin error is: `{"error": reason}`.
+pub fn error_response(status: StatusCode, reason: impl Into<String>) -> Response {
+    ApiError(status, reason.into()).into_response()
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
@@ -201,8 +219,18 @@ impl Admin {
 }
 
 async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, ADMIN_BODY_BYTES_MAX)
+    let read = axum::body::to_bytes(body, ADMIN_BODY_BYTES_MAX);
+    let bytes = tokio::time::timeout(ADMIN_BODY_TIMEOUT, read)
         .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received in full within {} s",
+                    ADMIN_BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })?
         .map_err(|e| {
             let over = e
                 .into_inner()

@@ -4,7 +4,7 @@
 //! authenticated connections bound to member identities (`secure`, `net`,
 //! `peer`), records committed to an embedded database before anything that
 //! depends on them leaves the node (`store`, `driver`), and an HTTP admin
-//! API with a command-line client (`admin`, `client`).
+//! API with a command-line client (`http`, `admin`, `client`).
 //!
 //! Nothing here decides protocol behaviour: order, sync and membership are
 //! the engine's. This crate moves bytes, time and records.
@@ -13,6 +13,7 @@ pub mod admin;
 pub mod args;
 pub mod client;
 pub mod driver;
+pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod net;

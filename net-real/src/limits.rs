@@ -138,6 +138,29 @@ pub const INPUT_BATCH_MAX: usize = 512;
 /// plus room for the JSON around it.
 pub const ADMIN_BODY_BYTES_MAX: usize = 2 * ctx_core::limits::APP_BYTES_MAX + 64 * 1024;
 
+/// Admin connections open at once; one more is closed at once.
+pub const ADMIN_CONNECTIONS_MAX: usize = 256;
+
+/// How long an admin connection may take to send a whole request head; an
+/// idle keep-alive connection is closed after it too.
+pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request head (request line and header fields) the admin
+/// API accepts; past it the answer is 431.
+pub const ADMIN_HEADER_BYTES_MAX: usize = 16 * 1024;
+
+/// Most header fields in one admin request; past it the answer is 431.
+pub const ADMIN_HEADERS_MAX: usize = 64;
+
+/// How long an admin request's body may take to arrive in full once its
+/// head is read; past it the answer is 408 and the connection is closed.
+/// (The largest body, a hex-encoded app, is sent in well under a second on
+/// loopback, and in 15 s at 560 KB/s.)
+pub const ADMIN_BODY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long admin requests in flight may run on once the node stops.
+pub const ADMIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// The longest an admin `wait` may block.
 pub const WAIT_TIMEOUT_MAX: Duration = Duration::from_secs(120);
 

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ctx_core::Config;
 use thiserror::Error;
@@ -85,23 +84,22 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
 
     let listener_task = tokio::spawn(net.listen(peer_listener));
     let mut admin_shutdown = shutdown.clone();
-    let admin_task = tokio::spawn(async move {
-        let server = axum::serve(admin_listener, crate::admin::router(admin_tx))
-            .with_graceful_shutdown(async move {
-                let _ = admin_shutdown.wait_for(|stop| *stop).await;
-            });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    let admin_task = tokio::spawn(crate::http::serve(
+        admin_listener,
+        crate::admin::router(admin_tx),
+        async move {
+            let _ = admin_shutdown.wait_for(|stop| *stop).await;
+        },
+    ));
     write_line(dir, LISTEN_ADDR_FILE, &listen.to_string())?;
     write_line(dir, ADMIN_ADDR_FILE, &admin.to_string())?;
     info!(member = %identity.member(), %listen, %admin, "node running");
 
     let result = driver.run(shutdown).await;
     listener_task.abort();
-    // Admin requests in flight get "shutting down"; give them a moment.
-    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    // Admin requests in flight get "shutting down"; the server gives them
+    // a moment (ADMIN_SHUTDOWN_GRACE) and ends.
+    let _ = admin_task.await;
     result?;
     info!("node stopped");
     Ok(())
