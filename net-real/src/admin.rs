@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! GET  /v1/id                          -> {"member": hex}
-//! GET  /v1/status                      -> {"member", "peers": [..], "contexts": {id: {..}}}
+//! GET  /v1/status                      -> {"member", "peers": [..], "strangers": N,
+//!                                          "contexts": {id: {..}}}
 //! GET  /v1/contexts/{ctx}              -> the same, with that context only
 //! POST /v1/contexts          {"app": hex of a .wasm or .wat file}  -> {"context": hex}
 //!                            (400 if its `ctx_abi` section is malformed)
@@ -317,7 +318,12 @@ pub fn status_json(report: &StatusReport, only: Option<ContextId>) -> Value {
             })
         })
         .collect();
-    json!({ "member": report.member.to_hex(), "peers": peers, "contexts": contexts })
+    json!({
+        "member": report.member.to_hex(),
+        "peers": peers,
+        "strangers": report.strangers,
+        "contexts": contexts,
+    })
 }
 
 async fn id(State(admin): State<Admin>) -> Result<Response, ApiError> {

@@ -26,14 +26,23 @@
 //!   since a peer dials only when it holds no connection with this node.
 //! - The address book holds at most `PEERS_MAX` members. Only addresses a
 //!   connection proved, of members named in a context this node holds, are
-//!   stored and gossiped; gossip only fills gaps, in memory, and a gossiped
-//!   address that fails a dial is forgotten.
+//!   stored; gossip only fills gaps, in memory, and a gossiped address that
+//!   fails a dial is forgotten.
+//! - Strangers get nothing and hold nothing. A stranger is a member no
+//!   context this node holds, invites or is joining names (`is_named`). Its
+//!   connection is closed `STRANGER_GRACE` after it was made unless a
+//!   context names it by then, at most `STRANGERS_MAX` are connected at
+//!   once, it is sent no addresses and its gossip is ignored, and it is
+//!   forgotten with its connection. Addresses go only to a member of a
+//!   context this node shares with it, and only of that context's members
+//!   (`book_for`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ctx_core::membership::MemberStatus;
 use ctx_core::wire::RefuseReason;
 use ctx_core::{
     CallReceipt, CommandError, Config, ContextId, ContextStatus, Ed25519Verifier, Event, MemberId,
@@ -45,10 +54,12 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::identity::Identity;
+use crate::limited;
 use crate::limits::{
     ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, CONNECTION_STABLE_AFTER,
     CONNECTIONS_OUTBOUND_MAX, INPUT_BATCH_MAX, JOIN_ANSWER_WAIT, JOIN_RESOLVE_TIMEOUT, JOINS_MAX,
-    PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MAX, PEERS_MAX, SIMULTANEOUS_DIAL_WINDOW, WAITERS_MAX,
+    PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MAX, PEERS_MAX, SIMULTANEOUS_DIAL_WINDOW, STRANGER_GRACE,
+    STRANGER_SWEEP_INTERVAL, STRANGERS_MAX, WAITERS_MAX,
 };
 use crate::net::{ConnId, ConnUp, DialsBusy, Net, NetEvent, Outbox};
 use crate::peer::PeerMessage;
@@ -200,6 +211,9 @@ pub struct StatusReport {
     /// The engine's time now (milliseconds since the node started), which
     /// the times in `contexts` are on.
     pub now: Time,
+    /// Strangers connected now (each for at most `STRANGER_GRACE`); they
+    /// are not in `peers`.
+    pub strangers: usize,
 }
 
 pub struct PeerReport {
@@ -296,6 +310,7 @@ pub struct Driver {
     waiters: HashMap<(ContextId, TxId), Vec<Reply<TxState>>>,
     waiter_count: usize,
     next_gossip_at: Instant,
+    next_sweep_at: Instant,
 }
 
 impl Driver {
@@ -361,6 +376,7 @@ impl Driver {
             waiters: HashMap::new(),
             waiter_count: 0,
             next_gossip_at: start + ADDRESS_GOSSIP_INTERVAL,
+            next_sweep_at: start + STRANGER_SWEEP_INTERVAL,
         })
     }
 
@@ -425,9 +441,9 @@ impl Driver {
     }
 
     /// The earliest of: the engine's timer, a redial, a join's deadline, the
-    /// next gossip.
+    /// next gossip, the next sweep of strangers.
     fn deadline(&self) -> Instant {
-        let mut deadline = self.next_gossip_at;
+        let mut deadline = self.next_gossip_at.min(self.next_sweep_at);
         if let Some(at) = self.node.poll_timeout() {
             deadline = deadline.min(self.instant_of(at));
         }
@@ -468,11 +484,15 @@ impl Driver {
                 reason: "no answer in time".into(),
             }));
         }
+        if self.next_sweep_at <= instant {
+            self.next_sweep_at = instant + STRANGER_SWEEP_INTERVAL;
+            self.close_strangers();
+            crate::logs::flush_limited();
+        }
         if self.next_gossip_at <= instant {
             self.next_gossip_at = instant + ADDRESS_GOSSIP_INTERVAL;
             self.store_named_addresses();
-            let book = PeerMessage::encode_peers(&self.address_book());
-            self.send_to_connected(&book, None);
+            self.gossip();
         }
     }
 
@@ -594,7 +614,7 @@ impl Driver {
                 from,
                 reason,
             } => {
-                warn!(context = %context.short(), from = %from.short(), %reason, "refused a checkpoint")
+                limited!(warn, %context, %from, %reason, "refused a checkpoint")
             }
             Event::CheckpointMismatch {
                 context,
@@ -611,7 +631,7 @@ impl Driver {
                 tx,
                 reason,
             } => {
-                warn!(context = %context.short(), tx = %tx.short(), %reason, "dropped a transaction")
+                limited!(warn, %context, %tx, %reason, "dropped a transaction")
             }
         }
     }
@@ -859,6 +879,7 @@ impl Driver {
             peers: self
                 .peers
                 .iter()
+                .filter(|(member, _)| self.is_named(member))
                 .map(|(member, peer)| PeerReport {
                     member: *member,
                     addr: peer.addr,
@@ -871,6 +892,7 @@ impl Driver {
                 .filter_map(|id| self.node.status(&id))
                 .collect(),
             now: self.now(),
+            strangers: self.strangers(),
         }
     }
 
@@ -891,16 +913,23 @@ impl Driver {
                             debug!(from = %from.short(), error = %e, "engine refused a message");
                         }
                     }
-                    PeerMessage::Peers(entries) => self.on_address_book(entries),
+                    PeerMessage::Peers(entries) => self.on_address_book(from, entries),
                 }
                 // Handled: its bytes no longer count against the inbox.
                 drop(budget);
             }
             NetEvent::Down { conn, member } => {
+                let named = self.is_named(&member);
                 if let Some(peer) = self.peers.get_mut(&member)
                     && peer.conn.as_ref().is_some_and(|c| c.id == conn)
                 {
-                    peer.lose_connection();
+                    if named {
+                        info!(peer = %member, conn, "peer disconnected");
+                        peer.lose_connection();
+                    } else {
+                        // A stranger is forgotten with its connection.
+                        self.peers.remove(&member);
+                    }
                 }
             }
             NetEvent::DialFailed {
@@ -951,11 +980,18 @@ impl Driver {
             // This node dialled itself (a join via its own address): drop it.
             return;
         }
+        let named = self.is_named(&member);
+        if !named && self.peers.get(&member).is_none_or(|p| p.conn.is_none()) {
+            let strangers = self.strangers();
+            if strangers >= STRANGERS_MAX {
+                limited!(info, peer = %member, max = STRANGERS_MAX, "a stranger connected while too many are; closed");
+                return;
+            }
+        }
         if !self.make_room(member) {
-            warn!(peer = %member.short(), max = PEERS_MAX, "address book full; connection dropped");
+            limited!(warn, peer = %member, max = PEERS_MAX, "address book full; connection dropped");
             return;
         }
-        let named = self.is_named(&member);
         let preferred = |initiated: bool| initiated == (self.me < member);
         let peer = self.peers.entry(member).or_default();
         if initiated {
@@ -999,23 +1035,88 @@ impl Driver {
         peer.addr_proven = true;
         peer.addr_dialled |= initiated;
         if named {
+            info!(peer = %member, %dial_addr, initiated, conn, "peer connected");
             self.store_address(member);
+            let book = self.book_for(&member);
+            if !book.is_empty() {
+                self.send(member, PeerMessage::encode_peers(&book));
+            }
+        } else {
+            limited!(info, peer = %member, %dial_addr, initiated, "a stranger connected; it is closed unless a context here names it soon");
         }
-        let book = PeerMessage::encode_peers(&self.address_book());
-        self.send(member, book);
         for message in queued {
             self.send(member, message);
         }
         if moved && named {
-            // Tell the others where the member is.
+            // Tell the members it shares a context with where it is.
             let entry = PeerMessage::encode_peers(&[(member, dial_addr)]);
-            self.send_to_connected(&entry, Some(member));
+            let told: Vec<MemberId> = self
+                .peers
+                .iter()
+                .filter(|(m, p)| {
+                    p.conn.is_some() && **m != member && self.shares_context(m, &member)
+                })
+                .map(|(m, _)| *m)
+                .collect();
+            for peer in told {
+                self.send(peer, entry.clone());
+            }
         }
     }
 
-    /// Gossip fills in members with no known address, in memory only;
-    /// connections prove addresses and override it.
-    fn on_address_book(&mut self, entries: Vec<(MemberId, SocketAddr)>) {
+    /// Closes and forgets every stranger connected for `STRANGER_GRACE`
+    /// that no context names yet.
+    fn close_strangers(&mut self) {
+        let overstayed: Vec<MemberId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.conn
+                    .as_ref()
+                    .is_some_and(|c| c.since.elapsed() >= STRANGER_GRACE)
+            })
+            .filter(|(m, _)| !self.is_named(m))
+            .map(|(m, _)| *m)
+            .collect();
+        for member in overstayed {
+            // Dropping its `Conn` closes the connection.
+            self.peers.remove(&member);
+            limited!(info, peer = %member, grace_ms = STRANGER_GRACE.as_millis() as u64, "closed a stranger's connection: no context here names it");
+        }
+    }
+
+    /// How many strangers are connected.
+    fn strangers(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|(m, p)| p.conn.is_some() && !self.is_named(m))
+            .count()
+    }
+
+    /// Sends every connected member the addresses it may have.
+    fn gossip(&mut self) {
+        let connected: Vec<MemberId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.conn.is_some())
+            .map(|(m, _)| *m)
+            .collect();
+        for member in connected {
+            let book = self.book_for(&member);
+            if !book.is_empty() {
+                self.send(member, PeerMessage::encode_peers(&book));
+            }
+        }
+    }
+
+    /// Gossip from a member named here fills in members with no known
+    /// address, in memory only; connections prove addresses and override
+    /// it. A stranger's gossip is ignored.
+    fn on_address_book(&mut self, from: MemberId, entries: Vec<(MemberId, SocketAddr)>) {
+        if !self.is_named(&from) {
+            debug!(%from, entries = entries.len(), "ignored a stranger's gossip");
+            return;
+        }
         for (member, addr) in entries {
             if member == self.me || !self.make_room(member) {
                 continue;
@@ -1029,14 +1130,59 @@ impl Driver {
         }
     }
 
-    /// What this node gossips: proven addresses of members named in a
-    /// context it holds.
-    fn address_book(&self) -> Vec<(MemberId, SocketAddr)> {
-        self.peers
-            .iter()
-            .filter(|(m, p)| p.addr_proven && self.is_named(m))
-            .filter_map(|(m, p)| Some((*m, p.addr?)))
+    /// What this node tells `recipient`: the proven addresses of the
+    /// members (invited or joined, or caught up from) of the contexts it
+    /// shares with `recipient`; nothing for a stranger.
+    fn book_for(&self, recipient: &MemberId) -> Vec<(MemberId, SocketAddr)> {
+        let mut members = BTreeSet::new();
+        for context in self.node.context_ids() {
+            if self.in_context(&context, recipient) {
+                members.extend(self.context_members(&context));
+            }
+        }
+        members.remove(recipient);
+        members
+            .into_iter()
+            .filter_map(|m| {
+                let peer = self.peers.get(&m)?;
+                Some((m, peer.addr.filter(|_| peer.addr_proven)?))
+            })
             .collect()
+    }
+
+    /// The members of `context` (invited or joined), and those it catches
+    /// up from while joining.
+    fn context_members(&self, context: &ContextId) -> Vec<MemberId> {
+        let mut members = self.node.catchup_peers(context);
+        if let Some(replica) = self.node.replica(context) {
+            members.extend(
+                replica
+                    .membership()
+                    .all()
+                    .filter(|(_, status)| *status != MemberStatus::Left)
+                    .map(|(m, _)| m),
+            );
+        }
+        members
+    }
+
+    /// Whether `member` is invited to or a member of `context`, or this node
+    /// catches up `context` from it.
+    fn in_context(&self, context: &ContextId, member: &MemberId) -> bool {
+        self.node.catchup_peers(context).contains(member)
+            || self.node.replica(context).is_some_and(|replica| {
+                matches!(
+                    replica.membership().status(member),
+                    Some(MemberStatus::Invited | MemberStatus::Member)
+                )
+            })
+    }
+
+    /// Whether a context this node holds has both `a` and `b` in it.
+    fn shares_context(&self, a: &MemberId, b: &MemberId) -> bool {
+        self.node
+            .context_ids()
+            .any(|context| self.in_context(&context, a) && self.in_context(&context, b))
     }
 
     /// Stores `member`'s address with the next commit, if a connection
@@ -1108,6 +1254,11 @@ impl Driver {
         if to == self.me {
             return;
         }
+        if !self.peers.contains_key(&to) && !self.is_named(&to) {
+            // A stranger that is gone: nothing here would dial it.
+            debug!(peer = %to, "no connection to a stranger; message dropped");
+            return;
+        }
         if !self.make_room(to) {
             return;
         }
@@ -1142,19 +1293,6 @@ impl Driver {
             peer.queue.iter().map(Vec::len).sum::<usize>()
         );
         self.maybe_dial(to);
-    }
-
-    /// Sends `message` to every connected peer but `except`.
-    fn send_to_connected(&mut self, message: &[u8], except: Option<MemberId>) {
-        let connected: Vec<MemberId> = self
-            .peers
-            .iter()
-            .filter(|(m, p)| p.conn.is_some() && Some(**m) != except)
-            .map(|(m, _)| *m)
-            .collect();
-        for member in connected {
-            self.send(member, message.to_vec());
-        }
     }
 
     fn maybe_dial(&mut self, member: MemberId) {

@@ -16,6 +16,7 @@ pub mod driver;
 pub mod http;
 pub mod identity;
 pub mod limits;
+pub mod logs;
 pub mod net;
 pub mod peer;
 pub mod repair;

@@ -123,8 +123,23 @@ pub const JOIN_RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// before it answers "asked" (the engine keeps asking).
 pub const JOIN_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
-/// How often every connected peer is sent the whole address book.
+/// How often every connected member is sent the addresses of the members
+/// of the contexts it shares with this node.
 pub const ADDRESS_GOSSIP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a stranger's connection is kept: one of a member that no
+/// context this node holds, invites or is joining names. Long enough to
+/// answer it (a join this node refuses) or for a transaction naming it (its
+/// invite, on its way from another member) to arrive.
+pub const STRANGER_GRACE: Duration = Duration::from_secs(5);
+
+/// How many strangers may be connected at once; one more is closed as soon
+/// as its handshake is done, so strangers never hold the inbound slots.
+pub const STRANGERS_MAX: usize = 16;
+
+/// How often the engine task closes strangers past their grace, and
+/// writes the counts of held-back log lines.
+pub const STRANGER_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Inputs queued for the engine task, in each of its two queues: one for
 /// the network (peer messages, connection events), one for admin requests.

@@ -421,6 +421,11 @@ fn print_status(answer: &Value) {
             }
         );
     }
+    if let Some(strangers) = answer["strangers"].as_u64().filter(|n| *n > 0) {
+        say!(
+            "  and {strangers} strangers connected (each closed within seconds unless a context names it)"
+        );
+    }
     let contexts = answer["contexts"].as_object().unwrap_or(&empty);
     say!("contexts ({}):", contexts.len());
     for (id, c) in contexts {

@@ -10,7 +10,8 @@
 //! undecodable peer message closes that connection only; at most
 //! `CONNECTIONS_INBOUND_MAX` inbound and `CONNECTIONS_OUTBOUND_MAX` outbound
 //! connections exist at once; a connection whose `ConnUp::closer` is
-//! dropped (the engine task did not keep it) is closed, both ways.
+//! dropped (the engine task did not keep it) is closed, both ways. What a
+//! stranger can cause is logged at a bounded rate (`logs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use ctx_core::MemberId;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::limits::{
     CONNECTION_QUEUE_BYTES_MAX, CONNECTION_QUEUE_MAX, CONNECTIONS_INBOUND_MAX,
@@ -161,13 +162,13 @@ impl Net {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors and the like: wait, then go on.
-                    warn!(error = %e, "accepting a peer connection failed");
+                    crate::limited!(warn, error = %e, "accepting a peer connection failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             };
             let Ok(permit) = Arc::clone(&self.inbound).try_acquire_owned() else {
-                warn!(%source, max = CONNECTIONS_INBOUND_MAX, "too many inbound connections; closing a new one");
+                crate::limited!(warn, %source, max = CONNECTIONS_INBOUND_MAX, "too many inbound connections; closing a new one");
                 continue;
             };
             let net = Arc::clone(&self);
@@ -184,14 +185,14 @@ impl Net {
         let session = match self.shake(&mut stream, false, None).await {
             Ok(session) => session,
             Err(error) => {
-                warn!(%source, %error, "peer handshake failed; connection closed");
+                crate::limited!(warn, %source, %error, "peer handshake failed; connection closed");
                 return;
             }
         };
         let hello = match Hello::decode(&session.hello) {
             Ok(hello) => hello,
             Err(e) => {
-                warn!(%source, error = %e, "bad hello; connection closed");
+                crate::limited!(warn, %source, error = %e, "bad hello; connection closed");
                 return;
             }
         };
@@ -282,7 +283,8 @@ impl Net {
             ..
         } = session;
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        info!(peer = %peer.short(), %dial_addr, initiated, conn, "peer connected");
+        // The engine task says which connections it keeps, and logs those.
+        debug!(%peer, %dial_addr, initiated, conn, "handshake done");
         let (read, write) = stream.into_split();
         let (queue_tx, mut queue) = mpsc::channel(CONNECTION_QUEUE_MAX);
         let outbox = Outbox {
@@ -338,7 +340,7 @@ impl Net {
             let message = match PeerMessage::decode(&bytes) {
                 Ok(message) => message,
                 Err(e) => {
-                    warn!(peer = %peer.short(), conn, error = %e, "bad peer message; connection closed");
+                    crate::limited!(warn, %peer, conn, error = %e, "bad peer message; connection closed");
                     break;
                 }
             };
@@ -351,7 +353,7 @@ impl Net {
                 break;
             }
         }
-        info!(peer = %peer.short(), conn, "peer disconnected");
+        debug!(%peer, conn, "connection ended");
         let _ = self
             .events
             .send(NetEvent::Down { conn, member: peer })

@@ -35,6 +35,8 @@ pub struct TestNode {
     pub netns: Option<String>,
     pub listen: String,
     pub admin: String,
+    /// `RUST_LOG` of the node (debug lines of ctx-node too, by default).
+    pub log_filter: &'static str,
     child: Option<Child>,
 }
 
@@ -64,6 +66,7 @@ impl TestNode {
             netns: None,
             listen: "127.0.0.1:0".into(),
             admin: "127.0.0.1:0".into(),
+            log_filter: "info,ctx_node=debug",
             child: None,
         }
     }
@@ -113,7 +116,7 @@ impl TestNode {
             .command()
             .arg("run")
             .args(args)
-            .env("RUST_LOG", "info,ctx_node=debug")
+            .env("RUST_LOG", self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
