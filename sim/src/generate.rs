@@ -641,8 +641,12 @@ fn node_is_left_alone(steps: &[Step], node: &str, from: u64, to: u64) -> bool {
                 n == node
             }
             // A pause that began earlier may last into the window.
-            Op::Pause { node: n, ms } if n == node && step.at_ms + ms >= from => return false,
-            Op::Pause { .. } => false,
+            Op::Pause { node: n, ms } | Op::DiskFull { node: n, ms }
+                if n == node && step.at_ms + ms >= from =>
+            {
+                return false;
+            }
+            Op::Pause { .. } | Op::DiskFull { .. } => false,
             Op::Crash { node: n } => {
                 if n == node {
                     up = false;
@@ -1052,8 +1056,9 @@ impl<'c> Gen<'c> {
                 Op::Invite { node, member, .. } => named.extend([node.as_str(), member]),
                 Op::Join { node, via, .. } => named.extend([node.as_str(), via]),
                 Op::Crash { node } | Op::Restart { node } => named.push(node),
-                Op::Pause { node, ms } => {
-                    // Nothing added may act on it, or crash it, while frozen.
+                Op::Pause { node, ms } | Op::DiskFull { node, ms } => {
+                    // Nothing added may act on it, or crash it, while frozen
+                    // (or while it stores nothing).
                     let span = (at.saturating_sub(1_000), at.saturating_add(ms + 1_000));
                     self.node_fenced[names[node]].push(span);
                 }
@@ -1203,6 +1208,7 @@ impl Gen<'_> {
             | Op::Network { .. }
             | Op::Clock { .. }
             | Op::Pause { .. }
+            | Op::DiskFull { .. }
             | Op::Expect(_) => {}
         }
     }

@@ -760,6 +760,13 @@ impl Runner<'_> {
                 let rate_permille = *rate_permille;
                 self.command(self.node(node), line, Input::Clock { rate_permille });
             }
+            Op::DiskFull { node, ms } => {
+                let node = self.node(node);
+                self.command(node, line, Input::DiskFull { ms: *ms });
+                self.liveness.scheduled(1);
+                let until = self.world.now() + *ms;
+                self.world.schedule(until, Action::Resume(index));
+            }
             Op::Pause { node, ms } => {
                 let node = self.node(node);
                 if self.world.is_up(node) {
@@ -824,6 +831,7 @@ impl Runner<'_> {
             .filter(|n| {
                 self.phase(*n, &context) == Some(Phase::Member)
                     && self.world.paused_until(*n).is_none()
+                    && self.world.disk_full_until(*n).is_none()
             })
             .collect();
         if callers.is_empty() {
@@ -1398,6 +1406,14 @@ impl Runner<'_> {
         ));
         self.checks
             .push(violation_check("authentic", &self.forged, now));
+        let disk_full = |step: &crate::scenario::Step| matches!(step.op, Op::DiskFull { .. });
+        if self.scenario.steps.iter().any(disk_full) {
+            self.checks.push(violation_check(
+                "stored_nothing_while_full",
+                &self.world.stored_while_full,
+                now,
+            ));
+        }
         for (node, mischief) in self.world.mischief() {
             let what: Vec<String> = mischief
                 .tampered

@@ -245,7 +245,8 @@ fn without_node(s: &Scenario, node: &str) -> Scenario {
         | Op::Crash { node: n }
         | Op::Restart { node: n }
         | Op::Clock { node: n, .. }
-        | Op::Pause { node: n, .. } => n != node,
+        | Op::Pause { node: n, .. }
+        | Op::DiskFull { node: n, .. } => n != node,
         Op::Call { node: n, .. } => n != node,
         Op::Invite {
             node: n, member, ..

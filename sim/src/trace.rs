@@ -105,6 +105,19 @@ pub enum Input {
     CrashLoss {
         loss: DiskLoss,
     },
+    /// The node's disk is full for `ms`: it stores nothing till then
+    /// (commands are refused, messages come as `MessageStoringNothing`).
+    /// Handled by the world.
+    DiskFull {
+        ms: u64,
+    },
+    /// A message to a node whose disk is full: the engine handles it only
+    /// where answering stores nothing
+    /// (`Node::handle_message_storing_nothing`).
+    MessageStoringNothing {
+        from: MemberId,
+        bytes: Vec<u8>,
+    },
 }
 
 impl Input {
@@ -122,6 +135,8 @@ impl Input {
             Input::Clock { .. } => "clock",
             Input::Pause { .. } => "pause",
             Input::CrashLoss { .. } => "crash-loss",
+            Input::DiskFull { .. } => "disk-full",
+            Input::MessageStoringNothing { .. } => "message",
         }
     }
 
@@ -681,8 +696,9 @@ pub fn replay(path: &Path) -> Result<Replayed, ReplayError> {
                 clocks[node].set_rate(entry.at, *rate_permille);
                 Ok(None)
             }
-            // What the pause held back comes as later entries.
-            Input::Pause { .. } => Ok(None),
+            // What the pause held back comes as later entries, and what
+            // a full disk changes is in the inputs themselves.
+            Input::Pause { .. } | Input::DiskFull { .. } => Ok(None),
             input => match engines[node].as_mut() {
                 Some(engine) => apply_input(engine, clocks[node].local(entry.at), input),
                 None => Err("the node is down".into()),

@@ -596,7 +596,19 @@ impl Builder {
                     ),
                 },
             ),
-            Input::Call { .. } | Input::Message { .. } | Input::Timeout => {}
+            Input::DiskFull { ms } => self.mark(
+                Some(node),
+                at_ms,
+                "disk-full",
+                None,
+                format!(
+                    "its disk is full for {ms} ms: it refuses commands and takes in only what it can answer without storing"
+                ),
+            ),
+            Input::Call { .. }
+            | Input::Message { .. }
+            | Input::MessageStoringNothing { .. }
+            | Input::Timeout => {}
         }
     }
 

@@ -238,6 +238,8 @@ struct SimNode {
     clock: Clock,
     /// Frozen until then (true time).
     paused_until: Option<Time>,
+    /// Its disk is full until then (true time): it stores nothing.
+    disk_full_until: Option<Time>,
 }
 
 /// The simulated world.
@@ -258,6 +260,9 @@ pub struct World {
     /// Records a crash lost although something had revealed them: the
     /// first, for the runner (a broken durability contract).
     pub revealed_lost: Option<String>,
+    /// The first record a node stored while its disk was full (at that
+    /// time, in ms): the engine took in something it must not have.
+    pub stored_while_full: Option<(u64, String)>,
     /// Partition group of each node; nodes reach each other iff equal.
     groups: Vec<usize>,
     verifier: Arc<MemoVerifier>,
@@ -308,6 +313,7 @@ impl World {
                 timer_at: None,
                 clock: Clock::exact(),
                 paused_until: None,
+                disk_full_until: None,
             });
         }
         let count = names.len();
@@ -323,6 +329,7 @@ impl World {
             mischief: (0..count).map(|_| None).collect(),
             lost: Vec::new(),
             revealed_lost: None,
+            stored_while_full: None,
             groups: vec![0; count],
             verifier,
             config,
@@ -391,6 +398,13 @@ impl World {
     pub fn paused_until(&self, node: usize) -> Option<Time> {
         self.nodes[node]
             .paused_until
+            .filter(|until| *until > self.now)
+    }
+
+    /// The end of the time the node's disk is full, if it is full now.
+    pub fn disk_full_until(&self, node: usize) -> Option<Time> {
+        self.nodes[node]
+            .disk_full_until
             .filter(|until| *until > self.now)
     }
 
@@ -562,10 +576,23 @@ impl World {
                 sim.paused_until = Some(sim.paused_until.map_or(until, |u| u.max(until)));
                 Ok(None)
             }
+            Input::DiskFull { ms } => {
+                let until = now + *ms;
+                let sim = &mut self.nodes[node];
+                sim.disk_full_until = Some(sim.disk_full_until.map_or(until, |u| u.max(until)));
+                Ok(None)
+            }
             _ if paused.is_some() => {
                 return Err(format!(
                     "the node is paused until {}",
                     paused.expect("paused")
+                ));
+            }
+            // A driver that cannot store refuses what would need storing.
+            input if input.is_command() && self.disk_full_until(node).is_some() => {
+                return Err(format!(
+                    "its disk is full until {}",
+                    self.disk_full_until(node).expect("full")
                 ));
             }
             Input::Restart { seed } => {
@@ -637,8 +664,21 @@ impl World {
         result: &Result<Option<String>, String>,
         command: bool,
     ) -> [u8; 32] {
+        let full = self.disk_full_until(node).is_some();
         let sim = &mut self.nodes[node];
+        let written = sim.disk.writes();
         let drained = drain(sim.engine.as_mut(), &mut sim.disk, result, command);
+        if full && sim.disk.writes() > written && self.stored_while_full.is_none() {
+            self.stored_while_full = Some((
+                self.now.as_ms(),
+                format!(
+                    "{} stored {} records at {} while its disk was full",
+                    self.names[node],
+                    sim.disk.writes() - written,
+                    self.now
+                ),
+            ));
+        }
         if command || !drained.transmits.is_empty() {
             sim.revealed_through = sim.disk.writes();
         }
@@ -922,13 +962,18 @@ impl World {
             copy,
         });
         let sender = self.nodes[from].member;
-        if let Err(error) = self.input(
-            to,
+        let input = if self.disk_full_until(to).is_some() {
+            Input::MessageStoringNothing {
+                from: sender,
+                bytes,
+            }
+        } else {
             Input::Message {
                 from: sender,
                 bytes,
-            },
-        ) {
+            }
+        };
+        if let Err(error) = self.input(to, input) {
             // Engines only send valid messages: a refusal is worth seeing.
             if let Some(log) = &mut self.log {
                 log.push(format!(
@@ -1079,6 +1124,10 @@ pub fn apply_input(engine: &mut Node, now: Time, input: &Input) -> Result<Option
             .handle_message(now, *from, bytes)
             .map(|()| None)
             .map_err(|e| text(&e)),
+        Input::MessageStoringNothing { from, bytes } => engine
+            .handle_message_storing_nothing(now, *from, bytes)
+            .map(|_handled| None)
+            .map_err(|e| text(&e)),
         Input::Timeout => {
             engine.handle_timeout(now);
             Ok(None)
@@ -1087,7 +1136,8 @@ pub fn apply_input(engine: &mut Node, now: Time, input: &Input) -> Result<Option
         | Input::CrashLoss { .. }
         | Input::Restart { .. }
         | Input::Clock { .. }
-        | Input::Pause { .. } => {
+        | Input::Pause { .. }
+        | Input::DiskFull { .. } => {
             unreachable!("handled by the world")
         }
     }

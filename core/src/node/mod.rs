@@ -788,6 +788,59 @@ impl Node {
         result
     }
 
+    /// A message from peer `from`, for a node that can store nothing now
+    /// (its driver's disk is full). It is handled as
+    /// [`Node::handle_message`] handles it only where answering it stores
+    /// nothing: a request for what this node holds (a fetch, a catchup
+    /// stream, a catchup request, a checkpoint's or the app's chunks), or a
+    /// member's heads, answered with this copy's own when they differ.
+    /// Anything else (a transaction, a batch, a chunk, an acknowledgement,
+    /// stability heard from others) would add to what this node must
+    /// store: it is dropped, as a lost message is, and the sync that
+    /// repairs losses brings it again once the node stores again. Returns
+    /// whether the message was handled.
+    pub fn handle_message_storing_nothing(
+        &mut self,
+        now: Time,
+        from: MemberId,
+        bytes: &[u8],
+    ) -> Result<bool, MessageError> {
+        let envelope = Envelope::decode(bytes)?;
+        if from == self.env.me {
+            return Ok(false);
+        }
+        match envelope.body {
+            Body::Fetch { .. }
+            | Body::Stream { .. }
+            | Body::CatchupRequest { .. }
+            | Body::AppRequest { .. }
+            | Body::CheckpointRequest { .. } => {
+                let queued = self.out.records_queued();
+                self.handle_message(now, from, bytes)?;
+                assert_eq!(
+                    self.out.records_queued(),
+                    queued,
+                    "answering a request stores nothing"
+                );
+                Ok(true)
+            }
+            Body::Heads { heads, reply, .. } => {
+                let Some(c) = self.contexts.get_mut(&envelope.context) else {
+                    return Ok(false);
+                };
+                c.answer_heads(&self.env, &mut self.out, from, heads, reply);
+                Ok(true)
+            }
+            Body::Tx(_)
+            | Body::Txs { .. }
+            | Body::CatchupAccepted { .. }
+            | Body::CheckpointChunk { .. }
+            | Body::CatchupRefused { .. }
+            | Body::AppChunk { .. }
+            | Body::LeaveAck { .. } => Ok(false),
+        }
+    }
+
     /// A member's phase follows its own status in the replicated
     /// membership, which a message can change: a node that caught up from a
     /// member with a stale view (one that had not yet seen this node's

@@ -168,6 +168,11 @@ impl Out {
         self.records.push_back(record);
     }
 
+    /// How many records are queued, not yet drained.
+    pub(super) fn records_queued(&self) -> usize {
+        self.records.len()
+    }
+
     /// A transaction was inserted into the context's replica: its record.
     /// Called in the same step as the insert, before anything can reveal
     /// the transaction. (Its events follow when the replica settles.)

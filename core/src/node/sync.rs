@@ -161,6 +161,36 @@ impl Context {
         }
     }
 
+    /// Heads from `from` at a node that stores nothing now
+    /// (`Node::handle_message_storing_nothing`): answered with this copy's
+    /// own when they differ and were not themselves an answer, so the
+    /// member fetches what only this copy holds; nothing is fetched from it
+    /// and nothing it says of stability is heard.
+    pub(super) fn answer_heads(
+        &mut self,
+        env: &Env,
+        out: &mut Out,
+        from: MemberId,
+        heads: Vec<TxId>,
+        reply: bool,
+    ) {
+        let context = self.id;
+        let held = match &mut self.state {
+            State::Member(held) | State::Leaving { held, .. } => held,
+            State::Joining(_) => return,
+        };
+        if reply || held.replica.status(&from).is_none() {
+            return;
+        }
+        let mine: Vec<TxId> = held.replica.heads().iter().copied().collect();
+        let mut theirs = heads;
+        theirs.sort_unstable();
+        theirs.dedup();
+        if theirs != mine {
+            held.send_heads(context, env, out, from, true);
+        }
+    }
+
     /// Serves a fetch: what `want` needs that is not in the past of `have`.
     pub(super) fn on_fetch(
         &self,

@@ -39,7 +39,7 @@ pub use crate::disk::Faults;
 /// The apps shipped in `scenarios/apps/`, named by `app = "kv"` and so on.
 pub const BUNDLED_APPS: [&str; 3] = ["kv", "counter", "bank"];
 /// The ops a step may name, in the order `SCENARIOS.md` lists them.
-pub const OPS: [&str; 14] = read::OP_NAMES;
+pub const OPS: [&str; 15] = read::OP_NAMES;
 /// The checks an `expect` step may name.
 pub const CHECKS: [&str; 7] = read::CHECK_NAMES;
 /// Quiet time after the last step when the file gives no `settle`.
@@ -194,6 +194,13 @@ pub enum Op {
         node: String,
         ms: u64,
     },
+    /// `node`'s disk is full for `ms`: it stores nothing meanwhile, so it
+    /// refuses its commands and takes in only the messages it can answer
+    /// without storing (written `for = "5s"`).
+    DiskFull {
+        node: String,
+        ms: u64,
+    },
     /// Changes only the conditions given; at least one is `Some`.
     Network {
         latency_ms: Option<(u64, u64)>,
@@ -219,6 +226,7 @@ impl Op {
             Op::Restart { .. } => "restart",
             Op::Clock { .. } => "clock",
             Op::Pause { .. } => "pause",
+            Op::DiskFull { .. } => "disk_full",
             Op::Network { .. } => "network",
             Op::Expect(_) => "expect",
         }
@@ -253,6 +261,7 @@ impl Op {
             | Op::Restart { .. }
             | Op::Clock { .. }
             | Op::Pause { .. }
+            | Op::DiskFull { .. }
             | Op::Network { .. } => None,
         }
     }
@@ -632,7 +641,7 @@ impl Scenario {
             .map(|step| {
                 let lasts = match &step.op {
                     Op::Workload { over_ms, .. } => *over_ms,
-                    Op::Pause { ms, .. } => *ms,
+                    Op::Pause { ms, .. } | Op::DiskFull { ms, .. } => *ms,
                     _ => 0,
                 };
                 step.at_ms.saturating_add(lasts)

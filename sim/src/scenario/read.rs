@@ -277,7 +277,7 @@ const fn shape<T>(
 /// Every op, in the order `SCENARIOS.md` lists them. Each reads its
 /// fields in the order listed, so a step missing several is told the
 /// first.
-const OP_SHAPES: [Shape<Op>; 14] = [
+const OP_SHAPES: [Shape<Op>; 15] = [
     shape("create", &["node", "context", "app"], &[], |r, f| {
         let (node, context) = (r.node(f, "node")?, context(f)?.0);
         let app = r.app(f)?;
@@ -343,6 +343,11 @@ const OP_SHAPES: [Shape<Op>; 14] = [
         let ms = f.req_duration("for")?.0;
         Ok(Op::Pause { node, ms })
     }),
+    shape("disk_full", &["node", "for"], &[], |r, f| {
+        let node = r.node(f, "node")?;
+        let ms = f.req_duration("for")?.0;
+        Ok(Op::DiskFull { node, ms })
+    }),
     shape(
         "network",
         &[],
@@ -397,7 +402,7 @@ const CHECK_SHAPES: [Shape<Check>; 7] = [
     }),
 ];
 
-pub(super) const OP_NAMES: [&str; 14] = names(&OP_SHAPES);
+pub(super) const OP_NAMES: [&str; 15] = names(&OP_SHAPES);
 pub(super) const CHECK_NAMES: [&str; 7] = names(&CHECK_SHAPES);
 
 const fn names<T, const N: usize>(shapes: &[Shape<T>; N]) -> [&'static str; N] {

@@ -230,6 +230,14 @@ fn every_op_check_and_argument_kind_parses() {
             },
         ),
         step(
+            3000,
+            187,
+            Op::DiskFull {
+                node: s("carol"),
+                ms: 2000,
+            },
+        ),
+        step(
             4000,
             94,
             Op::Network {
@@ -701,7 +709,7 @@ fn contexts_must_be_created_once_before_use() {
 fn ops_and_step_fields_are_checked() {
     assert_error(
         &format!("{HEAD}[[step]]\nat = \"0ms\"\nop = \"jion\" # <-\n"),
-        "step 1: unknown op \"jion\" (expected one of: create, invite, join, leave, call, workload, partition, heal, crash, restart, clock, pause, network, expect)",
+        "step 1: unknown op \"jion\" (expected one of: create, invite, join, leave, call, workload, partition, heal, crash, restart, clock, pause, disk_full, network, expect)",
     );
     assert_error(
         &format!("{HEAD}[[step]] # <-\nat = \"0ms\"\n"),

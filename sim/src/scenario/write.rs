@@ -223,7 +223,7 @@ impl<'a> StepOut<'a> {
                 rate: Some(f64::from(*rate_permille) / 1000.0),
                 ..step
             },
-            Op::Pause { node, ms } => StepOut {
+            Op::Pause { node, ms } | Op::DiskFull { node, ms } => StepOut {
                 node: Some(node),
                 for_: Some(Duration(*ms)),
                 ..step
