@@ -35,7 +35,8 @@
 //! malformed, 404 unknown context or endpoint, 405 wrong method, 409
 //! conflicting with the node's state, 408 a body not received in full
 //! within `ADMIN_BODY_TIMEOUT`, 413 too large, 431 a head over its bounds
-//! (`http`), 422 a call the engine refused), 502 when a join's address does not answer, 503 while shutting
+//! (`http`), 422 a call the engine refused), 502 when a join's address does
+//! not answer, 507 a write while the disk is full (`space`), 503 while shutting
 //! down or when a bound is reached (too many waits or joins at once). Owns: the translation between HTTP and `AdminRequest`; it decides
 //! nothing itself. Bodies are read with a limit (`ADMIN_BODY_BYTES_MAX`)
 //! before they are parsed.
@@ -141,6 +142,7 @@ impl From<RequestError> for ApiError {
             },
             RequestError::JoinAbandoned { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             RequestError::Unreachable { .. } => StatusCode::BAD_GATEWAY,
+            RequestError::DiskFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             RequestError::ShuttingDown | RequestError::Busy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -318,10 +320,17 @@ pub fn status_json(report: &StatusReport, only: Option<ContextId>) -> Value {
             })
         })
         .collect();
+    let disk = &report.disk;
     json!({
         "member": report.member.to_hex(),
         "peers": peers,
         "strangers": report.strangers,
+        "disk": {
+            "state": if disk.full { "full" } else { "storing" },
+            "full_for_ms": disk.full_for.map(|d| d.as_millis() as u64),
+            "available_bytes": disk.available,
+            "reserve_bytes": disk.reserve,
+        },
         "contexts": contexts,
     })
 }

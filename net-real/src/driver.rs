@@ -57,12 +57,13 @@ use crate::identity::Identity;
 use crate::limited;
 use crate::limits::{
     ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, CONNECTION_STABLE_AFTER,
-    CONNECTIONS_OUTBOUND_MAX, INPUT_BATCH_MAX, JOIN_ANSWER_WAIT, JOIN_RESOLVE_TIMEOUT, JOINS_MAX,
+    CONNECTIONS_OUTBOUND_MAX, INPUT_BATCH_MAX, JOIN_ANSWER_WAIT, JOIN_REDIAL_AFTER, JOIN_RESOLVE_TIMEOUT, JOINS_MAX,
     PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MAX, PEERS_MAX, SIMULTANEOUS_DIAL_WINDOW, STRANGER_GRACE,
     STRANGER_SWEEP_INTERVAL, STRANGERS_MAX, WAITERS_MAX,
 };
 use crate::net::{ConnId, ConnUp, DialsBusy, Net, NetEvent, Outbox};
 use crate::peer::PeerMessage;
+use crate::space::{Change, Space, SpaceState};
 use crate::store::{Loaded, Store, StoreError};
 
 /// Why an admin request failed.
@@ -87,6 +88,16 @@ pub enum RequestError {
     },
     #[error("the join was given up: {reason}")]
     JoinAbandoned { context: ContextId, reason: String },
+    #[error(
+        "this node's disk is full ({available} bytes left on {dir}): it stores nothing until \
+         space returns, so it takes no writes; reads, status and answers to the other members \
+         go on, and it stores again by itself once the disk has room",
+        dir = dir.display()
+    )]
+    DiskFull {
+        dir: std::path::PathBuf,
+        available: u64,
+    },
 }
 
 /// What an operator can do about a refused join.
@@ -214,6 +225,19 @@ pub struct StatusReport {
     /// Strangers connected now (each for at most `STRANGER_GRACE`); they
     /// are not in `peers`.
     pub strangers: usize,
+    pub disk: DiskReport,
+}
+
+/// The data directory's disk, as `status` shows it.
+pub struct DiskReport {
+    /// Whether the node stores nothing now (its disk was full).
+    pub full: bool,
+    /// For how long, when full.
+    pub full_for: Option<Duration>,
+    /// The bytes left on the file system, if it can be read.
+    pub available: Option<u64>,
+    /// The reserve kept for the records on their way to the store.
+    pub reserve: u64,
 }
 
 pub struct PeerReport {
@@ -261,12 +285,26 @@ struct Peer {
     queue_bytes: usize,
 }
 
+fn log_full(available: u64, freed: u64) {
+    tracing::error!(
+        available,
+        freed,
+        "disk full: this node stores nothing until space returns; writes are refused (507), \
+         reads, status and answers to the other members go on, and it stores again by itself \
+         once the disk has room"
+    );
+}
+
 /// A join waiting to learn who answers at its address.
 struct PendingJoin {
     via: SocketAddr,
     context: ContextId,
     deadline: Instant,
     reply: Reply<JoinAnswer>,
+    /// After a transient failure (the address answered and closed the
+    /// handshake): when to dial again, and what failed.
+    redial_at: Option<Instant>,
+    failed: Option<String>,
 }
 
 /// A join the engine made, waiting for the member asked to answer: it is
@@ -296,6 +334,10 @@ pub struct Driver {
     node: Node,
     me: MemberId,
     store: Store,
+    space: Space,
+    /// The bytes of the inputs the engine took in since the last commit
+    /// (`Space::admit`).
+    batch_bytes: u64,
     start: Instant,
     net: Arc<Net>,
     net_events: mpsc::Receiver<NetEvent>,
@@ -320,6 +362,7 @@ impl Driver {
         config: Config,
         seed: [u8; 32],
         store: Store,
+        space: Space,
         loaded: Loaded,
         wiring: Wiring,
     ) -> Result<Driver, DriverError> {
@@ -364,6 +407,8 @@ impl Driver {
             me: identity.member(),
             node,
             store,
+            space,
+            batch_bytes: 0,
             start,
             net,
             net_events,
@@ -456,6 +501,9 @@ impl Driver {
         }
         for join in &self.joins {
             deadline = deadline.min(join.deadline);
+            if let Some(at) = join.redial_at {
+                deadline = deadline.min(at);
+            }
         }
         for join in &self.answering {
             deadline = deadline.min(join.deadline);
@@ -481,13 +529,38 @@ impl Driver {
         for join in self.take_joins(|j| j.deadline <= instant) {
             let _ = join.reply.send(Err(RequestError::Unreachable {
                 addr: join.via,
-                reason: "no answer in time".into(),
+                reason: join.failed.unwrap_or_else(|| "no answer in time".into()),
             }));
+        }
+        let mut redials = Vec::new();
+        for join in &mut self.joins {
+            if join.redial_at.is_some_and(|at| at <= instant) {
+                join.redial_at = None;
+                redials.push(join.via);
+            }
+        }
+        redials.dedup();
+        for via in redials {
+            if self.net.dial(via, None).is_err() {
+                for join in self.joins.iter_mut().filter(|j| j.via == via) {
+                    join.redial_at = Some(instant + JOIN_REDIAL_AFTER);
+                }
+            }
         }
         if self.next_sweep_at <= instant {
             self.next_sweep_at = instant + STRANGER_SWEEP_INTERVAL;
             self.close_strangers();
             crate::logs::flush_limited();
+            let space = &mut self.space;
+            if let Change::Resumed { available } =
+                tokio::task::block_in_place(|| space.try_resume())
+            {
+                info!(
+                    available,
+                    reserve = self.space.reserve_bytes(),
+                    "disk space is back: this node stores again and takes writes"
+                );
+            }
         }
         if self.next_gossip_at <= instant {
             self.next_gossip_at = instant + ADDRESS_GOSSIP_INTERVAL;
@@ -515,12 +588,26 @@ impl Driver {
         }
         let peers = std::mem::take(&mut self.dirty_peers);
         if !records.is_empty() || !peers.is_empty() {
+            let bytes = records.iter().map(|r| r.encode().len()).sum::<usize>() + peers.len() * 64;
+            let was_full = self.space.is_full();
+            let change = self.space.before_commit(bytes as u64);
+            if let Change::TurnedFull { available, freed } = change {
+                log_full(available, freed);
+            } else if was_full && !records.is_empty() {
+                limited!(
+                    warn,
+                    records = records.len(),
+                    "stored records of the node's own timers while the disk is full"
+                );
+            }
             let store = &mut self.store;
             let started = std::time::Instant::now();
             tokio::task::block_in_place(|| store.commit(&records, &peers))?;
+            self.space.refresh();
             let commit_us = started.elapsed().as_micros() as u64;
             debug!(records = records.len(), commit_us, "committed");
         }
+        self.batch_bytes = 0;
         for reply in self.deferred.drain(..) {
             reply();
         }
@@ -646,19 +733,22 @@ impl Driver {
                 self.reply_after_commit(reply, report);
             }
             AdminRequest::Create { app, reply } => {
-                let result = self.node.create_context(now, &app);
-                self.reply_after_commit(reply, result.map_err(RequestError::from));
+                self.admit(app.len());
+                let result = self
+                    .storing()
+                    .and_then(|()| Ok(self.node.create_context(now, &app)?));
+                self.reply_after_commit(reply, result);
             }
             AdminRequest::Invite {
                 context,
                 member,
                 reply,
             } => {
-                let result = self
-                    .node
-                    .check_invite(&context, &member)
-                    .and_then(|()| self.node.invite(now, context, member));
-                self.reply_after_commit(reply, result.map_err(RequestError::from));
+                let result = self.storing().and_then(|()| {
+                    self.node.check_invite(&context, &member)?;
+                    Ok(self.node.invite(now, context, member)?)
+                });
+                self.reply_after_commit(reply, result);
             }
             AdminRequest::Join {
                 context,
@@ -666,8 +756,10 @@ impl Driver {
                 reply,
             } => self.on_join(context, via, reply),
             AdminRequest::Leave { context, reply } => {
-                let result = self.node.leave(now, context);
-                self.reply_after_commit(reply, result.map_err(RequestError::from));
+                let result = self
+                    .storing()
+                    .and_then(|()| Ok(self.node.leave(now, context)?));
+                self.reply_after_commit(reply, result);
             }
             AdminRequest::Call {
                 context,
@@ -675,11 +767,12 @@ impl Driver {
                 input,
                 reply,
             } => {
-                let result = self
-                    .node
-                    .check_call(&context, &method)
-                    .and_then(|()| self.node.call(now, context, &method, input));
-                self.reply_after_commit(reply, result.map_err(RequestError::from));
+                self.admit(input.len() + method.len());
+                let result = self.storing().and_then(|()| {
+                    self.node.check_call(&context, &method)?;
+                    Ok(self.node.call(now, context, &method, input)?)
+                });
+                self.reply_after_commit(reply, result);
             }
             AdminRequest::View {
                 context,
@@ -714,7 +807,31 @@ impl Driver {
         }));
     }
 
+    /// Counts an input of `bytes` the engine is about to take in against
+    /// the space left; the node turns full first when it might not fit.
+    fn admit(&mut self, bytes: usize) {
+        self.batch_bytes += bytes as u64;
+        if let Change::TurnedFull { available, freed } = self.space.admit(self.batch_bytes) {
+            log_full(available, freed);
+        }
+    }
+
+    /// Refuses a write while the disk is full.
+    fn storing(&self) -> Result<(), RequestError> {
+        match self.space.state() {
+            SpaceState::Storing => Ok(()),
+            SpaceState::Full { .. } => Err(RequestError::DiskFull {
+                dir: self.space.dir().to_path_buf(),
+                available: self.space.available().unwrap_or(0),
+            }),
+        }
+    }
+
     fn on_join(&mut self, context: ContextId, via: SocketAddr, reply: Reply<JoinAnswer>) {
+        if let Err(full) = self.storing() {
+            let _ = reply.send(Err(full));
+            return;
+        }
         if self.joins.len() >= JOINS_MAX {
             let busy = RequestError::Busy {
                 what: "joins waiting for an answer",
@@ -736,6 +853,8 @@ impl Driver {
                     context,
                     deadline: Instant::now() + JOIN_RESOLVE_TIMEOUT,
                     reply,
+                    redial_at: None,
+                    failed: None,
                 }),
                 Err(DialsBusy) => {
                     let busy = RequestError::Busy {
@@ -893,6 +1012,15 @@ impl Driver {
                 .collect(),
             now: self.now(),
             strangers: self.strangers(),
+            disk: DiskReport {
+                full: self.space.is_full(),
+                full_for: match self.space.state() {
+                    SpaceState::Full { since, .. } => Some(since.elapsed()),
+                    SpaceState::Storing => None,
+                },
+                available: self.space.available().ok(),
+                reserve: self.space.reserve_bytes(),
+            },
         }
     }
 
@@ -909,7 +1037,15 @@ impl Driver {
                 match message {
                     PeerMessage::Engine(bytes) => {
                         let now = self.now();
-                        if let Err(e) = self.node.handle_message(now, from, &bytes) {
+                        self.admit(bytes.len());
+                        let handled = if self.space.is_full() {
+                            self.node
+                                .handle_message_storing_nothing(now, from, &bytes)
+                                .map(|_| ())
+                        } else {
+                            self.node.handle_message(now, from, &bytes)
+                        };
+                        if let Err(e) = handled {
                             debug!(from = %from.short(), error = %e, "engine refused a message");
                         }
                     }
@@ -936,6 +1072,7 @@ impl Driver {
                 addr,
                 member,
                 error,
+                transient,
             } => {
                 if let Some(member) = member
                     && let Some(peer) = self.peers.get_mut(&member)
@@ -950,7 +1087,17 @@ impl Driver {
                     peer.back_off();
                     debug!(peer = %member.short(), %addr, %error, backoff_ms = peer.backoff.as_millis() as u64, "dial failed");
                 }
-                for join in self.take_joins(|j| j.via == addr) {
+                // A handshake the address closed is tried again until the
+                // join's deadline; an address where nothing answers is
+                // said at once.
+                let retry = Instant::now() + JOIN_REDIAL_AFTER;
+                for join in self.joins.iter_mut().filter(|j| j.via == addr && transient) {
+                    if retry < join.deadline {
+                        join.redial_at = Some(retry);
+                        join.failed = Some(error.clone());
+                    }
+                }
+                for join in self.take_joins(|j| j.via == addr && j.redial_at.is_none()) {
                     let _ = join.reply.send(Err(RequestError::Unreachable {
                         addr,
                         reason: error.clone(),

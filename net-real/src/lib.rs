@@ -22,4 +22,5 @@ pub mod peer;
 pub mod repair;
 pub mod secure;
 pub mod server;
+pub mod space;
 pub mod store;

@@ -119,6 +119,11 @@ pub const JOINS_MAX: usize = 64;
 /// How long `context join --via ADDR` waits to learn who is at ADDR.
 pub const JOIN_RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a join waits to dial its address again after the address
+/// answered and closed the handshake (a flooded or busy peer); it tries
+/// until `JOIN_RESOLVE_TIMEOUT`.
+pub const JOIN_REDIAL_AFTER: Duration = Duration::from_millis(250);
+
 /// How long `context join` waits for the member asked to accept or refuse
 /// before it answers "asked" (the engine keeps asking).
 pub const JOIN_ANSWER_WAIT: Duration = Duration::from_secs(5);
@@ -140,6 +145,12 @@ pub const STRANGERS_MAX: usize = 16;
 /// How often the engine task closes strangers past their grace, and
 /// writes the counts of held-back log lines.
 pub const STRANGER_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The disk space kept free, by default, for the records on their way to
+/// the store when the disk fills up (`space`; `--disk-reserve-mb`). It must
+/// hold one batch of them: at most `INBOX_BYTES_MAX` of peer messages, and
+/// the admin bodies taken with them.
+pub const DISK_RESERVE_DEFAULT_BYTES: u64 = 64 << 20;
 
 /// Inputs queued for the engine task, in each of its two queues: one for
 /// the network (peer messages, connection events), one for admin requests.

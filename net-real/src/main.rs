@@ -181,6 +181,10 @@ struct RunArgs {
     /// How often a member syncs heads with one other member.
     #[arg(long)]
     sync_interval_ms: Option<u64>,
+    /// Disk space kept free for the records on their way to the store when
+    /// the disk fills up, in MiB [default: 64]
+    #[arg(long)]
+    disk_reserve_mb: Option<u64>,
 }
 
 /// The config file: every field optional, flags win.
@@ -193,6 +197,7 @@ struct FileConfig {
     advertise: Option<String>,
     sync_interval_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
+    disk_reserve_mb: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -421,6 +426,13 @@ fn print_status(answer: &Value) {
             }
         );
     }
+    if answer["disk"]["state"] == "full" {
+        say!(
+            "disk FULL for {} ms ({} bytes left): writes are refused until space returns",
+            answer["disk"]["full_for_ms"].as_u64().unwrap_or(0),
+            answer["disk"]["available_bytes"].as_u64().unwrap_or(0)
+        );
+    }
     if let Some(strangers) = answer["strangers"].as_u64().filter(|n| *n > 0) {
         say!(
             "  and {strangers} strangers connected (each closed within seconds unless a context names it)"
@@ -512,12 +524,19 @@ fn run(args: RunArgs, admin: Option<String>) -> Result<()> {
         text.parse::<SocketAddr>()
             .with_context(|| format!("--advertise {text:?}: expected IP:PORT"))?;
     }
+    let disk_reserve_bytes = match args.disk_reserve_mb.or(file.disk_reserve_mb) {
+        Some(mb) => mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| anyhow!("--disk-reserve-mb {mb}: too large"))?,
+        None => ctx_node::limits::DISK_RESERVE_DEFAULT_BYTES,
+    };
     let settings = Settings {
         data_dir,
         listen,
         admin,
         advertise,
         engine,
+        disk_reserve_bytes,
     };
 
     tracing_subscriber::fmt()

@@ -103,6 +103,10 @@ pub enum NetEvent {
         addr: SocketAddr,
         member: Option<MemberId>,
         error: String,
+        /// Whether the address answered and the handshake then failed (a
+        /// busy or flooded peer closing a new connection): worth another
+        /// try, unlike an address where nothing listens.
+        transient: bool,
     },
 }
 
@@ -220,12 +224,13 @@ impl Net {
                     net.run_connection(stream, session, true, addr, Some(addr), permit)
                         .await;
                 }
-                Err(error) => {
-                    debug!(%addr, %error, "dial failed");
+                Err((error, transient)) => {
+                    debug!(%addr, %error, transient, "dial failed");
                     let failed = NetEvent::DialFailed {
                         addr,
                         member: expected,
                         error,
+                        transient,
                     };
                     let _ = net.events.send(failed).await;
                 }
@@ -234,17 +239,21 @@ impl Net {
         Ok(())
     }
 
-    /// Connects to `addr` and completes the handshake.
+    /// Connects to `addr` and completes the handshake. A failure says
+    /// whether it was the handshake's, after the address answered.
     async fn try_dial(
         &self,
         addr: SocketAddr,
         expected: Option<MemberId>,
-    ) -> Result<(TcpStream, Session), String> {
+    ) -> Result<(TcpStream, Session), (String, bool)> {
         let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        let session = self.shake(&mut stream, true, expected).await?;
+            .map_err(|_| ("connect timed out".to_string(), false))?
+            .map_err(|e| (e.to_string(), false))?;
+        let session = self
+            .shake(&mut stream, true, expected)
+            .await
+            .map_err(|e| (e, true))?;
         Ok((stream, session))
     }
 

@@ -19,6 +19,7 @@ use crate::identity::{
 use crate::limits::INBOX_MAX;
 use crate::net::Net;
 use crate::peer::Hello;
+use crate::space::{Space, SpaceState};
 use crate::store::{Store, StoreError};
 
 /// Everything `ctx-node run` needs.
@@ -29,6 +30,9 @@ pub struct Settings {
     pub admin: SocketAddr,
     pub advertise: Option<String>,
     pub engine: Config,
+    /// The disk space kept free for the records on their way to the store
+    /// (`space`).
+    pub disk_reserve_bytes: u64,
 }
 
 #[derive(Debug, Error)]
@@ -52,6 +56,16 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
     let dir = &settings.data_dir;
     let identity = Identity::load(dir)?;
     let (store, loaded) = Store::open(dir, &identity)?;
+    let space = Space::open(dir, settings.disk_reserve_bytes);
+    if let SpaceState::Full { available, .. } = space.state() {
+        tracing::error!(
+            available,
+            reserve = settings.disk_reserve_bytes,
+            dir = %dir.display(),
+            "disk full at start: this node stores nothing until space returns; writes are \
+             refused (507), reads, status and answers to the other members go on"
+        );
+    }
     // The listener and the address it is bound to (the port, for port 0).
     let bind = |addr: SocketAddr, what: &'static str| async move {
         let fail = |source| ServerError::Bind { addr, what, source };
@@ -74,6 +88,7 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
         settings.engine.clone(),
         random_bytes()?,
         store,
+        space,
         loaded,
         Wiring {
             net: std::sync::Arc::clone(&net),
@@ -83,19 +98,27 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
     )?;
 
     let listener_task = tokio::spawn(net.listen(peer_listener));
-    let mut admin_shutdown = shutdown.clone();
+    // The admin server stops when the engine task has: on shutdown, and
+    // when it fails (the process then exits with its error).
+    let (stop_admin, mut admin_stopped) = watch::channel(false);
     let admin_task = tokio::spawn(crate::http::serve(
         admin_listener,
         crate::admin::router(admin_tx),
         async move {
-            let _ = admin_shutdown.wait_for(|stop| *stop).await;
+            let _ = admin_stopped.wait_for(|stop| *stop).await;
         },
     ));
-    write_line(dir, LISTEN_ADDR_FILE, &listen.to_string())?;
-    write_line(dir, ADMIN_ADDR_FILE, &admin.to_string())?;
+    // Conveniences for scripts (port 0): a full disk does not stop a node
+    // for them.
+    for (file, addr) in [(LISTEN_ADDR_FILE, listen), (ADMIN_ADDR_FILE, admin)] {
+        if let Err(e) = write_line(dir, file, &addr.to_string()) {
+            tracing::warn!(error = %e, "cannot write {file}");
+        }
+    }
     info!(member = %identity.member(), %listen, %admin, "node running");
 
     let result = driver.run(shutdown).await;
+    let _ = stop_admin.send(true);
     listener_task.abort();
     // Admin requests in flight get "shutting down"; the server gives them
     // a moment (ADMIN_SHUTDOWN_GRACE) and ends.

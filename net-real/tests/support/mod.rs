@@ -37,6 +37,8 @@ pub struct TestNode {
     pub admin: String,
     /// `RUST_LOG` of the node (debug lines of ctx-node too, by default).
     pub log_filter: &'static str,
+    /// Where its log goes (`node.log` in its data directory, by default).
+    pub log_file: PathBuf,
     child: Option<Child>,
 }
 
@@ -61,6 +63,7 @@ impl TestNode {
         assert_eq!(member.len(), 64, "init prints the member id alone");
         TestNode {
             name: name.to_owned(),
+            log_file: dir.join("node.log"),
             dir,
             member,
             netns: None,
@@ -110,7 +113,7 @@ impl TestNode {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("node.log"))
+            .open(&self.log_file)
             .expect("log file");
         let child = self
             .command()
@@ -202,7 +205,7 @@ impl TestNode {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_file).unwrap_or_default()
     }
 
     /// The last start's "engine restored" log line (what the store held:
