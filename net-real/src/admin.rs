@@ -1,6 +1,7 @@
 //! The admin API: HTTP with JSON bodies, bound to loopback by default.
 //!
 //! ```text
+//! GET  /metrics                         -> the node's metrics (Prometheus text, `metrics`)
 //! GET  /v1/id                          -> {"member": hex}
 //! GET  /v1/status                      -> {"member", "peers": [..], "strangers": N,
 //!                                          "contexts": {id: {..}}}
@@ -63,6 +64,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::args::encode_cli_args;
 use crate::driver::{AdminRequest, RequestError, StatusReport, TxState};
 use crate::limits::{ADMIN_BODY_BYTES_MAX, ADMIN_BODY_TIMEOUT, WAIT_TIMEOUT_MAX};
+use crate::metrics::Metrics;
 use ctx_core::wire::RefuseReason;
 
 #[derive(Clone)]
@@ -156,8 +158,21 @@ impl From<RequestError> for ApiError {
 }
 
 /// The admin router, talking to the engine task through `engine`.
-pub fn router(engine: mpsc::Sender<AdminRequest>) -> Router {
+pub fn router(engine: mpsc::Sender<AdminRequest>, metrics: Arc<Metrics>) -> Router {
+    let scrape = get(move || {
+        let metrics = Arc::clone(&metrics);
+        async move {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                metrics.encode(),
+            )
+        }
+    });
     Router::new()
+        .route("/metrics", scrape)
         .route("/v1/id", get(id))
         .route("/v1/status", get(status_all))
         .route("/v1/contexts", post(create))

@@ -57,10 +57,11 @@ use crate::identity::Identity;
 use crate::limited;
 use crate::limits::{
     ADDRESS_GOSSIP_INTERVAL, BACKOFF_MAX, BACKOFF_MIN, CONNECTION_STABLE_AFTER,
-    CONNECTIONS_OUTBOUND_MAX, INPUT_BATCH_MAX, JOIN_ANSWER_WAIT, JOIN_REDIAL_AFTER, JOIN_RESOLVE_TIMEOUT, JOINS_MAX,
-    PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MAX, PEERS_MAX, SIMULTANEOUS_DIAL_WINDOW, STRANGER_GRACE,
-    STRANGER_SWEEP_INTERVAL, STRANGERS_MAX, WAITERS_MAX,
+    CONNECTIONS_OUTBOUND_MAX, INPUT_BATCH_MAX, JOIN_ANSWER_WAIT, JOIN_REDIAL_AFTER,
+    JOIN_RESOLVE_TIMEOUT, JOINS_MAX, PEER_QUEUE_BYTES_MAX, PEER_QUEUE_MAX, PEERS_MAX,
+    SIMULTANEOUS_DIAL_WINDOW, STRANGER_GRACE, STRANGER_SWEEP_INTERVAL, STRANGERS_MAX, WAITERS_MAX,
 };
+use crate::metrics::Metrics;
 use crate::net::{ConnId, ConnUp, DialsBusy, Net, NetEvent, Outbox};
 use crate::peer::PeerMessage;
 use crate::space::{Change, Space, SpaceState};
@@ -285,7 +286,8 @@ struct Peer {
     queue_bytes: usize,
 }
 
-fn log_full(available: u64, freed: u64) {
+fn log_full(metrics: &Metrics, available: u64, freed: u64) {
+    metrics.disk_full_events.inc();
     tracing::error!(
         available,
         freed,
@@ -326,6 +328,7 @@ pub struct Wiring {
     pub net: Arc<Net>,
     pub net_events: mpsc::Receiver<NetEvent>,
     pub admin: mpsc::Receiver<AdminRequest>,
+    pub metrics: Arc<Metrics>,
 }
 
 type Deferred = Box<dyn FnOnce() + Send>;
@@ -335,6 +338,7 @@ pub struct Driver {
     me: MemberId,
     store: Store,
     space: Space,
+    metrics: Arc<Metrics>,
     /// The bytes of the inputs the engine took in since the last commit
     /// (`Space::admit`).
     batch_bytes: u64,
@@ -370,6 +374,7 @@ impl Driver {
             net,
             net_events,
             admin,
+            metrics,
         } = wiring;
         let record_count = loaded.records.len();
         let node = Node::restore(
@@ -408,6 +413,7 @@ impl Driver {
             node,
             store,
             space,
+            metrics,
             batch_bytes: 0,
             start,
             net,
@@ -428,6 +434,7 @@ impl Driver {
     /// Runs until `shutdown` turns true or every input source is gone. A
     /// failed commit stops the node: it cannot go on without durability.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), DriverError> {
+        self.update_gauges();
         loop {
             let deadline = self.deadline();
             tokio::select! {
@@ -551,6 +558,7 @@ impl Driver {
             self.next_sweep_at = instant + STRANGER_SWEEP_INTERVAL;
             self.close_strangers();
             crate::logs::flush_limited();
+            self.update_gauges();
             let space = &mut self.space;
             if let Change::Resumed { available } =
                 tokio::task::block_in_place(|| space.try_resume())
@@ -592,7 +600,7 @@ impl Driver {
             let was_full = self.space.is_full();
             let change = self.space.before_commit(bytes as u64);
             if let Change::TurnedFull { available, freed } = change {
-                log_full(available, freed);
+                log_full(&self.metrics, available, freed);
             } else if was_full && !records.is_empty() {
                 limited!(
                     warn,
@@ -604,7 +612,9 @@ impl Driver {
             let started = std::time::Instant::now();
             tokio::task::block_in_place(|| store.commit(&records, &peers))?;
             self.space.refresh();
-            let commit_us = started.elapsed().as_micros() as u64;
+            let took = started.elapsed();
+            self.metrics.commit_seconds.observe(took.as_secs_f64());
+            let commit_us = took.as_micros() as u64;
             debug!(records = records.len(), commit_us, "committed");
         }
         self.batch_bytes = 0;
@@ -624,6 +634,7 @@ impl Driver {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Applied { context, tx, .. } => {
+                self.metrics.applied.inc();
                 debug!(context = %context.short(), tx = %tx.short(), "applied");
                 if let Some(waiters) = self.waiters.remove(&(context, tx)) {
                     self.waiter_count -= waiters.len();
@@ -812,7 +823,7 @@ impl Driver {
     fn admit(&mut self, bytes: usize) {
         self.batch_bytes += bytes as u64;
         if let Change::TurnedFull { available, freed } = self.space.admit(self.batch_bytes) {
-            log_full(available, freed);
+            log_full(&self.metrics, available, freed);
         }
     }
 
@@ -1036,6 +1047,7 @@ impl Driver {
             } => {
                 match message {
                     PeerMessage::Engine(bytes) => {
+                        self.metrics.bytes_received.inc_by(bytes.len() as u64);
                         let now = self.now();
                         self.admit(bytes.len());
                         let handled = if self.space.is_full() {
@@ -1232,6 +1244,29 @@ impl Driver {
         }
     }
 
+    /// Sets the gauges of `/metrics` (on the sweep, once a second).
+    fn update_gauges(&self) {
+        let metrics = &self.metrics;
+        let pending: u64 = self
+            .node
+            .context_ids()
+            .filter_map(|id| self.node.status(&id))
+            .map(|status| status.pending as u64)
+            .sum();
+        metrics.pending.set(pending as i64);
+        metrics.contexts.set(self.node.context_ids().count() as i64);
+        let connected = self.peers.values().filter(|p| p.conn.is_some()).count();
+        let strangers = self.strangers();
+        metrics.strangers.set(strangers as i64);
+        metrics
+            .peers_connected
+            .set(connected.saturating_sub(strangers) as i64);
+        metrics.disk_full.set(i64::from(self.space.is_full()));
+        if let Ok(available) = self.space.available() {
+            metrics.disk_available_bytes.set(available);
+        }
+    }
+
     /// How many strangers are connected.
     fn strangers(&self) -> usize {
         self.peers
@@ -1410,9 +1445,13 @@ impl Driver {
             return;
         }
         let peer = self.peers.entry(to).or_default();
+        let bytes = message.len() as u64;
         let message = match &peer.conn {
             Some(conn) => match conn.outbox.try_send(message) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.metrics.bytes_sent.inc_by(bytes);
+                    return;
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     // The engine's sync repairs what is dropped here.
                     debug!(peer = %to.short(), "connection queue full; message dropped");

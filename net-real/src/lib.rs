@@ -17,6 +17,7 @@ pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod logs;
+pub mod metrics;
 pub mod net;
 pub mod peer;
 pub mod repair;

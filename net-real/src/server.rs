@@ -83,6 +83,7 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
         advertise: settings.advertise.clone(),
     };
     let net = Net::new(*identity.secret(), hello, net_tx);
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
     let driver = Driver::new(
         &identity,
         settings.engine.clone(),
@@ -94,6 +95,7 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
             net: std::sync::Arc::clone(&net),
             net_events: net_rx,
             admin: admin_rx,
+            metrics: std::sync::Arc::clone(&metrics),
         },
     )?;
 
@@ -103,7 +105,7 @@ pub async fn run(settings: Settings, shutdown: watch::Receiver<bool>) -> Result<
     let (stop_admin, mut admin_stopped) = watch::channel(false);
     let admin_task = tokio::spawn(crate::http::serve(
         admin_listener,
-        crate::admin::router(admin_tx),
+        crate::admin::router(admin_tx, metrics),
         async move {
             let _ = admin_stopped.wait_for(|stop| *stop).await;
         },
