@@ -20,6 +20,9 @@
 //!                                              (and "value", decoded by the ABI)
 //!                                                             | {"ok": false, "error": ..}
 //! POST /v1/contexts/{ctx}/wait   {"tx": hex, "timeout_ms": N} -> {"applied": bool}
+//! GET  /v1/contexts/{ctx}/events?from=N (or Last-Event-ID)
+//!                          -> server-sent events: the stable order, one `applied`
+//!                             event per transaction, its position as its id
 //! ```
 //!
 //! Arguments: for an app without an ABI, `args` is a list of words in the
@@ -63,13 +66,19 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::args::encode_cli_args;
 use crate::driver::{AdminRequest, RequestError, StatusReport, TxState};
-use crate::limits::{ADMIN_BODY_BYTES_MAX, ADMIN_BODY_TIMEOUT, WAIT_TIMEOUT_MAX};
+use crate::driver::{StableEntry, StablePage};
+use crate::limits::{
+    ADMIN_BODY_BYTES_MAX, ADMIN_BODY_TIMEOUT, EVENT_STREAMS_MAX, EVENTS_PAGE_MAX, EVENTS_POLL,
+    WAIT_TIMEOUT_MAX,
+};
 use crate::metrics::Metrics;
 use ctx_core::wire::RefuseReason;
 
 #[derive(Clone)]
 struct Admin {
     engine: mpsc::Sender<AdminRequest>,
+    /// One permit per open events stream.
+    streams: Arc<tokio::sync::Semaphore>,
     /// Each held context's ABI (`None`: its app has none), read once from
     /// its app: a context's app never changes.
     abis: Arc<Mutex<BTreeMap<ContextId, Option<Arc<Abi>>>>>,
@@ -184,6 +193,7 @@ pub fn router(engine: mpsc::Sender<AdminRequest>, metrics: Arc<Metrics>) -> Rout
         .route("/v1/contexts/{ctx}/view", post(view))
         .route("/v1/contexts/{ctx}/abi", get(abi))
         .route("/v1/contexts/{ctx}/wait", post(wait))
+        .route("/v1/contexts/{ctx}/events", get(events))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError(
@@ -194,6 +204,7 @@ pub fn router(engine: mpsc::Sender<AdminRequest>, metrics: Arc<Metrics>) -> Rout
         .with_state(Admin {
             engine,
             abis: Arc::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(EVENT_STREAMS_MAX)),
         })
 }
 
@@ -577,6 +588,189 @@ fn words_of(args: &Value) -> Result<Vec<String>, ApiError> {
         .iter()
         .map(|item| item.as_str().map(str::to_owned).ok_or_else(untyped))
         .collect()
+}
+
+/// An outcome as JSON: `{"ok": true}`, `{"failed": {"kind", "message"}}`
+/// or `{"rejected": {"reason"}}`.
+fn outcome_json(outcome: &Outcome) -> Value {
+    match outcome {
+        Outcome::Ok => json!({ "ok": true }),
+        Outcome::Failed(e) => {
+            let kind = match e {
+                ctx_core::CallError::UnknownMethod(_) => "unknown_method",
+                ctx_core::CallError::OutOfFuel => "out_of_fuel",
+                ctx_core::CallError::Trap(_) => "trap",
+                ctx_core::CallError::AppFailed(_) => "app_failed",
+                ctx_core::CallError::LimitExceeded(_) => "limit_exceeded",
+                ctx_core::CallError::BadInput(_) => "bad_input",
+            };
+            json!({ "failed": { "kind": kind, "message": e.to_string() } })
+        }
+        Outcome::Rejected(r) => json!({ "rejected": { "reason": r.to_string() } }),
+    }
+}
+
+/// One stable transaction as an event's data.
+fn entry_json(entry: &StableEntry) -> Value {
+    use ctx_core::tx::TxKind;
+    let mut value = json!({
+        "position": entry.position,
+        "tx": entry.tx.to_hex(),
+        "author": entry.author.to_hex(),
+        "kind": match &entry.kind {
+            TxKind::Create { .. } => "create",
+            TxKind::Invite { .. } => "invite",
+            TxKind::Join => "join",
+            TxKind::Leave => "leave",
+            TxKind::Call { .. } => "call",
+        },
+        "outcome": outcome_json(&entry.outcome),
+    });
+    match &entry.kind {
+        TxKind::Call { method, input } => {
+            value["method"] = json!(method);
+            value["input"] = json!(hex::encode(input));
+        }
+        TxKind::Invite { member } => value["member"] = json!(member.to_hex()),
+        _ => {}
+    }
+    value
+}
+
+/// `GET /v1/contexts/{ctx}/events`: the context's stable order as
+/// server-sent events, from `?from=N` or after the `Last-Event-ID` (a
+/// position), then as it grows; one `applied` event per transaction (its
+/// id is its position), a `gap` when positions below the checkpoint this
+/// copy stands on are asked for, an `end` when the copy is gone.
+async fn events(
+    State(admin): State<Admin>,
+    Ctx(context): Ctx,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    let after_last = headers
+        .get("last-event-id")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .map(|last| last + 1)
+                .ok_or_else(|| bad("Last-Event-ID: expected a position (a whole number)"))
+        })
+        .transpose()?;
+    let from = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "from")
+        .map(|(_, value)| {
+            value.parse::<u64>().map_err(|_| {
+                bad(format!(
+                    "from={value:?}: expected a position (a whole number)"
+                ))
+            })
+        })
+        .transpose()?;
+    let from = after_last.or(from).unwrap_or(0);
+    let Ok(permit) = Arc::clone(&admin.streams).try_acquire_owned() else {
+        return Err(RequestError::Busy {
+            what: "event streams",
+            max: EVENT_STREAMS_MAX,
+        }
+        .into());
+    };
+    // The first page now: an unknown context is a 404, not a stream.
+    let first = admin
+        .ask(|reply| AdminRequest::Stable {
+            context,
+            from,
+            max: EVENTS_PAGE_MAX,
+            reply,
+        })
+        .await??;
+    struct Cursor {
+        admin: Admin,
+        context: ContextId,
+        next: u64,
+        ready: std::collections::VecDeque<Sse>,
+        page: Option<StablePage>,
+        ended: bool,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    }
+    let cursor = Cursor {
+        admin,
+        context,
+        next: from,
+        ready: std::collections::VecDeque::new(),
+        page: Some(first),
+        ended: false,
+        _permit: permit,
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some(event) = cursor.ready.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(event), cursor));
+            }
+            if cursor.ended {
+                return None;
+            }
+            let page = match cursor.page.take() {
+                Some(page) => Ok(page),
+                None => {
+                    tokio::time::sleep(EVENTS_POLL).await;
+                    let (context, from) = (cursor.context, cursor.next);
+                    match cursor
+                        .admin
+                        .ask(|reply| AdminRequest::Stable {
+                            context,
+                            from,
+                            max: EVENTS_PAGE_MAX,
+                            reply,
+                        })
+                        .await
+                    {
+                        Ok(page) => page.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.1),
+                    }
+                }
+            };
+            match page {
+                Ok(page) => {
+                    if cursor.next < page.base {
+                        let gap = json!({ "from": cursor.next, "to": page.base });
+                        cursor.ready.push_back(
+                            Sse::default()
+                                .event("gap")
+                                .id((page.base - 1).to_string())
+                                .data(gap.to_string()),
+                        );
+                        cursor.next = page.base;
+                    }
+                    for entry in &page.entries {
+                        cursor.ready.push_back(
+                            Sse::default()
+                                .event("applied")
+                                .id(entry.position.to_string())
+                                .data(entry_json(entry).to_string()),
+                        );
+                        cursor.next = entry.position + 1;
+                    }
+                }
+                Err(reason) => {
+                    let end = json!({ "reason": reason });
+                    cursor
+                        .ready
+                        .push_back(Sse::default().event("end").data(end.to_string()));
+                    cursor.ended = true;
+                }
+            }
+        }
+    });
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 fn outcome_text(outcome: &Outcome) -> String {

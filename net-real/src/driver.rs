@@ -46,7 +46,7 @@ use ctx_core::membership::MemberStatus;
 use ctx_core::wire::RefuseReason;
 use ctx_core::{
     CallReceipt, CommandError, Config, ContextId, ContextStatus, Ed25519Verifier, Event, MemberId,
-    Node, Phase, Time, TxId,
+    Node, Outcome, Phase, Time, TxId,
 };
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -192,6 +192,36 @@ pub enum AdminRequest {
         wait: bool,
         reply: Reply<TxState>,
     },
+    /// The stable order of `context` from position `from`, at most `max`
+    /// entries (the events stream).
+    Stable {
+        context: ContextId,
+        from: u64,
+        max: usize,
+        reply: Reply<StablePage>,
+    },
+}
+
+/// A page of a context's stable order: the transactions every member
+/// holds, in the same order, for ever. Positions count from the context's
+/// genesis (0), the same on every member.
+#[derive(Debug)]
+pub struct StablePage {
+    /// The first position this copy still holds (those below are folded
+    /// into the checkpoint it stands on).
+    pub base: u64,
+    /// Positions below it are stable.
+    pub stable: u64,
+    pub entries: Vec<StableEntry>,
+}
+
+#[derive(Debug)]
+pub struct StableEntry {
+    pub position: u64,
+    pub tx: TxId,
+    pub author: MemberId,
+    pub kind: ctx_core::tx::TxKind,
+    pub outcome: Outcome,
 }
 
 /// Where a transaction stands on this node.
@@ -808,6 +838,15 @@ impl Driver {
                 wait,
                 reply,
             } => self.on_wait(context, tx, wait, reply),
+            AdminRequest::Stable {
+                context,
+                from,
+                max,
+                reply,
+            } => {
+                let page = self.stable_page(context, from, max);
+                self.reply_after_commit(reply, page);
+            }
         }
     }
 
@@ -825,6 +864,42 @@ impl Driver {
         if let Change::TurnedFull { available, freed } = self.space.admit(self.batch_bytes) {
             log_full(&self.metrics, available, freed);
         }
+    }
+
+    /// A page of `context`'s stable order from `from`.
+    fn stable_page(
+        &self,
+        context: ContextId,
+        from: u64,
+        max: usize,
+    ) -> Result<StablePage, RequestError> {
+        let Some(replica) = self.node.replica(&context) else {
+            return Err(CommandError::UnknownContext(context).into());
+        };
+        let base = replica.base_len() as u64;
+        let stable = base + replica.stable_len() as u64;
+        let start = from.clamp(base, stable);
+        let end = stable.min(start.saturating_add(max as u64));
+        let index = |position: u64| (position - base) as usize;
+        let entries = replica
+            .order_range(index(start)..index(end))
+            .zip(start..)
+            .filter_map(|(id, position)| {
+                let tx = replica.tx(&id)?;
+                Some(StableEntry {
+                    position,
+                    tx: id,
+                    author: tx.body().author,
+                    kind: tx.body().kind.clone(),
+                    outcome: replica.outcome(&id)?.clone(),
+                })
+            })
+            .collect();
+        Ok(StablePage {
+            base,
+            stable,
+            entries,
+        })
     }
 
     /// Refuses a write while the disk is full.

@@ -187,6 +187,15 @@ pub const ADMIN_BODY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long admin requests in flight may run on once the node stops.
 pub const ADMIN_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// Events streams open at once (`GET /v1/contexts/{ctx}/events`).
+pub const EVENT_STREAMS_MAX: usize = 64;
+
+/// Stable transactions one events page carries.
+pub const EVENTS_PAGE_MAX: usize = 256;
+
+/// How often an events stream looks for newly stable transactions.
+pub const EVENTS_POLL: Duration = Duration::from_millis(200);
+
 /// The longest an admin `wait` may block.
 pub const WAIT_TIMEOUT_MAX: Duration = Duration::from_secs(120);
 

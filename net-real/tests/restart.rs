@@ -77,6 +77,27 @@ fn a_long_history_restarts_on_its_checkpoint() {
             "k{key} after the restart"
         );
     }
+    // The events stream from the genesis says what this copy no longer
+    // holds (folded into its checkpoint), then goes on from there.
+    let events = support::subscribe(&a, &context, None);
+    let next = || {
+        events
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("an event")
+    };
+    let gap = next();
+    let base = gap.data["to"].as_u64().expect("the gap's end");
+    assert_eq!(
+        (gap.event.as_str(), gap.data["from"].as_u64()),
+        ("gap", Some(0)),
+        "{gap:?}"
+    );
+    assert!(
+        base > 2_000,
+        "the checkpoint holds most of the history: {gap:?}"
+    );
+    let first = next();
+    assert_eq!((first.event.as_str(), first.id), ("applied", Some(base)));
     a.call(&context, "set", &["after", "restart"])
         .expect("writes after the restart");
     eprintln!(

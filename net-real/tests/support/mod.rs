@@ -393,3 +393,58 @@ impl TestNode {
 pub fn cleanup(root: &Path) {
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: Value,
+}
+
+/// Reads `node`'s events of `context` on a thread, from `last` on
+/// (`Last-Event-ID`), until the stream ends.
+pub fn subscribe(
+    node: &TestNode,
+    context: &str,
+    last: Option<u64>,
+) -> std::sync::mpsc::Receiver<Sse> {
+    let url = format!("http://{}/v1/contexts/{context}/events", node.admin);
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut request = ureq::get(&url);
+        if let Some(last) = last {
+            request = request.header("Last-Event-ID", last.to_string());
+        }
+        let Ok(answer) = request.call() else {
+            return;
+        };
+        let reader =
+            std::io::BufRead::lines(std::io::BufReader::new(answer.into_body().into_reader()));
+        let (mut id, mut event, mut data) = (None, String::new(), String::new());
+        for line in reader {
+            let Ok(line) = line else { return };
+            if line.is_empty() {
+                if !data.is_empty() {
+                    let sse = Sse {
+                        id,
+                        event: std::mem::take(&mut event),
+                        data: serde_json::from_str(&data).expect("JSON data"),
+                    };
+                    if send.send(sse).is_err() {
+                        return;
+                    }
+                }
+                (id, data) = (None, String::new());
+            } else if let Some(value) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
+                id = value.trim().parse().ok();
+            } else if let Some(value) = line.strip_prefix("event: ").or(line.strip_prefix("event:"))
+            {
+                event = value.trim().to_owned();
+            } else if let Some(value) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+                data.push_str(value);
+            }
+        }
+    });
+    receive
+}
