@@ -7,6 +7,7 @@
 //!                                          "contexts": {id: {..}}}
 //! GET  /v1/contexts/{ctx}              -> the same, with that context only
 //! POST /v1/contexts          {"app": hex of a .wasm or .wat file}  -> {"context": hex}
+//!                            (or the module itself, `Content-Type: application/wasm`)
 //!                            (400 if its `ctx_abi` section is malformed)
 //! POST /v1/contexts/{ctx}/invite {"member": hex}                   -> {"tx": hex}
 //! POST /v1/contexts/{ctx}/join   {"via": "host:port"}
@@ -15,7 +16,8 @@
 //! POST /v1/contexts/{ctx}/leave  {}                                -> {}
 //! GET  /v1/contexts/{ctx}/abi                  -> the app's ABI (404 if it has none)
 //! POST /v1/contexts/{ctx}/call   {"method", "args": [..]} or {"method", "input": hex}
-//!                                                    -> {"tx": hex, "outcome": "ok"|..}
+//!              -> {"tx": hex, "outcome": {"ok": true} | {"failed": {"kind", "message"}}
+//!                                        | {"rejected": {"reason"}}}
 //! POST /v1/contexts/{ctx}/view   {"method", "args"|"input"} -> {"ok": true, "return": hex}
 //!                                              (and "value", decoded by the ABI)
 //!                                                             | {"ok": false, "error": ..}
@@ -248,6 +250,18 @@ impl Admin {
 }
 
 async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let bytes = body_bytes(body).await?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    parse_json(bytes)
+}
+
+/// Reads a body whole, within `ADMIN_BODY_BYTES_MAX` and
+/// `ADMIN_BODY_TIMEOUT`.
+async fn body_bytes(body: Body) -> Result<axum::body::Bytes, ApiError> {
     let read = axum::body::to_bytes(body, ADMIN_BODY_BYTES_MAX);
     let bytes = tokio::time::timeout(ADMIN_BODY_TIMEOUT, read)
         .await
@@ -274,11 +288,10 @@ async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
                 bad("could not read the request body")
             }
         })?;
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &bytes
-    };
+    Ok(bytes)
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
@@ -385,9 +398,23 @@ struct CreateBody {
     app: String,
 }
 
-async fn create(State(admin): State<Admin>, body: Body) -> Result<Response, ApiError> {
-    let body: CreateBody = body_json(body).await?;
-    let app = hex_of(&body.app, "app")?;
+/// `POST /v1/contexts`: the app as JSON (`{"app": hex}`), or as the raw
+/// module with `Content-Type: application/wasm`.
+async fn create(
+    State(admin): State<Admin>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let raw = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|kind| kind.starts_with("application/wasm"));
+    let app = if raw {
+        body_bytes(body).await?.to_vec()
+    } else {
+        let body: CreateBody = body_json(body).await?;
+        hex_of(&body.app, "app")?
+    };
     check_abi(&app).map_err(bad)?;
     let context = admin
         .ask(|reply| AdminRequest::Create { app, reply })
@@ -773,14 +800,6 @@ async fn events(
         .into_response())
 }
 
-fn outcome_text(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Ok => "ok".into(),
-        Outcome::Failed(e) => format!("failed: {e}"),
-        Outcome::Rejected(r) => format!("rejected: {r}"),
-    }
-}
-
 async fn call(
     State(admin): State<Admin>,
     Ctx(context): Ctx,
@@ -795,7 +814,7 @@ async fn call(
             reply,
         })
         .await??;
-    ok(json!({ "tx": receipt.tx.to_hex(), "outcome": outcome_text(&receipt.outcome) }))
+    ok(json!({ "tx": receipt.tx.to_hex(), "outcome": outcome_json(&receipt.outcome) }))
 }
 
 async fn view(

@@ -237,7 +237,11 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Call(call) => {
             let answer = call.send(&client(), "call")?;
             if !call.json {
-                say!("{} {}", text(&answer, "tx")?, text(&answer, "outcome")?);
+                say!(
+                    "{} {}",
+                    text(&answer, "tx")?,
+                    outcome_text(&answer["outcome"])
+                );
             }
             Ok(())
         }
@@ -406,6 +410,20 @@ fn printable(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) if !text.chars().any(char::is_control) => text.to_owned(),
         _ => format!("hex:{}", hex::encode(bytes)),
+    }
+}
+
+/// A call's outcome as one word or line: `ok`, `failed: ...`,
+/// `rejected: ...`.
+fn outcome_text(outcome: &Value) -> String {
+    if outcome["ok"] == true {
+        "ok".into()
+    } else if let Some(message) = outcome["failed"]["message"].as_str() {
+        format!("failed: {message}")
+    } else if let Some(reason) = outcome["rejected"]["reason"].as_str() {
+        format!("rejected: {reason}")
+    } else {
+        outcome.to_string()
     }
 }
 

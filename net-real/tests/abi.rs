@@ -76,7 +76,7 @@ fn an_app_with_an_abi_is_driven_by_its_types() {
     let view = |body: Value| client.post(&format!("/v1/contexts/{context}/view"), &body);
     let answer =
         call(json!({"method": "add", "args": {"amount": 5, "key": "apples"}})).expect("by name");
-    assert_eq!(answer["outcome"], "ok");
+    assert_eq!(answer["outcome"], json!({ "ok": true }));
     call(json!({"method": "add", "args": ["pears", 7]})).expect("in order");
     let answer = view(json!({"method": "get", "args": {"key": "apples"}})).expect("view");
     assert_eq!(answer["value"], 15);

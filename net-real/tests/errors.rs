@@ -277,3 +277,44 @@ fn the_admin_server_holds_every_connection_to_its_bounds() {
     a.terminate();
     cleanup(&root);
 }
+
+#[test]
+fn an_app_is_uploaded_as_its_raw_bytes_too() {
+    let root = test_dir("raw-app");
+    let mut a = TestNode::init(&root, "a");
+    a.start();
+    let upload = |bytes: Vec<u8>| {
+        ureq::post(&format!("http://{}/v1/contexts", a.admin))
+            .header("Content-Type", "application/wasm")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(&bytes[..])
+            .map(|mut answer| {
+                let status = answer.status().as_u16();
+                let body: Value = answer.body_mut().read_json().expect("a JSON answer");
+                (status, body)
+            })
+            .expect("an answer")
+    };
+    let (status, body) = upload(std::fs::read(support::KV).expect("kv app"));
+    assert_eq!(status, 200, "{body}");
+    let context = body["context"].as_str().expect("a context id").to_owned();
+    let answer = a
+        .client()
+        .post(
+            &format!("/v1/contexts/{context}/call"),
+            &json!({ "method": "set", "args": ["k", "v"] }),
+        )
+        .expect("call");
+    assert_eq!(answer["outcome"], json!({ "ok": true }), "{answer}");
+    // What is no module is refused with a reason, as in JSON.
+    let (status, body) = upload(b"not a module".to_vec());
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        reason(&body.to_string()).contains("invalid application"),
+        "{body}"
+    );
+    a.terminate();
+    cleanup(&root);
+}
