@@ -13,7 +13,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Every metric of a node.
 pub struct Metrics {
@@ -45,68 +45,68 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("ctx");
-        let applied = Counter::default();
-        registry.register(
+        let r = &mut registry;
+        let applied = register(
+            r,
             "applied",
             "Transactions applied, in every context",
-            applied.clone(),
+            Counter::default(),
         );
-        let pending = Gauge::default();
-        registry.register(
+        let pending = register(
+            r,
             "pending",
             "Transactions received that wait for their parents",
-            pending.clone(),
+            Gauge::default(),
         );
-        let contexts = Gauge::default();
-        registry.register("contexts", "Contexts this node holds", contexts.clone());
-        let peers_connected = Gauge::default();
-        registry.register(
+        let contexts = register(r, "contexts", "Contexts this node holds", Gauge::default());
+        let peers_connected = register(
+            r,
             "peers_connected",
             "Members connected now",
-            peers_connected.clone(),
+            Gauge::default(),
         );
-        let strangers = Gauge::default();
-        registry.register(
+        let strangers = register(
+            r,
             "strangers",
             "Strangers connected now (each closed within seconds)",
-            strangers.clone(),
+            Gauge::default(),
         );
-        let bytes_received = Counter::default();
-        registry.register(
+        let bytes_received = register(
+            r,
             "peer_received_bytes",
             "Bytes of peer messages received",
-            bytes_received.clone(),
+            Counter::default(),
         );
-        let bytes_sent = Counter::default();
-        registry.register(
+        let bytes_sent = register(
+            r,
             "peer_sent_bytes",
             "Bytes of peer messages handed to connections",
-            bytes_sent.clone(),
+            Counter::default(),
         );
         // 100 µs to about 3 s.
-        let commit_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
-        registry.register(
+        let commit_seconds = register(
+            r,
             "commit_seconds",
             "Duration of each commit to the store (fsync included)",
-            commit_seconds.clone(),
+            Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
         );
-        let disk_full = Gauge::default();
-        registry.register(
+        let disk_full = register(
+            r,
             "disk_full",
             "1 while the disk is full and the node stores nothing",
-            disk_full.clone(),
+            Gauge::default(),
         );
-        let disk_full_events = Counter::default();
-        registry.register(
+        let disk_full_events = register(
+            r,
             "disk_full_events",
             "Times the disk turned full",
-            disk_full_events.clone(),
+            Counter::default(),
         );
-        let disk_available_bytes = Gauge::<u64, AtomicU64>::default();
-        registry.register(
+        let disk_available_bytes = register(
+            r,
             "disk_available_bytes",
             "Bytes left on the data directory's file system",
-            disk_available_bytes.clone(),
+            Gauge::<u64, AtomicU64>::default(),
         );
         Metrics {
             registry,
@@ -130,6 +130,13 @@ impl Metrics {
         encode(&mut text, &self.registry).expect("writing to a String does not fail");
         text
     }
+}
+
+/// Registers `metric` under `name` with its help, and returns it (metrics
+/// are handles: the registry keeps a clone of the same atomics).
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Default for Metrics {

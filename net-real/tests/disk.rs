@@ -96,22 +96,7 @@ fn full_disk() -> Result<(), Failed> {
     let mut b = TestNode::init(&root, "b");
     let mut c = TestNode::init(&root, "c");
     let reserve = RESERVE_MB.to_string();
-    let start_a = |a: &mut TestNode| {
-        let dir = a.dir.to_string_lossy().into_owned();
-        let (listen, admin) = (a.listen.clone(), a.admin.clone());
-        a.start_with(&[
-            "--data-dir",
-            &dir,
-            "--listen",
-            &listen,
-            "--admin",
-            &admin,
-            "--sync-interval-ms",
-            "300",
-            "--disk-reserve-mb",
-            &reserve,
-        ]);
-    };
+    let start_a = |a: &mut TestNode| a.start_plus(&["--disk-reserve-mb", &reserve]);
     start_a(&mut a);
     b.start();
     c.start();

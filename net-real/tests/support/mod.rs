@@ -89,9 +89,14 @@ impl TestNode {
     /// first start may ask for port 0; the bound ports are kept, so a
     /// restart comes back where its peers know it.
     pub fn start(&mut self) {
+        self.start_plus(&[]);
+    }
+
+    /// `start`, with `extra` flags after the usual ones.
+    pub fn start_plus(&mut self, extra: &[&str]) {
         let dir = self.dir.to_string_lossy().into_owned();
         let (listen, admin) = (self.listen.clone(), self.admin.clone());
-        self.start_with(&[
+        let mut args = vec![
             "--data-dir",
             &dir,
             "--listen",
@@ -100,7 +105,9 @@ impl TestNode {
             &admin,
             "--sync-interval-ms",
             "300",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        self.start_with(&args);
     }
 
     /// Starts `ctx-node run ARGS` (which must use this node's data
