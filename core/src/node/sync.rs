@@ -437,7 +437,9 @@ impl Held {
         }
         self.send_heads(context, env, out, peer, false);
         if !self.pending.missing().is_empty() {
-            self.start_fetch(context, env, out, now, peer, Vec::new());
+            // A peer drawn at random, not one that just spoke: it may be
+            // gone, so it never takes the fetch from one in flight.
+            self.fetch_from(context, env, out, now, peer, Vec::new(), false);
         }
     }
 
@@ -467,6 +469,15 @@ impl Held {
 
     /// Asks `peer` for what this node misses: `want` and the parents pending
     /// transactions wait for. At most one fetch per copy is in flight.
+    ///
+    /// `peer` has just spoken (its heads, a transaction, an answer): a fetch
+    /// in flight to another peer that has not answered within a sync round
+    /// gives way to it. Else a member that is gone (crashed for good) could
+    /// hold the one fetch of a copy round after round, each time a sync
+    /// round draws it, while the members that show what the copy lacks
+    /// wait (found by the fuzzer with full disks: a copy whose stale view
+    /// named only a dead member besides itself). The abandoned fetch's late
+    /// answer matches nothing.
     pub(super) fn start_fetch(
         &mut self,
         context: ContextId,
@@ -474,9 +485,31 @@ impl Held {
         out: &mut Out,
         now: Time,
         peer: MemberId,
-        mut want: Vec<TxId>,
+        want: Vec<TxId>,
     ) {
-        if self.fetch.is_some() {
+        self.fetch_from(context, env, out, now, peer, want, true);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fetch_from(
+        &mut self,
+        context: ContextId,
+        env: &mut Env,
+        out: &mut Out,
+        now: Time,
+        peer: MemberId,
+        mut want: Vec<TxId>,
+        heard: bool,
+    ) {
+        let in_flight = self.fetch.is_some_and(|fetch| {
+            let waited = env
+                .config
+                .request_timeout_ms
+                .saturating_sub(fetch.deadline.saturating_sub(now));
+            let overdue = waited >= env.config.sync_interval_ms;
+            !heard || fetch.peer == peer || !overdue
+        });
+        if in_flight {
             return;
         }
         want.extend(self.pending.missing().iter().copied());
