@@ -286,6 +286,9 @@ pub struct Swarm {
     /// One node lies on the wire, every behaviour (the `[byzantine]`
     /// table, `crate::byzantine`).
     pub byzantine: bool,
+    /// Nodes' disks are full for a while (`disk_full` steps): they store
+    /// nothing, refuse their calls and answer only requests.
+    pub disk_full: bool,
 }
 
 impl Swarm {
@@ -309,6 +312,7 @@ impl Swarm {
             pauses: true,
             disk_faults: true,
             byzantine: true,
+            disk_full: true,
         }
     }
 
@@ -344,6 +348,7 @@ impl Swarm {
             pauses: false,
             disk_faults: false,
             byzantine: false,
+            disk_full: false,
         }
     }
 
@@ -366,6 +371,7 @@ impl Swarm {
             pauses: false,
             disk_faults: false,
             byzantine: false,
+            disk_full: false,
         }
     }
 
@@ -393,6 +399,7 @@ impl Swarm {
             (self.pauses, "pauses"),
             (self.disk_faults, "disk faults"),
             (self.byzantine, "a byzantine node"),
+            (self.disk_full, "full disks"),
         ];
         parts.extend(
             flags
@@ -545,6 +552,11 @@ pub fn generate(seed: u64, choices: &mut dyn Choices, options: &GenOptions) -> (
     } else {
         Byzantine::default()
     };
+    // Drawn after the byzantine node, for the same reason.
+    swarm.disk_full = sometimes(choices, 250) || options.every_knob;
+    if swarm.disk_full {
+        add_disk_fulls(choices, &mut steps, &nodes, chaos_end);
+    }
     let scenario = Scenario {
         name: format!("fuzz-{seed}"),
         description: format!(
@@ -628,6 +640,34 @@ fn add_pauses(c: &mut dyn Choices, steps: &mut Vec<Step>, nodes: &[String], chao
                 ms,
             },
         );
+    }
+}
+
+/// `disk_full` steps for [`Swarm::disk_full`]: up to [`PAUSES_MAX`] nodes
+/// store nothing for a while, placed as pauses are (each over before
+/// `chaos_end`, none near a step that changes its node's membership,
+/// liveness or clock), nor while a call step is given to its node (a
+/// refused call would break the checks of its own writes; workloads call
+/// another member).
+fn add_disk_fulls(c: &mut dyn Choices, steps: &mut Vec<Step>, nodes: &[String], chaos_end: u64) {
+    let count = 1 + c.below(PAUSES_MAX);
+    for _ in 0..count {
+        let node = &nodes[c.below(nodes.len() as u64) as usize];
+        let ms = PAUSE_MS_MIN + c.below(PAUSE_MS_MAX - PAUSE_MS_MIN + 1);
+        let at = c.below(chaos_end.saturating_sub(ms).max(1));
+        let (from, to) = (at.saturating_sub(PAUSE_CLEAR_MS), at + ms + PAUSE_CLEAR_MS);
+        let calls = steps.iter().any(|step| {
+            (from..=to).contains(&step.at_ms)
+                && matches!(&step.op, Op::Call { node: n, .. } if n == node)
+        });
+        if at + ms >= chaos_end || calls || !node_is_left_alone(steps, node, from, to) {
+            continue;
+        }
+        let op = Op::DiskFull {
+            node: node.clone(),
+            ms,
+        };
+        insert_step(steps, at, op);
     }
 }
 
@@ -2157,7 +2197,7 @@ mod tests {
             .map(|seed| generate(seed, &mut SeededChoices::new(seed), &GenOptions::default()).1)
             .collect();
         type IsOn = fn(&Swarm) -> bool;
-        let kinds: [(&str, IsOn); 15] = [
+        let kinds: [(&str, IsOn); 16] = [
             ("loss", |s| s.loss.is_some()),
             ("duplication", |s| s.duplication.is_some()),
             ("wide_latency", |s| s.wide_latency),
@@ -2173,6 +2213,7 @@ mod tests {
             ("clock_drift", |s| s.clock_drift),
             ("pauses", |s| s.pauses),
             ("byzantine", |s| s.byzantine),
+            ("disk_full", |s| s.disk_full),
         ];
         for (name, on) in kinds {
             let count = swarms.iter().filter(|s| on(s)).count();
@@ -2261,6 +2302,9 @@ mod tests {
             }
             if !swarm.pauses {
                 assert!(!has("pause"), "{seed}");
+            }
+            if !swarm.disk_full {
+                assert!(!has("disk_full"), "{seed}");
             }
             let heal = scenario
                 .steps

@@ -82,8 +82,9 @@ enum Command {
         /// Switch every fault knob on for every seed (swarm testing draws a
         /// mix per seed otherwise): loss, duplication, wide latency,
         /// partitions (one long), crashes (one node for good), leaves and
-        /// rejoins, late joins, network changes, spins, clock drift and
-        /// pauses. The seed still draws their strength and timing.
+        /// rejoins, late joins, network changes, spins, clock drift,
+        /// pauses, disk faults, a Byzantine node and full disks. The seed
+        /// still draws their strength and timing.
         #[arg(long, conflicts_with = "from")]
         every_knob: bool,
         /// Worker threads (default: the machine's cores).
