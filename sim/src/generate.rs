@@ -623,51 +623,51 @@ fn add_clocks(c: &mut dyn Choices, steps: &mut Vec<Step>, nodes: &[String], chao
 /// liveness or clock, nor while it is down. A pause that cannot be placed
 /// so is left out.
 fn add_pauses(c: &mut dyn Choices, steps: &mut Vec<Step>, nodes: &[String], chaos_end: u64) {
-    let count = 1 + c.below(PAUSES_MAX);
-    for _ in 0..count {
-        let node = &nodes[c.below(nodes.len() as u64) as usize];
-        let ms = PAUSE_MS_MIN + c.below(PAUSE_MS_MAX - PAUSE_MS_MIN + 1);
-        let at = c.below(chaos_end.saturating_sub(ms).max(1));
-        let (from, to) = (at.saturating_sub(PAUSE_CLEAR_MS), at + ms + PAUSE_CLEAR_MS);
-        if at + ms >= chaos_end || !node_is_left_alone(steps, node, from, to) {
-            continue;
-        }
-        insert_step(
-            steps,
-            at,
-            Op::Pause {
-                node: node.clone(),
-                ms,
-            },
-        );
-    }
+    add_windows(c, steps, nodes, chaos_end, false, |node, ms| Op::Pause {
+        node,
+        ms,
+    });
 }
 
 /// `disk_full` steps for [`Swarm::disk_full`]: up to [`PAUSES_MAX`] nodes
-/// store nothing for a while, placed as pauses are (each over before
-/// `chaos_end`, none near a step that changes its node's membership,
-/// liveness or clock), nor while a call step is given to its node (a
-/// refused call would break the checks of its own writes; workloads call
-/// another member).
+/// store nothing for a while, placed as pauses are, and not while a call
+/// step is given to their node either (a refused call would break the
+/// checks of its own writes; workloads call another member).
 fn add_disk_fulls(c: &mut dyn Choices, steps: &mut Vec<Step>, nodes: &[String], chaos_end: u64) {
+    add_windows(c, steps, nodes, chaos_end, true, |node, ms| Op::DiskFull {
+        node,
+        ms,
+    });
+}
+
+/// Up to [`PAUSES_MAX`] steps `window(node, ms)` of [`PAUSE_MS_MIN`] to
+/// [`PAUSE_MS_MAX`], each over before `chaos_end`, none within
+/// [`PAUSE_CLEAR_MS`] of a step that changes its node's membership,
+/// liveness or clock (nor of a call to it, with `no_calls`), nor while it
+/// is down. One that cannot be placed so is left out.
+fn add_windows(
+    c: &mut dyn Choices,
+    steps: &mut Vec<Step>,
+    nodes: &[String],
+    chaos_end: u64,
+    no_calls: bool,
+    window: fn(String, u64) -> Op,
+) {
     let count = 1 + c.below(PAUSES_MAX);
     for _ in 0..count {
         let node = &nodes[c.below(nodes.len() as u64) as usize];
         let ms = PAUSE_MS_MIN + c.below(PAUSE_MS_MAX - PAUSE_MS_MIN + 1);
         let at = c.below(chaos_end.saturating_sub(ms).max(1));
         let (from, to) = (at.saturating_sub(PAUSE_CLEAR_MS), at + ms + PAUSE_CLEAR_MS);
-        let calls = steps.iter().any(|step| {
-            (from..=to).contains(&step.at_ms)
-                && matches!(&step.op, Op::Call { node: n, .. } if n == node)
-        });
-        if at + ms >= chaos_end || calls || !node_is_left_alone(steps, node, from, to) {
+        let called = no_calls
+            && steps.iter().any(|step| {
+                (from..=to).contains(&step.at_ms)
+                    && matches!(&step.op, Op::Call { node: n, .. } if n == node)
+            });
+        if at + ms >= chaos_end || called || !node_is_left_alone(steps, node, from, to) {
             continue;
         }
-        let op = Op::DiskFull {
-            node: node.clone(),
-            ms,
-        };
-        insert_step(steps, at, op);
+        insert_step(steps, at, window(node.clone(), ms));
     }
 }
 
@@ -1964,6 +1964,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
     use crate::run::{Report, RunOptions, run};
     use crate::scenario::OPS;
 
