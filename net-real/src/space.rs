@@ -93,20 +93,18 @@ impl Space {
         let available = space.refresh();
         if whole && available >= COMMIT_MARGIN_BYTES {
             space.state = SpaceState::Storing;
-        } else if whole {
-            let _ = fs::remove_file(&space.reserve);
-            space.state = SpaceState::Full {
-                since: Instant::now(),
-                available,
-            };
-            space.refresh();
-        } else {
-            // No reserve (the last run turned full, or this is the first):
-            // store only where one is written and room is left.
-            let _ = fs::remove_file(&space.reserve);
-            space.refresh();
-            space.try_resume();
+            return space;
         }
+        // A reserve on a disk with no room beside it, or none (the last run
+        // turned full, or this is the first): full, storing again only
+        // once a reserve is written with room beside it.
+        let _ = fs::remove_file(&space.reserve);
+        space.state = SpaceState::Full {
+            since: Instant::now(),
+            available,
+        };
+        space.refresh();
+        space.try_resume();
         space
     }
 

@@ -189,6 +189,12 @@ fn full_disk() -> Result<(), Failed> {
     a.terminate();
     start_a(&mut a);
     assert_eq!(disk(&a)["state"], "full", "{}", disk(&a));
+    let at_start = a.log();
+    let at_start = at_start
+        .lines()
+        .rfind(|line| line.contains("disk full at start"))
+        .expect("the start says the disk is full");
+    assert!(!at_start.contains("available=0 "), "{at_start}");
     assert_eq!(
         get(&a, &context, &first.0).as_deref(),
         Some(first.1.as_str())
