@@ -256,7 +256,7 @@ async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     } else {
         &bytes
     };
-    parse_json(bytes)
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
 /// Reads a body whole, within `ADMIN_BODY_BYTES_MAX` and
@@ -289,10 +289,6 @@ async fn body_bytes(body: Body) -> Result<axum::body::Bytes, ApiError> {
             }
         })?;
     Ok(bytes)
-}
-
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
 /// The `{ctx}` of a path, parsed; a bad one is a JSON 400 like any other.

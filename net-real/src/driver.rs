@@ -881,18 +881,23 @@ impl Driver {
         let start = from.clamp(base, stable);
         let end = stable.min(start.saturating_add(max as u64));
         let index = |position: u64| (position - base) as usize;
+        // Every transaction in the order is held, with its outcome: a
+        // position skipped would be one a client never sees.
         let entries = replica
             .order_range(index(start)..index(end))
             .zip(start..)
-            .filter_map(|(id, position)| {
-                let tx = replica.tx(&id)?;
-                Some(StableEntry {
+            .map(|(id, position)| {
+                let tx = replica.tx(&id).expect("an ordered transaction is held");
+                StableEntry {
                     position,
                     tx: id,
                     author: tx.body().author,
                     kind: tx.body().kind.clone(),
-                    outcome: replica.outcome(&id)?.clone(),
-                })
+                    outcome: replica
+                        .outcome(&id)
+                        .expect("an applied transaction has an outcome")
+                        .clone(),
+                }
             })
             .collect();
         Ok(StablePage {

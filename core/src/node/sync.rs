@@ -475,9 +475,9 @@ impl Held {
     /// gives way to it. Else a member that is gone (crashed for good) could
     /// hold the one fetch of a copy round after round, each time a sync
     /// round draws it, while the members that show what the copy lacks
-    /// wait (found by the fuzzer with full disks: a copy whose stale view
-    /// named only a dead member besides itself). The abandoned fetch's late
-    /// answer matches nothing.
+    /// wait (found by the fuzzer with full disks:
+    /// `scenarios/regressions/fetch-held-by-a-dead-member.toml`). The
+    /// abandoned fetch's late answer matches nothing.
     pub(super) fn start_fetch(
         &mut self,
         context: ContextId,
